@@ -1,0 +1,114 @@
+"""Step 1: crop every face of every video, a FAKE with its ORIGINAL's boxes.
+
+Cropping a fake with its original's boxes (selim, 1st place) makes the two crops
+pixel-aligned: same frame, same rectangle, so the only difference is the swap.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .artifacts import CropManifest, FaceBoxes, WorkDir, atomic_dir, crop_name, encode_png
+from .dataset import Dataset, load_dataset
+from .runner import SkipVideo, StepError, StepOptions, StepResult, Task, run_tasks
+from .video import read_frames
+
+STEP = "1_extract_crops"
+DEFAULT_MARGIN = 1 / 3  # selim: a third of the box side on every side
+
+
+def crop_box(box, width: int, height: int, margin: float = DEFAULT_MARGIN) -> tuple[int, int, int, int]:
+    """Integer crop rectangle (x1, y1, x2, y2) of a face box grown by `margin` of its
+    side on every side, clipped to the frame. Pure function of the box: a fake and its
+    original get the same rectangle from the same box."""
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    w, h = x2 - x1, y2 - y1
+    px, py = w * margin, h * margin
+    cx1 = int(max(0, np.floor(x1 - px)))
+    cy1 = int(max(0, np.floor(y1 - py)))
+    cx2 = int(min(width, np.ceil(x2 + px)))
+    cy2 = int(min(height, np.ceil(y2 + py)))
+    return cx1, cy1, cx2, cy2
+
+
+def crop_plan(boxes: FaceBoxes, margin: float, min_size: int = 8) -> dict[int, list[tuple[int, tuple]]]:
+    """frame -> [(face index, rectangle)] for every usable box."""
+    plan: dict[int, list[tuple[int, tuple]]] = {}
+    for frame, faces in sorted(boxes.frames.items()):
+        for face, box in enumerate(faces):
+            rect = crop_box(box, boxes.width, boxes.height, margin)
+            if rect[2] - rect[0] >= min_size and rect[3] - rect[1] >= min_size:
+                plan.setdefault(frame, []).append((face, rect))
+    return plan
+
+
+def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT_MARGIN) -> tuple[list[str], dict]:
+    """Decode the planned frames of one video once and write its crops into out_dir."""
+    plan = crop_plan(boxes, margin)
+    frames, reader = read_frames(path, plan.keys())
+    names = []
+    for frame_idx, faces in plan.items():
+        frame = frames.get(frame_idx)
+        if frame is None:  # a fake shorter than its original
+            continue
+        if frame.shape[:2] != (boxes.height, boxes.width):
+            raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the boxes' "
+                             f"{boxes.width}x{boxes.height} (a fake must match its original)")
+        for face, (x1, y1, x2, y2) in faces:
+            name = crop_name(frame_idx, face)
+            (out_dir / name).write_bytes(encode_png(frame[y1:y2, x1:x2]))
+            names.append(name)
+    return names, {"frames_decoded": reader.frames_decoded, "crops": len(names)}
+
+
+def _process(task: Task) -> dict:
+    p = task.payload
+    work = WorkDir(p["work_dir"])
+    boxes_path = work.boxes(p["boxes_from"])
+    if not boxes_path.exists():
+        raise FileNotFoundError(f"no boxes for {p['boxes_from']} (step 0 failed or was not run)")
+    boxes = FaceBoxes.load(boxes_path)
+    if boxes.num_faces == 0:
+        raise SkipVideo(f"no face in {p['boxes_from']}'s boxes: nothing to crop")
+    with atomic_dir(work.crops_dir(task.video)) as tmp:
+        names, counters = extract_video_crops(p["path"], boxes, tmp, p["margin"])
+        if not names:
+            raise ValueError("no crop could be written (no planned frame could be decoded)")
+        CropManifest(video=task.video, label=p["label"], boxes_from=p["boxes_from"], paired=p["paired"],
+                     crops=names, margin=p["margin"], reason=p["reason"]).save(tmp / "crops.json")
+    counters["unpaired"] = int(p["label"] == "FAKE" and not p["paired"])
+    if p["reason"]:
+        counters["note"] = p["reason"]
+    return counters
+
+
+def plan_boxes_source(video, work: WorkDir) -> tuple[str, bool, str | None]:
+    """(boxes_from, paired, reason): where a video's crop boxes come from."""
+    if not video.is_fake:
+        return video.id, False, None
+    if video.original_present and work.boxes(video.original).exists():
+        return video.original, True, None
+    if not video.original:
+        why = "FAKE without an original in metadata"
+    elif not video.original_present:
+        why = f"original {video.original} is missing from DATA_DIR"
+    else:
+        why = f"original {video.original} has no boxes (it failed in step 0)"
+    return video.id, False, f"unpaired: {why}; cropped with its own boxes"
+
+
+def extract_crops(opts: StepOptions, margin: float = DEFAULT_MARGIN, dataset: Dataset | None = None) -> StepResult:
+    if not 0 <= margin <= 2:
+        raise ValueError(f"--margin must be in [0, 2] (a fraction of the box side), got {margin}")
+    dataset = dataset or load_dataset(opts.data_dir)
+    if not dataset.videos:
+        raise StepError(f"no usable videos under {opts.data_dir}")
+    work = opts.work
+    if not (work.root / "boxes").is_dir():
+        raise StepError(f"no boxes under {work.root / 'boxes'}: run 0_detect_faces.py first")
+    tasks = []
+    for v in dataset.videos:
+        boxes_from, paired, reason = plan_boxes_source(v, work)
+        tasks.append(Task(v.id, v.group, {
+            "path": str(v.path), "work_dir": str(work.root), "label": v.label,
+            "boxes_from": boxes_from, "paired": paired, "reason": reason, "margin": margin}))
+    return run_tasks(STEP, tasks, _process, lambda t: work.crop_manifest(t.video).exists(), opts)
