@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -250,11 +249,3 @@ def write_errors(path: Path, entries: list[dict], finished_videos: set[str]) -> 
         atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in merged))
     return merged
 
-
-def tmp_path_like(path: Path) -> Path:
-    """A temp sibling path (exposed for callers that write with third-party writers)."""
-    return _tmp_sibling(path)
-
-
-def make_temp_dir(prefix: str = "dfdc-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -112,3 +112,16 @@ def extract_crops(opts: StepOptions, margin: float = DEFAULT_MARGIN, dataset: Da
             "path": str(v.path), "work_dir": str(work.root), "label": v.label,
             "boxes_from": boxes_from, "paired": paired, "reason": reason, "margin": margin}))
     return run_tasks(STEP, tasks, _process, lambda t: work.crop_manifest(t.video).exists(), opts)
+
+
+def videos_with_crops(opts: StepOptions) -> list[tuple]:
+    """(Video, CropManifest) for every video step 1 finished: what steps 2-4 read."""
+    work = opts.work
+    if not (work.root / "crops").is_dir():
+        raise StepError(f"no crops under {work.root / 'crops'}: run 1_extract_crops.py first")
+    out = []
+    for v in load_dataset(opts.data_dir).videos:
+        path = work.crop_manifest(v.id)
+        if path.exists():  # otherwise step 1 failed or found no face, recorded there
+            out.append((v, CropManifest.load(path)))
+    return out

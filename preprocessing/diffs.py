@@ -9,8 +9,8 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from .artifacts import CropManifest, WorkDir, atomic_dir, encode_png, parse_crop_name, read_png
-from .dataset import load_dataset
-from .runner import StepError, StepOptions, StepResult, Task, run_tasks
+from .crops import videos_with_crops
+from .runner import StepOptions, StepResult, Task, run_tasks
 
 STEP = "3_generate_diffs"
 
@@ -45,16 +45,8 @@ def _process(task: Task) -> dict:
 
 
 def generate_diffs(opts: StepOptions) -> StepResult:
-    dataset = load_dataset(opts.data_dir)
     work = opts.work
-    if not (work.root / "crops").is_dir():
-        raise StepError(f"no crops under {work.root / 'crops'}: run 1_extract_crops.py first")
-    tasks = []
-    for v in dataset.videos:
-        manifest_path = work.crop_manifest(v.id)
-        if not v.is_fake or not manifest_path.exists():
-            continue
-        manifest = CropManifest.load(manifest_path)
-        if manifest.paired:  # unpaired fakes have no aligned original: no diff
-            tasks.append(Task(v.id, v.group, {"work_dir": str(work.root), "original": manifest.boxes_from}))
+    tasks = [Task(v.id, v.group, {"work_dir": str(work.root), "original": m.boxes_from})
+             for v, m in videos_with_crops(opts)
+             if v.is_fake and m.paired]  # unpaired fakes have no aligned original: no diff
     return run_tasks(STEP, tasks, _process, lambda t: work.diffs_dir(t.video).exists(), opts)

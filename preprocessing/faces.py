@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .artifacts import FaceBoxes
 from .dataset import Dataset, load_dataset
-from .detection import DEFAULT_DETECT_LONG_SIDE, FaceDetector, detection_scale
+from .detection import DEFAULT_DETECT_LONG_SIDE, FaceDetector, detection_scale, min_face_size
 from .runner import StepError, StepOptions, StepResult, Task, run_tasks, worker_state
 from .video import FrameReader
 
@@ -24,14 +24,14 @@ def detect_video(detector: FaceDetector, path, frame_step: int = DEFAULT_FRAME_S
     """
     reader = FrameReader(path, wanted=lambda i: sampled_frame(i, frame_step))
     info = reader.info
-    scale = None
+    scale = min_face = None
     frames: dict[int, list[list[float]]] = {}
     batch_idx, batch = [], []
     detected = 0
 
     def flush():
         nonlocal detected
-        for idx, det in zip(batch_idx, detector.detect(batch, scale)):
+        for idx, det in zip(batch_idx, detector.detect(batch, scale, min_face)):
             frames[idx] = [[*map(float, b), float(p)] for b, p in zip(det.boxes, det.probs)]
         detected += len(batch)
         batch_idx.clear()
@@ -42,6 +42,7 @@ def detect_video(detector: FaceDetector, path, frame_step: int = DEFAULT_FRAME_S
             # The decoded size is the truth (rotation metadata is applied by the decoder).
             info.height, info.width = frame.shape[:2]
             scale = detection_scale(info.width, info.height, long_side)
+            min_face = min_face_size(info.width, info.height, scale)
         batch_idx.append(idx)
         batch.append(frame)
         if len(batch) == batch_size:

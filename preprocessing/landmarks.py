@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from .artifacts import CropManifest, WorkDir, atomic_dir, parse_crop_name, read_png
-from .dataset import load_dataset
+from .crops import videos_with_crops
 from .detection import FaceDetector
-from .runner import SkipVideo, StepError, StepOptions, StepResult, Task, run_tasks, worker_state
+from .runner import StepOptions, StepResult, Task, run_tasks, worker_state
 
 STEP = "2_generate_landmarks"
 DETECT_SIZE = 256  # crops are padded to a square and resized to this, so MTCNN can batch them
@@ -67,27 +67,16 @@ def _process(task: Task) -> dict:
                 np.save(buf, points)
                 (tmp / f"{frame}_{face}.npy").write_bytes(buf.getvalue())
                 found += 1
-    counters = {"landmarks": found, "crops_without_landmarks": missed}
+    counters = {"landmarks": found, "crops_without_landmarks": missed, "frames_detected": found + missed}
     if found == 0:
         counters["note"] = f"no landmarks found in any of {missed} crops"
     return counters
 
 
 def generate_landmarks(opts: StepOptions) -> StepResult:
-    dataset = load_dataset(opts.data_dir)
     work = opts.work
-    if not (work.root / "crops").is_dir():
-        raise StepError(f"no crops under {work.root / 'crops'}: run 1_extract_crops.py first")
-    tasks = []
-    for v in dataset.videos:
-        manifest_path = work.crop_manifest(v.id)
-        if not manifest_path.exists():
-            continue  # failed or no face in step 1, already recorded there
-        if CropManifest.load(manifest_path).boxes_from != v.id:
-            continue  # a paired fake uses its original's landmarks
-        tasks.append(Task(v.id, v.group, {"work_dir": str(work.root)}))
+    tasks = [Task(v.id, v.group, {"work_dir": str(work.root)})
+             for v, m in videos_with_crops(opts)
+             if m.boxes_from == v.id]  # a paired fake uses its original's landmarks
     return run_tasks(STEP, tasks, _process, lambda t: work.landmarks_dir(t.video).exists(), opts,
                      init=_init, init_kwargs={"device": opts.device})
-
-
-__all__ = ["crop_landmarks", "generate_landmarks", "SkipVideo"]

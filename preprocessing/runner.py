@@ -186,9 +186,12 @@ def run_tasks(step: str, tasks: list[Task], process: Callable[[Task], dict],
         ctx = mp.get_context("spawn")  # fork + torch/OpenMP threads can deadlock
         with ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(init, init_kwargs or {}, threads)) as pool:
-            futures = [pool.submit(_call, process, t) for t in todo]
+            futures = {pool.submit(_call, process, t): t for t in todo}
             for fut in as_completed(futures):
-                record(*fut.result())
+                try:
+                    record(*fut.result())
+                except Exception as e:  # a worker died (e.g. a decoder crash): keep the others' work
+                    record(futures[fut].video, "failed", {}, f"worker process died: {type(e).__name__}: {e}", 0.0)
                 bar.update(1)
     bar.close()
 

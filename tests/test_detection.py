@@ -38,3 +38,11 @@ def test_batch_matches_single(detector):
     np.testing.assert_allclose(batch[2].boxes, single.boxes, atol=1e-3)
     mirrored = batch[1].boxes[0]
     assert abs((512 - mirrored[2]) - single.boxes[0][0]) < 8  # flipped face found where expected
+
+
+def test_min_face_size_follows_the_detection_resolution():
+    from preprocessing.detection import min_face_size
+
+    assert min_face_size(1920, 1080, 0.5) == 34  # 3.5% of 960
+    assert min_face_size(360, 288, 1.0) == 20  # never below MTCNN's usual 20
+    assert min_face_size(3840, 2160, 0.25) == 34

@@ -144,3 +144,35 @@ def test_workers_give_the_same_boxes(sample_dir, sample_work, tmp_path):
         assert got.keys() == ref.keys() and got["frames"].keys() == ref["frames"].keys()
         for k in got["frames"]:
             np.testing.assert_allclose(got["frames"][k], ref["frames"][k], atol=0.5)
+
+
+def test_killed_run_leaves_no_half_file_and_resumes(tmp_path):
+    """SIGKILL step 0 mid-run: every boxes file left is complete, and a rerun finishes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from preprocessing.sample_data import generate_sample_dataset
+    from conftest import REPO
+
+    data = tmp_path / "data"
+    generate_sample_dataset(data, folders=1, reals=8, fakes=0, seconds=3.0, size=(320, 240), seed=11)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "0_detect_faces.py", "--data-dir", str(data), "--work-dir", str(work),
+           "--no-progress", "--frame-step", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(work.glob("boxes/*/*.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = list(work.glob("boxes/*/*.json"))
+    assert 2 <= len(finished) < 8
+    for path in finished:
+        FaceBoxes.load(path)  # complete, parseable JSON
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(finished)} skipped" in rerun.stdout and "0 failed" in rerun.stdout
+    assert len(list(work.glob("boxes/*/*.json"))) == 8
