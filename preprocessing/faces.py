@@ -5,7 +5,7 @@ from .artifacts import FaceBoxes
 from .dataset import Dataset, load_dataset
 from .detection import DEFAULT_DETECT_LONG_SIDE, FaceDetector, detection_scale, min_face_size
 from .runner import StepError, StepOptions, StepResult, Task, run_tasks, worker_state
-from .video import FrameReader
+from .video import FrameReader, prefetch
 
 STEP = "0_detect_faces"
 DEFAULT_FRAME_STEP = 10
@@ -37,7 +37,7 @@ def detect_video(detector: FaceDetector, path, frame_step: int = DEFAULT_FRAME_S
         batch_idx.clear()
         batch.clear()
 
-    for idx, frame in reader:
+    for idx, frame in prefetch(reader, size=2 * batch_size):
         if scale is None:
             # The decoded size is the truth (rotation metadata is applied by the decoder).
             info.height, info.width = frame.shape[:2]

@@ -54,7 +54,8 @@ def build_rows(opts: StepOptions) -> tuple[pd.DataFrame, list[dict]]:
             continue
         m = CropManifest.load(manifest_path)
         original = v.id if not v.is_fake else (m.boxes_from if m.paired else "")
-        group = m.boxes_from if m.paired else v.id
+        # Fakes of one original share its group even when the original is absent (orphans).
+        group = v.group
         for name in sorted(m.crops, key=parse_crop_name):
             frame, face = parse_crop_name(name)
             rows.append({"video": v.id, "file": f"crops/{v.id}/{name}", "label": int(v.is_fake),
@@ -77,10 +78,6 @@ def generate_folds(opts: StepOptions, folds: int = 5, seed: int = 777) -> StepRe
         keep = sorted(df.group.unique())[:opts.limit]
         df = df[df.group.isin(keep)]
     result.total = df.video.nunique()
-    if out.exists() and not opts.force:
-        result.skipped = result.total
-        result.seconds = time.time() - t0
-        return result
 
     fold_of = assign_folds(df.groupby("group").size().to_dict(), folds, seed)
     df = df.assign(fold=df.group.map(fold_of)).drop(columns="group")
@@ -88,9 +85,14 @@ def generate_folds(opts: StepOptions, folds: int = 5, seed: int = 777) -> StepRe
     empty = [k for k in range(folds) if counts.get(k, 0) == 0]
     if empty:  # cannot happen after assign_folds's check; kept as a loud guard
         raise StepError(f"folds {empty} are empty")
-    atomic_write_text(out, df[FOLDS_COLUMNS].to_csv(index=False))
-
-    result.done = result.total
+    # Cheap and deterministic, so always recomputed: a folds.csv made before more
+    # videos were cropped is never left stale. An identical file is left untouched.
+    text = df[FOLDS_COLUMNS].to_csv(index=False)
+    if not opts.force and out.exists() and out.read_text() == text:
+        result.skipped = result.total
+    else:
+        atomic_write_text(out, text)
+        result.done = result.total
     result.noted = len(errors)
     result.counters.update({"rows": len(df), "folds": folds,
                             **{f"fold{k}_rows": int(counts.get(k, 0)) for k in range(folds)}})

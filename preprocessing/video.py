@@ -6,6 +6,8 @@ grabbed (no colour conversion, no copy).
 """
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -99,6 +101,54 @@ class FrameReader:
             cap.release()
         if self.num_frames == 0 and (self.max_index is None or self.max_index >= 0):
             raise VideoReadError(f"no decodable frames: {self.path}")
+
+
+def prefetch(iterable, size: int = 32) -> Iterator:
+    """Iterate `iterable` in a background thread, `size` items ahead.
+
+    Decoding (OpenCV) and detection (torch) both release the GIL, so the next frames
+    are decoded while the current batch is detected. Errors reach the consumer; a
+    consumer that stops early stops the producer too.
+    """
+    items: queue.Queue = queue.Queue(size)
+    stop = threading.Event()
+    done = object()
+    failure: list[BaseException] = []
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # re-raised in the consumer
+            failure.append(e)
+        finally:
+            while not stop.is_set():
+                try:
+                    items.put(done, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                break
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 def read_frames(path: str | Path, indices: list[int] | set[int]) -> tuple[dict[int, np.ndarray], FrameReader]:

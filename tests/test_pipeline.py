@@ -176,3 +176,28 @@ def test_killed_run_leaves_no_half_file_and_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(finished)} skipped" in rerun.stdout and "0 failed" in rerun.stdout
     assert len(list(work.glob("boxes/*/*.json"))) == 8
+
+
+def test_folds_group_orphans_of_one_absent_original_and_never_go_stale(tmp_path):
+    from preprocessing.artifacts import CropManifest, WorkDir
+    from preprocessing.folds import generate_folds
+    from conftest import write_metadata
+
+    data, work = tmp_path / "d", WorkDir(tmp_path / "w")
+    entries = {f"o{i}.mp4": {"label": "FAKE", "original": "gone.mp4"} for i in range(3)}
+    entries.update({f"r{i}.mp4": {"label": "REAL", "original": None} for i in range(3)})
+    write_metadata(data / "p", entries)
+    for name in entries:
+        (data / "p" / name).write_bytes(b"x")
+        vid = f"p/{name[:-4]}"
+        label = entries[name]["label"]
+        work.crops_dir(vid).mkdir(parents=True)
+        CropManifest(vid, label, vid, False, ["0_0.png", "10_0.png"], 1 / 3).save(work.crop_manifest(vid))
+    r = generate_folds(make_opts(data, work.root), folds=2, seed=0)
+    assert r.done == 6
+    df = pd.read_csv(work.folds, keep_default_na=False)
+    assert df[df.video.str.startswith("p/o")].fold.nunique() == 1  # one absent original, one fold
+    assert generate_folds(make_opts(data, work.root), folds=2, seed=0).skipped == 6  # unchanged
+    work.crop_manifest("p/r2").unlink()
+    generate_folds(make_opts(data, work.root), folds=2, seed=0)
+    assert "p/r2" not in set(pd.read_csv(work.folds).video)  # recomputed, not stale

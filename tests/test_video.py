@@ -80,3 +80,32 @@ def test_encode_rejects_bad_input(tmp_path):
         encode_video(tmp_path / "x.mp4", np.zeros((2, 9, 10, 3), np.uint8), 10)
     with pytest.raises(ValueError, match="uint8"):
         encode_video(tmp_path / "x.mp4", np.zeros((2, 8, 10, 3), np.float32), 10)
+
+
+def test_prefetch_keeps_order_propagates_errors_and_stops_early():
+    from preprocessing.video import prefetch
+
+    assert list(prefetch(iter(range(100)), size=3)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise VideoReadError("boom")
+
+    with pytest.raises(VideoReadError, match="boom"):
+        list(prefetch(broken()))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    gen = prefetch(endless(), size=2)
+    assert [next(gen) for _ in range(5)] == list(range(5))
+    gen.close()  # the producer thread must stop, not block forever
+    n = len(produced)
+    import time
+    time.sleep(0.3)
+    assert len(produced) == n
