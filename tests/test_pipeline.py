@@ -201,3 +201,13 @@ def test_folds_group_orphans_of_one_absent_original_and_never_go_stale(tmp_path)
     work.crop_manifest("p/r2").unlink()
     generate_folds(make_opts(data, work.root), folds=2, seed=0)
     assert "p/r2" not in set(pd.read_csv(work.folds).video)  # recomputed, not stale
+
+
+def test_data_dir_is_left_untouched(sample_dir, tmp_path):
+    def snapshot():
+        return sorted((str(p.relative_to(sample_dir)), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in sample_dir.rglob("*"))
+
+    before = snapshot()
+    run_steps_0_to_4(sample_dir, tmp_path / "w", limit=3)
+    assert snapshot() == before
