@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Step 5: train one fold of a config -> weights/{name}_fold{k}_{best,last}.pt, WORK_DIR/logs/.
+
+    python 5_train.py --config configs/lite0_cpu.json --data-dir D --work-dir W --fold 0
+    torchrun --nproc_per_node 8 5_train.py --config configs/b7.json --data-dir D --work-dir W --fold 0
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from training.config import ConfigError, load_config
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--data-dir", type=Path, default=None, help="the dataset (recorded in the checkpoint)")
+    p.add_argument("--work-dir", required=True, type=Path, help="holds folds.csv and the crops of steps 0-4")
+    p.add_argument("--fold", type=int, default=0, help="validation fold")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", type=Path, default=None, help="a *_last.pt checkpoint to continue")
+    p.add_argument("--pretrained", default=None,
+                   help="local file of encoder weights (overrides the config's 'pretrained')")
+    p.add_argument("--weights-dir", type=Path, default=Path(__file__).resolve().parent / "weights")
+    p.add_argument("--name", default=None, help="checkpoint name (default: the config's name or file stem)")
+    p.add_argument("--epochs", type=int, default=None, help="override optimizer.schedule.epochs")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the config's)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args()
+    try:
+        cfg = load_config(a.config)
+        if a.name:
+            cfg["name"] = a.name
+        from training.engine import cleanup_distributed, train
+
+        try:
+            result = train(cfg, a.work_dir, fold=a.fold, seed=a.seed, resume=a.resume, pretrained=a.pretrained,
+                           weights_dir=a.weights_dir, device=a.device, workers=a.workers, epochs=a.epochs,
+                           progress=not a.no_progress, data_dir=a.data_dir)
+        finally:
+            cleanup_distributed()
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result.history:
+        h = result.history[-1]
+        best = min(x["log_loss"] for x in result.history)
+        print(f"[5_train] {cfg['name']} fold {a.fold}: {len(result.history)} epochs, last val log loss "
+              f"{h['log_loss']:.4f}, best {best:.4f} -> {result.best}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

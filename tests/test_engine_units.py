@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.engine import ShardedRandomSampler, video_metrics
+from training.losses import WeightedLoss, balanced_bce, bce, smooth
+from training.schedules import create_scheduler
+
+
+def _lrs(schedule, steps_per_epoch=10, n=None):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = create_scheduler(opt, schedule, steps_per_epoch)
+    out = []
+    for _ in range(n or schedule["epochs"] * steps_per_epoch):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_warmup_then_poly_decay():
+    lrs = _lrs({"type": "poly", "epochs": 4, "warmup_epochs": 1, "params": {"power": 1.0}})
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert lrs[10] == pytest.approx(1.0) and lrs[25] == pytest.approx(1 - 15 / 30)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_cosine_and_step():
+    cos = _lrs({"type": "cosine", "epochs": 2, "params": {"min_lr_ratio": 0.1}})
+    assert cos[0] == pytest.approx(1.0) and cos[10] == pytest.approx(0.55) and min(cos) > 0.1
+    step = _lrs({"type": "step", "epochs": 3, "params": {"step_size": 1, "gamma": 0.5}})
+    assert step[5] == 1.0 and step[15] == 0.5 and step[25] == 0.25
+
+
+def test_balanced_bce_is_the_mean_of_the_two_halves():
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    target = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    fake = bce(logits[:3], target[:3])
+    real = bce(logits[3:], target[3:])
+    assert balanced_bce(logits, target).item() == pytest.approx(((fake + real) / 2).item())
+    assert balanced_bce(logits[:3], target[:3]).item() == pytest.approx(fake.item())  # one class only
+
+
+def test_label_smoothing_and_weights():
+    assert smooth(torch.tensor([0.0, 1.0]), 0.1).tolist() == pytest.approx([0.05, 0.95])
+    loss = WeightedLoss({"BinaryCrossentropy": 2.0}, label_smoothing=0.0)
+    x, y = torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.0])
+    assert loss(x, y).item() == pytest.approx(2 * bce(x, y).item())
+
+
+def test_video_metrics_average_crops_per_video():
+    m = video_metrics(["a", "a", "b", "b"], [1, 1, 0, 0], [0.9, 0.7, 0.2, 0.4])
+    expected = -(math.log(0.8) + math.log(0.7)) / 2
+    assert m["videos"] == 2 and m["log_loss"] == pytest.approx(expected) and m["auc"] == 1.0
+    assert math.isnan(video_metrics(["a"], [1], [0.9])["auc"])
+
+
+def test_sharded_sampler_is_deterministic_and_disjoint_per_epoch():
+    s = [ShardedRandomSampler(100, 8, seed=1, rank=r, world_size=2) for r in range(2)]
+    a0, b0 = list(s[0]), list(s[1])
+    assert len(a0) == len(b0) == 8
+    assert a0 == list(ShardedRandomSampler(100, 8, seed=1, rank=0, world_size=2))
+    s[0].set_epoch(1)
+    assert list(s[0]) != a0

