@@ -11,4 +11,7 @@ if __name__ == "__main__":
     p = add_common_args(argparse.ArgumentParser(description=__doc__))
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help="added on every side, as a fraction of the box side (default 1/3, as selim)")
+    p.add_argument("--clip-len", type=int, default=1,
+                   help="also crop the next N-1 frames after each detected frame with its box, "
+                        "for the sequence model (default 1: detected frames only)")
     sys.exit(cli_main(extract_crops, p))

@@ -206,7 +206,9 @@ class CropManifest:
     """Written last into crops/{id}/: what the crops are and where their boxes came from.
 
     `boxes_from` is the id whose boxes were used: the original's for a paired FAKE, the
-    video itself for a REAL or an unpaired ("orphan") FAKE, whose `reason` says why."""
+    video itself for a REAL or an unpaired ("orphan") FAKE, whose `reason` says why.
+    `crops` are the detected frames' crops (the rows of folds.csv); `clip_crops` the
+    following clip_len-1 frames of each, cut with the same rectangle (sequence models)."""
 
     video: str
     label: str
@@ -215,6 +217,8 @@ class CropManifest:
     crops: list[str]
     margin: float
     reason: str | None = None
+    clip_len: int = 1
+    clip_crops: list[str] = field(default_factory=list)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.__dict__)

@@ -41,23 +41,35 @@ def crop_plan(boxes: FaceBoxes, margin: float, min_size: int = 8) -> dict[int, l
     return plan
 
 
-def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT_MARGIN) -> tuple[list[str], dict]:
-    """Decode the planned frames of one video once and write its crops into out_dir."""
+def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT_MARGIN,
+                        clip_len: int = 1) -> tuple[list[str], list[str], dict]:
+    """Decode the planned frames of one video once and write its crops into out_dir.
+
+    With clip_len > 1, each detected frame f also gets the crops of frames f+1 ..
+    f+clip_len-1 cut with f's rectangle (NTech's sequence model needs consecutive
+    frames; a face moves little in a fraction of a second, and the margin absorbs it).
+    Returns (anchor crop names, clip crop names, counters).
+    """
     plan = crop_plan(boxes, margin)
-    frames, reader = read_frames(path, plan.keys())
-    names = []
-    for frame_idx, faces in plan.items():
+    wanted = {f + j: f for f in plan for j in range(clip_len)}
+    frames, reader = read_frames(path, wanted.keys())
+    anchors, clips = [], []
+    for frame_idx in sorted(wanted):
         frame = frames.get(frame_idx)
-        if frame is None:  # a fake shorter than its original
+        if frame is None:  # a fake shorter than its original, or past the end
             continue
         if frame.shape[:2] != (boxes.height, boxes.width):
             raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the boxes' "
                              f"{boxes.width}x{boxes.height} (a fake must match its original)")
-        for face, (x1, y1, x2, y2) in faces:
+        anchor = wanted[frame_idx]
+        if frame_idx != anchor and frame_idx in plan:
+            continue  # an anchor of its own
+        for face, (x1, y1, x2, y2) in plan[anchor]:
             name = crop_name(frame_idx, face)
             (out_dir / name).write_bytes(encode_png(frame[y1:y2, x1:x2]))
-            names.append(name)
-    return names, {"frames_decoded": reader.frames_decoded, "crops": len(names)}
+            (anchors if frame_idx == anchor else clips).append(name)
+    return anchors, clips, {"frames_decoded": reader.frames_decoded, "crops": len(anchors),
+                            "clip_crops": len(clips)}
 
 
 def _process(task: Task) -> dict:
@@ -70,11 +82,12 @@ def _process(task: Task) -> dict:
     if boxes.num_faces == 0:
         raise SkipVideo(f"no face in {p['boxes_from']}'s boxes: nothing to crop")
     with atomic_dir(work.crops_dir(task.video)) as tmp:
-        names, counters = extract_video_crops(p["path"], boxes, tmp, p["margin"])
+        names, clips, counters = extract_video_crops(p["path"], boxes, tmp, p["margin"], p["clip_len"])
         if not names:
             raise ValueError("no crop could be written (no planned frame could be decoded)")
         CropManifest(video=task.video, label=p["label"], boxes_from=p["boxes_from"], paired=p["paired"],
-                     crops=names, margin=p["margin"], reason=p["reason"]).save(tmp / "crops.json")
+                     crops=names, margin=p["margin"], reason=p["reason"], clip_len=p["clip_len"],
+                     clip_crops=clips).save(tmp / "crops.json")
     counters["unpaired"] = int(p["label"] == "FAKE" and not p["paired"])
     if p["reason"]:
         counters["note"] = p["reason"]
@@ -96,9 +109,12 @@ def plan_boxes_source(video, work: WorkDir) -> tuple[str, bool, str | None]:
     return video.id, False, f"unpaired: {why}; cropped with its own boxes"
 
 
-def extract_crops(opts: StepOptions, margin: float = DEFAULT_MARGIN, dataset: Dataset | None = None) -> StepResult:
+def extract_crops(opts: StepOptions, margin: float = DEFAULT_MARGIN, clip_len: int = 1,
+                  dataset: Dataset | None = None) -> StepResult:
     if not 0 <= margin <= 2:
         raise ValueError(f"--margin must be in [0, 2] (a fraction of the box side), got {margin}")
+    if clip_len < 1:
+        raise ValueError(f"--clip-len must be >= 1, got {clip_len}")
     dataset = dataset or load_dataset(opts.data_dir)
     if not dataset.videos:
         raise StepError(f"no usable videos under {opts.data_dir}")
@@ -110,7 +126,8 @@ def extract_crops(opts: StepOptions, margin: float = DEFAULT_MARGIN, dataset: Da
         boxes_from, paired, reason = plan_boxes_source(v, work)
         tasks.append(Task(v.id, v.group, {
             "path": str(v.path), "work_dir": str(work.root), "label": v.label,
-            "boxes_from": boxes_from, "paired": paired, "reason": reason, "margin": margin}))
+            "boxes_from": boxes_from, "paired": paired, "reason": reason, "margin": margin,
+            "clip_len": clip_len}))
     return run_tasks(STEP, tasks, _process, lambda t: work.crop_manifest(t.video).exists(), opts)
 
 

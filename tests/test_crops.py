@@ -36,3 +36,26 @@ def test_boxes_source(tmp_path):
     assert (src, paired) == ("p/orphan", False) and "p/gone is missing" in why
     src, paired, why = plan_boxes_source(_video("p/f2", "FAKE", "p/broken", True), work)
     assert (src, paired) == ("p/f2", False) and "failed in step 0" in why
+
+
+def test_clip_crops_follow_each_detected_frame_with_its_box(tmp_path):
+    import numpy as np
+
+    from preprocessing.crops import extract_video_crops
+    from preprocessing.video import encode_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
+    encode_video(tmp_path / "v.mp4", frames, 15)
+    boxes = FaceBoxes(80, 64, 15.0, 25, {0: [[10, 10, 40, 40, 0.99]], 10: [[20, 12, 50, 42, 0.99]],
+                                         20: [[20, 12, 50, 42, 0.99]]})
+    out = tmp_path / "out"
+    out.mkdir()
+    anchors, clips, counters = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=4)
+    assert anchors == ["0_0.png", "10_0.png", "20_0.png"]
+    assert clips == ["1_0.png", "2_0.png", "3_0.png", "11_0.png", "12_0.png", "13_0.png",
+                     "21_0.png", "22_0.png", "23_0.png"]
+    from preprocessing.artifacts import read_png
+
+    assert read_png(out / "2_0.png").shape == read_png(out / "0_0.png").shape == (30, 30, 3)
+    assert read_png(out / "12_0.png").shape == (30, 30, 3)
+    assert counters["clip_crops"] == 9
