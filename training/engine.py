@@ -274,6 +274,7 @@ class TrainResult:
     best: Path | None
     last: Path | None
     history: list[dict]
+    model: torch.nn.Module | None = None  # the trained module (unwrapped from DDP)
 
 
 def checkpoint_paths(weights_dir: Path, name: str, fold: int) -> tuple[Path, Path]:
@@ -301,7 +302,10 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     model = build_model(cfg).to(d.device)
     if d.enabled and d.device.type == "cuda":
         # SyncBatchNorm needs GPUs; on CPU (gloo) each rank keeps its own batch statistics.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # timm's converter keeps BatchNormAct2d's fused activation (torch's drops it silently).
+        from timm.layers import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)
     teacher = None
     if cfg["network"] == "DeepFakeClassifierDistill":
         teacher, _ = model_from_checkpoint(resolve_path(cfg["distill"]["teacher"]), d.device)
@@ -412,7 +416,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     if writer is not None:
         writer.close()
     return TrainResult(best_path if best_path.exists() else None, last_path if last_path.exists() else None,
-                       history)
+                       history, model.module if hasattr(model, "module") else model)
 
 
 def distill_loss(out, target, teacher, images, criterion, cfg) -> torch.Tensor:

@@ -1,0 +1,290 @@
+"""The training model zoo: registry, learning, Seq3D == 2D at start, checkpoints, offline weights.
+
+Small encoders at 64-128 px keep this fast on a CPU; nothing is downloaded.
+"""
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models._efficientnet_blocks import InvertedResidual
+
+from training.zoo import (MODELS, DeepFakeClassifier, DeepFakeClassifierDistill, DeepFakeClassifierSeq3D,
+                          TemporalConv3d, create_model, lite0_weights_path, load_encoder_weights)
+
+LITE0 = "tf_efficientnet_lite0"  # no squeeze-excitation
+B0 = "efficientnet_b0"  # InvertedResidual blocks with squeeze-excitation
+VIT = "deit_tiny_patch16_224"
+
+
+def seeded(seed, build, *args, **kwargs):
+    torch.manual_seed(seed)
+    return build(*args, **kwargs)
+
+
+def calibrate_batchnorm(model, batch, seed=1):
+    """Give a random-init encoder BN statistics from data and non-zero gammas.
+
+    Fresh timm EfficientNets zero the last BN of each residual branch and their BN running
+    stats are 0/1, so in eval mode their output barely depends on the input; comparisons
+    between models would then pass trivially.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.momentum = 1.0
+            bn.weight.data = torch.rand(bn.num_features, generator=g) + 0.5
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    return model.eval()
+
+
+def randomize_batchnorm(model, seed=1):
+    """Deterministic, input-independent random BN parameters and statistics (same for same module order)."""
+    g = torch.Generator().manual_seed(seed)
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            n = bn.num_features
+            bn.weight.data = torch.rand(n, generator=g) + 0.5
+            bn.bias.data = torch.randn(n, generator=g) * 0.1
+            bn.running_mean.data = torch.randn(n, generator=g) * 0.1
+            bn.running_var.data = torch.rand(n, generator=g) + 0.5
+    return model.eval()
+
+
+def still_clip(frames, num_frames):
+    """(B, 3, H, W) -> (B, T, 3, H, W), every frame the same."""
+    return frames[:, None].expand(-1, num_frames, -1, -1, -1).contiguous()
+
+
+# ---------------------------------------------------------------- registry
+
+@pytest.mark.parametrize("network, kwargs", [
+    ("DeepFakeClassifier", {}),
+    ("DeepFakeClassifierSeq3D", {"seq_len": 3}),
+    ("DeepFakeClassifierDistill", {"vit": VIT, "size": 64}),
+])
+def test_registry_builds_each_network(network, kwargs):
+    model = create_model(network, LITE0, dropout=0.2, **kwargs)
+    assert type(model) is MODELS[network]
+    assert model.dropout.p == 0.2
+
+
+def test_unknown_network_lists_known_ones():
+    with pytest.raises(ValueError) as err:
+        create_model("ResNetOfDoom", LITE0)
+    for name in MODELS:
+        assert name in str(err.value)
+    assert "ResNetOfDoom" in str(err.value)
+
+
+# ---------------------------------------------------------------- learning
+
+def bce(logits, target):
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def distill_loss(outputs, target, soft_target):
+    cls_logit, dist_logit = outputs
+    return 0.5 * bce(cls_logit, target) + 0.5 * bce(dist_logit, soft_target)
+
+
+@pytest.mark.parametrize("network, inputs, kwargs", [
+    ("DeepFakeClassifier", (4, 3, 64, 64), {}),
+    ("DeepFakeClassifierSeq3D", (2, 3, 3, 64, 64), {"seq_len": 3}),
+    ("DeepFakeClassifierDistill", (4, 3, 64, 64), {"size": 64}),
+])
+def test_a_few_steps_lower_the_loss(network, inputs, kwargs):
+    torch.manual_seed(0)
+    model = create_model(network, LITE0, dropout=0.0, **kwargs).train()
+    x = torch.randn(inputs)
+    y = torch.tensor([[1.0], [0.0], [1.0], [0.0]])[: inputs[0]]
+    soft = torch.tensor([[0.9], [0.2], [0.7], [0.1]])[: inputs[0]]  # stands in for sigmoid(teacher)
+
+    def loss_of(out):
+        return distill_loss(out, y, soft) if network == "DeepFakeClassifierDistill" else bce(out, y)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        out = model(x)
+        loss = loss_of(out)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        final = loss_of(model(x)).item()
+    assert np.isfinite(losses).all()
+    assert final < losses[0], (losses, final)
+
+
+# ---------------------------------------------------------------- Seq3D
+
+def test_seq3d_has_a_temporal_conv_in_every_inverted_residual():
+    model2d = seeded(0, DeepFakeClassifier, B0)
+    seq = DeepFakeClassifierSeq3D.from_2d(model2d, seq_len=4)
+    blocks2d = [m for m in model2d.encoder.modules() if isinstance(m, InvertedResidual)]
+    blocks3d = [m for m in seq.encoder.modules() if isinstance(m, InvertedResidual)]
+    assert len(blocks2d) == len(blocks3d) == len(seq.temporal_convs()) == 15  # b0: 16 blocks, the first has no expansion
+    for b2, b3 in zip(blocks2d, blocks3d):
+        conv = b3.conv_pw
+        assert isinstance(conv, TemporalConv3d) and conv.kernel_size == (3, 1, 1)
+        assert (conv.bias is None) == (b2.conv_pw.bias is None)
+        w2d = b2.conv_pw.weight  # (O, I, 1, 1)
+        for tap in range(3):
+            torch.testing.assert_close(conv.weight[:, :, tap], w2d / 3)
+
+
+def test_seq3d_from_2d_equals_2d_on_a_still_clip():
+    model2d = calibrate_batchnorm(seeded(0, DeepFakeClassifier, B0), torch.randn(8, 3, 64, 64))
+    seq = DeepFakeClassifierSeq3D.from_2d(model2d, seq_len=4).eval()
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model2d(frames)
+        assert expected.shape == (2, 1) and expected.dtype == torch.float32
+        assert (expected[0] - expected[1]).abs() > 1e-3  # the comparison is not trivial
+        torch.testing.assert_close(seq(still_clip(frames, 4)), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(seq(still_clip(frames, 2)), expected, atol=1e-5, rtol=0)  # T from the input
+
+
+def test_seq3d_equals_2d_when_built_from_the_same_seed():
+    model2d = randomize_batchnorm(seeded(0, create_model, "DeepFakeClassifier", LITE0))
+    seq = randomize_batchnorm(seeded(0, create_model, "DeepFakeClassifierSeq3D", LITE0, seq_len=3))
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model2d(frames)
+        assert (expected[0] - expected[1]).abs() > 1e-3
+        torch.testing.assert_close(seq(still_clip(frames, 3)), expected, atol=1e-5, rtol=0)
+
+
+def test_seq3d_equals_2d_when_built_from_the_same_weight_file():
+    path = lite0_weights_path()
+    model2d = seeded(0, create_model, "DeepFakeClassifier", LITE0, pretrained=path).eval()
+    seq = seeded(0, create_model, "DeepFakeClassifierSeq3D", LITE0, pretrained=path, seq_len=3).eval()
+    frames = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(seq(still_clip(frames, 3)), model2d(frames), atol=1e-5, rtol=0)
+
+
+def test_seq3d_mixes_frames_only_through_its_temporal_convs():
+    path = lite0_weights_path()
+    model2d = seeded(0, create_model, "DeepFakeClassifier", LITE0, pretrained=path).eval()
+    seq = DeepFakeClassifierSeq3D.from_2d(model2d, seq_len=4).eval()
+    clip = torch.randn(2, 4, 3, 64, 64)
+    with torch.no_grad():
+        # frame order matters: a mean of per-frame features would not see a shuffle
+        assert not torch.allclose(seq(clip), seq(clip[:, [2, 0, 3, 1]]), atol=1e-4)
+        # with all weight on the centre tap each frame is on its own: the 2D model averaged over frames
+        for conv in seq.temporal_convs():
+            centre = conv.weight[:, :, 1] * 3
+            conv.weight.zero_()
+            conv.weight[:, :, 1] = centre
+        per_frame = model2d.features(clip.flatten(0, 1)).view(2, 4, -1).mean(1)
+        torch.testing.assert_close(seq(clip), model2d.head(per_frame), atol=1e-5, rtol=0)
+
+
+def test_seq3d_rejects_a_batch_that_is_not_whole_clips():
+    conv = TemporalConv3d(4, 8, num_frames=3)
+    with pytest.raises(ValueError, match="3-frame clips"):
+        conv(torch.randn(4, 4, 2, 2))
+
+
+# ---------------------------------------------------------------- Distill
+
+def test_distill_returns_both_heads_in_training_and_their_mean_in_eval():
+    model = seeded(0, create_model, "DeepFakeClassifierDistill", LITE0, vit=VIT, size=96, dropout=0.1)
+    x = torch.randn(2, 3, 96, 96)
+    out = model.train()(x)
+    assert isinstance(out, tuple) and len(out) == 2
+    assert all(o.shape == (2, 1) and o.dtype == torch.float32 for o in out)
+    model.eval()
+    with torch.no_grad():
+        tokens = model.tokens(x)
+        assert tokens.shape == (2, 2 + (96 // 16) ** 2 + (96 // 32) ** 2, model.vit.embed_dim)
+        cls_logit, dist_logit = model.head(tokens[:, 0]), model.head_dist(tokens[:, 1])
+        mean = model(x)
+    assert mean.shape == (2, 1)
+    torch.testing.assert_close(mean, (cls_logit + dist_logit) / 2)
+    with pytest.raises(ValueError, match="96x96"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+@pytest.mark.parametrize("network, inputs, kwargs", [
+    ("DeepFakeClassifier", (2, 3, 64, 64), {}),
+    ("DeepFakeClassifierSeq3D", (2, 2, 3, 64, 64), {"seq_len": 2}),
+    ("DeepFakeClassifierDistill", (2, 3, 64, 64), {"size": 64}),
+])
+def test_state_dict_round_trip(tmp_path, network, inputs, kwargs):
+    model = randomize_batchnorm(seeded(0, create_model, network, LITE0, **kwargs))
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    fresh = seeded(1, create_model, network, LITE0, **kwargs).eval()
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True), strict=True)
+    x = torch.randn(inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------- offline weights
+
+def imagenet_input(model, size=224):
+    """skimage's cat photo, centre-cropped, resized and normalised as the model's timm config says."""
+    from skimage.data import chelsea
+    from skimage.transform import resize
+
+    image = chelsea()
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = resize(image[top:top + side, left:left + side], (size, size), anti_aliasing=True)  # float in [0, 1]
+    cfg = model.pretrained_cfg
+    image = (image - np.array(cfg["mean"])) / np.array(cfg["std"])
+    return torch.from_numpy(image.transpose(2, 0, 1)).float()[None]
+
+
+def test_lite0_file_classifies_a_cat_as_a_cat():
+    model = timm.create_model(LITE0, pretrained=False, num_classes=1000)
+    load_encoder_weights(model, lite0_weights_path())
+    with torch.no_grad():
+        top1 = model.eval()(imagenet_input(model)).argmax(1).item()
+    assert 281 <= top1 <= 285, top1  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.mark.parametrize("as_str", [False, True])
+def test_create_model_loads_the_lite0_file(as_str):
+    path = lite0_weights_path()
+    model = create_model("DeepFakeClassifier", LITE0, pretrained=str(path) if as_str else path)
+    file_tensors = [t for k, t in torch.load(path, map_location="cpu", weights_only=True).items()
+                    if not k.startswith("_fc.")]
+    encoder_tensors = list(model.encoder.state_dict().values())
+    assert len(file_tensors) == len(encoder_tensors)
+    for a, b in zip(file_tensors, encoder_tensors):
+        assert torch.equal(a, b)
+
+
+def test_timm_named_file_wrapped_in_state_dict_loads_by_name(tmp_path):
+    source = randomize_batchnorm(seeded(0, timm.create_model, LITE0, num_classes=1000))
+    torch.save({"state_dict": source.state_dict(), "epoch": 3}, tmp_path / "encoder.pth")
+    model = seeded(1, create_model, "DeepFakeClassifier", LITE0, pretrained=tmp_path / "encoder.pth")
+    expected = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
+    for key, tensor in model.encoder.state_dict().items():
+        assert torch.equal(tensor, expected[key]), key
+
+
+def test_wrong_weight_file_is_an_error(tmp_path):
+    wrong = {f"layer{i}.weight": torch.randn(i + 2, 3) for i in range(10)}
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="do not match"):
+        create_model("DeepFakeClassifier", LITE0, pretrained=tmp_path / "wrong.pth")
+    # same count, one shape off: positional mapping must refuse too
+    lite0 = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    lite0["_conv_stem.weight"] = torch.randn(16, 3, 3, 3)
+    torch.save(lite0, tmp_path / "off_by_one_shape.pth")
+    with pytest.raises(ValueError, match="_conv_stem.weight"):
+        create_model("DeepFakeClassifier", LITE0, pretrained=tmp_path / "off_by_one_shape.pth")
+    # the lite0 file does not fit another architecture
+    with pytest.raises(ValueError):
+        create_model("DeepFakeClassifier", B0, pretrained=lite0_weights_path())
