@@ -1,0 +1,423 @@
+"""Training data: transforms, hardcore blackouts, SBI, re-encoding, datasets, samplers.
+
+Fast tests use small synthetic work dirs; the `slow` ones run on the generated sample
+(steps 0-4 on real H.264 clips, the session fixture `sample_work`).
+"""
+import os
+import tempfile
+import warnings
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from preprocessing.artifacts import FOLDS_COLUMNS, WorkDir, atomic_write_bytes, encode_png, read_png
+from training.augmentations import (apply_hardcore, blackout_convex_hull_half, blackout_landmark_part,
+                                    diff_mask, hull_half_mask, landmark_part_mask)
+from training.datasets import (SBI_FORCE, SBI_NEVER, BalancedSampler, FrameDataset, PairDataset,
+                               SequenceDataset, load_folds)
+from training.reencode import reencode_clip
+from training.sbi import self_blend
+from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, IsotropicResize, create_train_transforms,
+                                 create_val_transforms, isotropic_resize, normalize_to_tensor, reseed)
+
+LANDMARKS5 = np.array([[36, 52], [68, 50], [53, 69], [42, 84], [68, 82]], np.float32)  # in a 107x131 crop
+
+
+def smooth_image(h=131, w=107, seed=0):
+    """A face-sized test image with smooth structure (codecs and blurs behave as on photos)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    cv2.ellipse(img, (w // 2, h // 2), (w // 4, h // 3), 0, 0, 360, (200, 160, 140), -1)
+    return img
+
+
+def make_work(tmp_path, reals=4, fakes_per_real=1, folds=2, frames=(0, 10, 20), size=(40, 32)):
+    """A synthetic WORK_DIR: crops, landmarks, diffs and folds.csv, in step 0-4 formats."""
+    work = WorkDir(tmp_path)
+    rows = []
+    for r in range(reals):
+        real_id = f"part/real{r}"
+        videos = [(real_id, 0, real_id)] + [(f"part/fake{r}_{k}", 1, real_id) for k in range(fakes_per_real)]
+        for video, label, original in videos:
+            for frame in frames:
+                img = smooth_image(*size, seed=len(rows))
+                atomic_write_bytes(work.crop(video, frame, 0), encode_png(img))
+                if label == 0:
+                    work.landmarks_dir(video).mkdir(parents=True, exist_ok=True)
+                    np.save(work.landmarks(video, frame, 0), LANDMARKS5 * size[1] / 107)
+                else:
+                    diff = np.zeros(size, np.uint8)
+                    diff[size[0] // 4:-size[0] // 4, size[1] // 4:-size[1] // 4] = 200
+                    atomic_write_bytes(work.diff(video, frame, 0), encode_png(diff, rgb=False))
+                rows.append({"video": video, "file": f"crops/{video}/{frame}_0.png", "label": label,
+                             "original": original, "frame": frame, "face": 0, "fold": r % folds})
+    pd.DataFrame(rows, columns=FOLDS_COLUMNS).to_csv(work.folds, index=False)
+    return tmp_path
+
+
+def labels_df(n_real, n_fake):
+    rows = [{"video": f"v{i}", "file": f"crops/v{i}/0_0.png", "label": int(i >= n_real),
+             "original": f"v{i}" if i < n_real else "", "frame": 0, "face": 0, "fold": 1}
+            for i in range(n_real + n_fake)]
+    return pd.DataFrame(rows, columns=FOLDS_COLUMNS)
+
+
+# --------------------------------------------------------------------------- transforms
+@pytest.mark.parametrize("shape,size,expected", [((131, 107, 3), 64, (64, 52, 3)), ((50, 100, 3), 200, (100, 200, 3)),
+                                                  ((64, 64, 3), 64, (64, 64, 3)), ((30, 90), 45, (15, 45))])
+def test_isotropic_resize_keeps_aspect(shape, size, expected):
+    out = isotropic_resize(np.zeros(shape, np.uint8), size)
+    assert out.shape == expected
+    assert abs(out.shape[0] / out.shape[1] - shape[0] / shape[1]) < 0.02
+
+
+def test_transforms_shapes_and_determinism():
+    img = smooth_image()
+    train = create_train_transforms(64)
+    outs = []
+    for _ in range(2):
+        reseed(train, np.random.default_rng(3))
+        outs.append(train(image=img)["image"])
+    assert outs[0].shape == (64, 64, 3) and outs[0].dtype == np.uint8
+    assert np.array_equal(outs[0], outs[1])
+    val = create_val_transforms(64)(image=img)["image"]
+    assert val.shape == (64, 64, 3)
+    assert np.array_equal(val[:, :6], np.zeros_like(val[:, :6]))  # padded left and right, not stretched
+    import albumentations as A
+    assert A.Compose([IsotropicResize(32)])(image=img)["image"].shape == (32, 26, 3)
+
+
+def test_reseed_decorrelates_transforms():
+    """albumentations' own set_random_seed gives every transform one seed; ours does not."""
+    import albumentations as A
+    img = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    pipeline = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    kinds = set()
+    for s in range(30):
+        reseed(pipeline, np.random.default_rng(s))
+        out = pipeline(image=img)["image"]
+        kinds.add((not np.array_equal(out, img), np.array_equal(out, img[::-1]) or np.array_equal(out, img[::-1, ::-1])))
+    assert len(kinds) >= 3
+
+
+def test_normalize_to_tensor():
+    img = np.full((4, 5, 3), 255, np.uint8)
+    x = normalize_to_tensor(img)
+    assert x.shape == (3, 4, 5) and x.dtype == torch.float32
+    assert torch.allclose(x[:, 0, 0], (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
+    assert normalize_to_tensor(np.zeros((2, 4, 5, 3), np.uint8)).shape == (2, 3, 4, 5)
+
+
+# --------------------------------------------------------------------------- hardcore
+def test_blackout_landmark_part_changes_pixels():
+    img = smooth_image()
+    for part in ("eyes", "nose", "mouth"):
+        out = blackout_landmark_part(img, LANDMARKS5, np.random.default_rng(0), part=part)
+        black = (out != img).any(-1)
+        assert black.sum() > 30 and (out[black] == 0).all()
+        assert not (img == 0).all(-1).any()  # the input is untouched (pure function)
+    eyes = landmark_part_mask(img.shape, LANDMARKS5, "eyes")
+    assert eyes[52, 36] and eyes[50, 68] and not eyes[84, 42]
+
+
+def test_hull_half_mask_halves():
+    pts = np.array([[20, 20], [80, 20], [80, 100], [20, 100]], np.float32)
+    full = hull_half_mask((131, 107), pts, "left") | hull_half_mask((131, 107), pts, "right")
+    assert abs(hull_half_mask((131, 107), pts, "left").sum() - full.sum() / 2) < full.sum() * 0.05
+    assert hull_half_mask((131, 107), pts, "top")[30, 50] and not hull_half_mask((131, 107), pts, "top")[90, 50]
+
+
+def test_hardcore_respects_diff_rule():
+    img = smooth_image()
+    manipulated_eyes = np.zeros(img.shape[:2], np.uint8)
+    manipulated_eyes[landmark_part_mask(img.shape, LANDMARKS5, "eyes")] = 255  # only the eyes are fake
+    applied = 0
+    for s in range(40):
+        out, mask = apply_hardcore(img, 1, LANDMARKS5, manipulated_eyes, np.random.default_rng(s), prob=1.0,
+                                   landmark_prob=1.0, min_manipulated_fraction=0.02, return_mask=True)
+        remaining = (diff_mask(manipulated_eyes) & ~mask).mean()
+        if mask.any():
+            applied += 1
+            assert remaining >= 0.02 and (out[mask] == 0).all()
+        else:
+            assert np.array_equal(out, img)
+    assert applied > 5  # nose and mouth blackouts leave the eyes: allowed
+    # a REAL crop is always blacked out (prob 1); a fake without a diff never is
+    out = apply_hardcore(img, 0, LANDMARKS5, None, np.random.default_rng(0), prob=1.0, landmark_prob=1.0)
+    assert (out != img).any()
+    assert np.array_equal(apply_hardcore(img, 1, LANDMARKS5, None, np.random.default_rng(0), prob=1.0), img)
+
+
+# --------------------------------------------------------------------------- SBI
+def test_self_blend_mask_and_determinism():
+    img = smooth_image()
+    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5))
+    assert fake.shape == img.shape and fake.dtype == np.uint8
+    assert mask.shape == img.shape[:2] and mask.dtype == np.float32
+    assert mask.min() >= 0 and mask.max() <= 1 and mask.max() >= 0.25
+    changed = (fake != img).any(-1)
+    assert changed.any() and not (changed & (mask == 0)).any()
+    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5))
+    assert np.array_equal(fake, again) and np.array_equal(mask, mask2)
+    other, _ = self_blend(img, LANDMARKS5, np.random.default_rng(6))
+    assert not np.array_equal(fake, other)
+
+
+# --------------------------------------------------------------------------- re-encoding
+def test_reencode_clip_degrades_and_leaves_no_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tempfile.gettempdir()))
+    clip = np.stack([smooth_image(seed=0), smooth_image(seed=0), smooth_image(seed=1)])
+    out = reencode_clip(clip, np.random.default_rng(0), crf_range=(40, 40), scale_range=(0.5, 1.0))
+    assert out.shape == clip.shape and out.dtype == np.uint8
+    err = np.abs(out.astype(int) - clip).mean()
+    assert 0 < err < 40
+    again = reencode_clip(clip, np.random.default_rng(0), crf_range=(40, 40), scale_range=(0.5, 1.0))
+    assert np.array_equal(out, again)  # same generator state, same settings, same bytes
+    assert reencode_clip(clip[:1], np.random.default_rng(1)).shape == clip[:1].shape
+    assert reencode_clip(clip[:0], np.random.default_rng(1)).shape == clip[:0].shape
+    assert reencode_clip(np.zeros((2, 9, 7, 3), np.uint8), np.random.default_rng(2)).shape == (2, 9, 7, 3)
+    assert set(os.listdir(tempfile.gettempdir())) == before and os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- epochs and samplers
+def test_load_folds_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run 4_generate_folds.py first"):
+        load_folds(tmp_path)
+
+
+def test_balanced_epoch_indices(tmp_path):
+    ds = FrameDataset(tmp_path, labels_df(3, 11), fold=0, train=True, size=32)
+    idx = ds.epoch_indices(0, 40)
+    labels = ds.labels[idx]
+    assert len(idx) == 40 and (labels == 0).sum() == (labels == 1).sum() == 20
+    assert set(np.array(idx)[labels == 0]) == {0, 1, 2}  # the 3 reals oversampled evenly
+    assert np.bincount(np.array(idx)[labels == 0]).max() - np.bincount(np.array(idx)[labels == 0]).min() <= 1
+    assert idx == ds.epoch_indices(0, 40)
+    assert idx != ds.epoch_indices(1, 40)
+    assert idx != ds.epoch_indices(0, 40, seed=1)
+    assert len(ds.epoch_indices(0)) == 22  # default: twice the larger class
+    with pytest.raises(ValueError, match="no FAKE"):
+        FrameDataset(tmp_path, labels_df(3, 0), 0, True, 32).epoch_indices(0, 10)
+
+
+def test_balanced_sampler_shards():
+    ds = FrameDataset("/nonexistent", labels_df(6, 6), fold=0, train=True, size=32)
+    shards = []
+    for rank in range(3):
+        sampler = BalancedSampler(ds, 4, seed=7, rank=rank, world_size=3)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+        assert len(sampler) == len(shards[-1]) == 4
+    full = ds.epoch_indices(2, 12, seed=7)
+    assert [i for i in full] == [shards[k % 3][k // 3] for k in range(12)]
+    assert set(shards[0]).isdisjoint(shards[1]) and set(shards[1]).isdisjoint(shards[2])
+    assert sorted(sum(shards, [])) == list(range(12))  # each row exactly once: no overlap
+    sampler = BalancedSampler(ds, 4, seed=7, rank=0, world_size=3)
+    sampler.set_epoch(3)
+    assert list(sampler) != shards[0]
+
+
+def test_sbi_epochs_of_real_rows_only():
+    ds = FrameDataset("/nonexistent", labels_df(5, 0), fold=0, train=True, size=32, sbi=True, sbi_prob=0.3)
+    idx = ds.epoch_indices(0, 20)
+    modes = [ds.decode_index(i)[1] for i in idx]
+    assert modes.count(SBI_FORCE) == modes.count(SBI_NEVER) == 10
+    assert [ds.effective_label(i) for i in idx].count(1) == 10
+    # with real fakes present, SBI fakes take a share sbi_prob of the fake half
+    mixed = FrameDataset("/nonexistent", labels_df(5, 5), fold=0, train=True, size=32, sbi=True, sbi_prob=0.5)
+    labels = [mixed.effective_label(i) for i in mixed.epoch_indices(0, 400)]
+    assert labels.count(1) == labels.count(0) == 200
+    forced = sum(mixed.decode_index(i)[1] == SBI_FORCE for i in mixed.epoch_indices(0, 400))
+    assert 60 < forced < 140
+
+
+# --------------------------------------------------------------------------- datasets on a synthetic work dir
+def test_missing_crop_uses_substitute(tmp_path):
+    work = make_work(tmp_path)
+    df = load_folds(work)
+    os.remove(tmp_path / df.file[0])  # a REAL crop of fold 0
+    (tmp_path / df.file[3]).write_bytes(b"not a png")  # a FAKE crop of fold 0
+    ds = FrameDataset(work, df, fold=1, train=True, size=32)
+    with pytest.warns(UserWarning, match="skipping"):
+        items = [ds[i] for i in range(len(ds))]
+    assert all(it["image"].shape == (3, 32, 32) for it in items)
+    assert items[0]["file"] != df.file[0] and items[0]["label"] == 0  # same label, another row
+    assert items[3]["label"] == 1
+    seq = SequenceDataset(work, df, fold=1, train=False, size=32, seq_len=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert seq[0]["image"].shape == (3, 3, 32, 32)
+
+
+def test_frame_dataset_items_synthetic(tmp_path):
+    work = make_work(tmp_path)
+    df = load_folds(work)
+    for train in (True, False):
+        ds = FrameDataset(work, df, fold=0, train=train, size=48, hardcore_prob=1.0)
+        assert set(ds.rows.fold) == ({1} if train else {0})
+        item = ds[0]
+        assert item["image"].shape == (3, 48, 48) and item["image"].dtype == torch.float32
+        assert item["label"].dtype == torch.float32 and item["label"].ndim == 0
+        assert isinstance(item["video"], str) and item["file"].startswith("crops/")
+    a = ds.get_item(1, rng=np.random.default_rng(0))["image"]
+    assert torch.equal(a, ds.get_item(1, rng=np.random.default_rng(0))["image"])
+
+
+# --------------------------------------------------------------------------- the generated sample
+@pytest.mark.slow
+def test_every_dataset_item_shapes(sample_work):
+    work, _ = sample_work
+    df = load_folds(work)
+    cases = [(FrameDataset, {}), (FrameDataset, {"sbi": True}), (PairDataset, {"reencode_prob": 0.5}),
+             (SequenceDataset, {"seq_len": 4})]
+    for cls, kw in cases:
+        for train in (True, False):
+            ds = cls(work, df, 0, train, 64, IMAGENET_MEAN, IMAGENET_STD, seed=1, **kw)
+            assert len(ds) > 0
+            for i in range(0, len(ds), 4):
+                item = ds[i]
+                shape = (4, 3, 64, 64) if cls is SequenceDataset else (3, 64, 64)
+                assert item["image"].shape == shape and item["image"].dtype == torch.float32
+                assert torch.isfinite(item["image"]).all()
+                assert item["label"].dtype == torch.float32 and 0 <= float(item["label"]) <= 1
+                assert (work / item["file"]).is_file() and item["video"] in item["file"]
+    ds = FrameDataset(work, df, 0, True, 64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=BalancedSampler(ds, 8, seed=0), num_workers=0)
+    batches = list(loader)
+    assert len(batches) == 2 and batches[0]["image"].shape == (4, 3, 64, 64)
+    assert sum(float(b["label"].sum()) for b in batches) == 4
+
+
+@pytest.mark.slow
+def test_pair_dataset_shares_augmentation(sample_work):
+    work, _ = sample_work
+    df = load_folds(work)
+    ds = PairDataset(work, df, fold=-1, train=True, size=96, mixup_alpha=0.5)
+    assert (ds.rows.label == 1).all() and (ds.rows.original != "").all()
+    diffs_aligned, diffs_misaligned = [], []
+    for i in range(len(ds)):
+        real, fake, row = ds.augmented_pair(i, np.random.default_rng(i))
+        for t, expected in ((0.0, real), (1.0, fake)):
+            item = ds.get_item(i, rng=np.random.default_rng(i), t=t)
+            assert torch.allclose(item["image"], normalize_to_tensor(expected), atol=1e-5)
+            assert float(item["label"]) == t
+        # outside the face the pair stays pixel-aligned through the augmentation
+        border = np.ones(real.shape[:2], bool)
+        border[20:-20, 20:-20] = False
+        content = border & (real.max(-1) > 0) & (fake.max(-1) > 0)  # not the black padding
+        diffs_aligned.append(np.abs(real.astype(int) - fake)[content].mean())
+        _, other, _ = ds.augmented_pair(i, np.random.default_rng(i + 100))
+        content = border & (real.max(-1) > 0) & (other.max(-1) > 0)
+        diffs_misaligned.append(np.abs(real.astype(int) - other)[content].mean())
+    assert np.mean(diffs_aligned) < 12 and np.mean(diffs_aligned) < np.mean(diffs_misaligned) / 2
+    # a random t is the label and the mixing weight
+    rng_seed = 3
+    item = ds.get_item(0, rng=np.random.default_rng(rng_seed))
+    real, fake, _ = ds.augmented_pair(0, np.random.default_rng(rng_seed))
+    t = float(item["label"])
+    assert 0 <= t <= 1
+    assert torch.allclose(item["image"], (1 - t) * normalize_to_tensor(real) + t * normalize_to_tensor(fake), atol=1e-5)
+    val = PairDataset(work, df, fold=0, train=False, size=64)
+    assert len(val) == 2 * len(val.rows) and [float(val[k]["label"]) for k in range(2)] == [0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_pair_reencode_same_settings(sample_work):
+    work, _ = sample_work
+    df = load_folds(work)
+    ds = PairDataset(work, df, fold=-1, train=True, size=96, reencode_prob=1.0)
+    ds.transforms = create_val_transforms(96, additional_targets={"fake": "image"})  # only the re-encoding is random
+    real, fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    ds.reencode_prob = 0.0
+    plain_real, plain_fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    assert 0 < np.abs(real.astype(int) - plain_real).mean() < 40
+    border = np.ones(real.shape[:2], bool)
+    border[20:-20, 20:-20] = False
+    content = border & (real.max(-1) > 0)
+    assert np.abs(real.astype(int) - fake)[content].mean() < 12  # both went through the same codec settings
+
+
+@pytest.mark.slow
+def test_sbi_and_hardcore_on_sample_crops(sample_work):
+    work, _ = sample_work
+    df = load_folds(work)
+    real_row = df[df.label == 0].iloc[0]
+    img = read_png(work / real_row.file)
+    points = np.load(WorkDir(work).landmarks(real_row.video, real_row.frame, real_row.face))
+    fake, mask = self_blend(img, points, np.random.default_rng(0))
+    assert 0 <= mask.min() and mask.max() <= 1 and mask.max() >= 0.25
+    changed = (fake != img).any(-1)
+    assert changed.sum() > 100 and not (changed & (mask == 0)).any()
+    assert np.array_equal(fake, self_blend(img, points, np.random.default_rng(0))[0])
+    out = blackout_convex_hull_half(img, np.random.default_rng(0))
+    assert (out != img).any(-1).mean() > 0.05  # dlib found the face: a half hull is black
+    fake_row = df[(df.label == 1) & (df.original != "")].iloc[0]
+    diff = read_png(WorkDir(work).diff(fake_row.video, fake_row.frame, fake_row.face), gray=True)
+    fake_img = read_png(work / fake_row.file)
+    for s in range(10):
+        out, black = apply_hardcore(fake_img, 1, points, diff, np.random.default_rng(s), prob=1.0,
+                                    min_manipulated_fraction=0.05, return_mask=True)
+        assert not black.any() or (diff_mask(diff) & ~black).mean() >= 0.05
+
+
+@pytest.mark.slow
+def test_real_only_split_trains_with_sbi(sample_work):
+    work, _ = sample_work
+    df = load_folds(work)
+    reals = df[df.label == 0]
+    ds = FrameDataset(work, reals, fold=-1, train=True, size=64, sbi=True, hardcore=False)
+    labels = [float(ds[i]["label"]) for i in ds.epoch_indices(0, 12)]
+    assert labels.count(1.0) == labels.count(0.0) == 6
+    auto = {float(ds.get_item(0, rng=np.random.default_rng(s))["label"]) for s in range(12)}
+    assert auto == {0.0, 1.0}
+
+
+@pytest.mark.slow
+def test_sequence_dataset_frames(sample_work):
+    work, _ = sample_work
+    df = load_folds(work)
+    ds = SequenceDataset(work, df, fold=-1, train=True, size=64, seq_len=5)
+    first = ds.rows.index[(ds.rows.frame == 0)][0]
+    assert [int(ds.rows.frame[j]) for j in ds.sequences[first]] == [0, 10, 20, 20, 20]
+    last = ds.rows.index[(ds.rows.frame == 20)][0]
+    assert [int(ds.rows.frame[j]) for j in ds.sequences[last]] == [20] * 5
+    assert len({ds.rows.video[j] for j in ds.sequences[first]}) == 1
+    item = ds.get_item(first, rng=np.random.default_rng(1))
+    x = item["image"]
+    assert x.shape == (5, 3, 64, 64)
+    # the repeated frame got the same augmentation as its copies: one set of parameters
+    assert torch.equal(x[2], x[4]) and not torch.equal(x[0], x[1])
+    idx = ds.epoch_indices(0, 10)
+    assert (ds.labels[idx] == 1).sum() == 5
+
+
+@pytest.mark.slow
+def test_sequence_prefers_consecutive_clip_crops(sample_work, tmp_path):
+    import shutil
+
+    from preprocessing.artifacts import encode_png, read_png
+    from training.datasets import SequenceDataset, load_folds
+
+    work, _ = sample_work
+    w2 = tmp_path / "w"
+    shutil.copytree(work, w2)
+    df = load_folds(w2)
+    row = df.iloc[0]
+    crop = read_png(w2 / row.file)
+    for j in (1, 2):  # as step 1 --clip-len 3 would write them
+        (w2 / "crops" / row.video / f"{row.frame + j}_{row.face}.png").write_bytes(
+            encode_png(np.full_like(crop, 40 * j)))
+    ds = SequenceDataset(w2, df, fold=int(row.fold), train=False, size=64, seq_len=3,
+                         mean=[0, 0, 0], std=[1, 1, 1])
+    index = int(np.flatnonzero(ds.rows.file.to_numpy() == row.file)[0])
+    image = ds.get_item(index)["image"]
+    assert image.shape == (3, 3, 64, 64)
+    assert image[1].max().item() == pytest.approx(40 / 255, abs=0.01)
+    assert image[2].max().item() == pytest.approx(80 / 255, abs=0.01)
+    other = int(np.flatnonzero(ds.rows.video.to_numpy() != row.video)[0])
+    assert ds.get_item(other)["image"][1].max() > 0.5  # no clip crops: the next detected frames

@@ -1,0 +1,115 @@
+"""Self-Blended Images (Shiohara & Yamasaki, CVPR 2022), written from the paper.
+
+A fake is made from a single REAL crop: a slightly altered copy of the face (colour
+jitter, a resampling artefact, a small scale/shift) is blended back onto the crop
+through a soft face mask. The result carries the generic traces of face swapping
+(a blending boundary, colour and frequency mismatch, a small misalignment) and no
+method-specific fingerprint, so a model trained on it generalises to unseen
+manipulations; and a dataset of REAL videos alone can train a detector.
+
+Everything random comes from the `rng` argument: the same seed gives the same fake.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .augmentations import face_landmarks68
+
+# The paper draws the blend ratio from these values; 1 (a full swap) is the most common.
+BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+
+
+def _jitter_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness/contrast, hue/saturation and a per-channel RGB shift."""
+    x = img.astype(np.float32)
+    contrast = 1.0 + rng.uniform(-0.1, 0.1)
+    brightness = rng.uniform(-0.1, 0.1) * 255
+    x = (x - x.mean()) * contrast + x.mean() + brightness
+    hsv = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-5, 5)) % 180   # OpenCV hue is 0..180
+    hsv[..., 1] *= 1.0 + rng.uniform(-0.15, 0.15)
+    x = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    if rng.random() < 0.5:
+        x += rng.uniform(-20, 20, size=3).astype(np.float32)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _frequency_artifact(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A down-and-up resampling (blur) or a sharpening: the swapped face of most
+    methods went through a generator or a warp at another resolution."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.5:
+        f = rng.uniform(0.5, 0.9)
+        small = cv2.resize(img, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    amount = rng.uniform(0.2, 0.6)
+    blurred = cv2.GaussianBlur(img, (0, 0), 1.0)
+    return cv2.addWeighted(img, 1 + amount, blurred, -amount, 0)
+
+
+def _shift_scale(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scale 0.95..1.05 about the centre and translate up to 3% of the size; borders
+    are reflected so that no black enters the blend."""
+    h, w = img.shape[:2]
+    scale = rng.uniform(0.95, 1.05)
+    tx, ty = rng.uniform(-0.03, 0.03) * w, rng.uniform(-0.03, 0.03) * h
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, scale)
+    m[:, 2] += (tx, ty)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _face_region(shape: tuple[int, int], img: np.ndarray, landmarks5: np.ndarray | None, predictor) -> np.ndarray:
+    """uint8 {0, 255} (H, W): dlib's 68-point convex hull; else an ellipse around the
+    5 MTCNN points; else an ellipse in the crop's centre (where step 1 put the face)."""
+    h, w = shape
+    mask = np.zeros((h, w), np.uint8)
+    points = face_landmarks68(img, predictor)
+    if points is not None:
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 255)
+        return mask
+    if landmarks5 is not None:
+        pts = np.asarray(landmarks5, np.float32).reshape(5, 2)
+        eye_dist = max(float(np.linalg.norm(pts[1] - pts[0])), 4.0)
+        centre = pts.mean(axis=0)
+        axes = (eye_dist * 1.1, eye_dist * 1.4)   # a face is about 2.2 x 2.8 eye distances
+        angle = np.degrees(np.arctan2(pts[1, 1] - pts[0, 1], pts[1, 0] - pts[0, 0]))
+    else:
+        centre, axes, angle = (w / 2, h / 2), (0.3 * w, 0.35 * h), 0.0
+    cv2.ellipse(mask, (int(round(centre[0])), int(round(centre[1]))),
+                (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), float(angle), 0, 360, 255, -1)
+    return mask
+
+
+def blend_mask(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
+               predictor=None) -> np.ndarray:
+    """float32 (H, W) in [0, 1]: the face region, randomly eroded or dilated, blurred
+    into a soft edge of random width, and scaled by a random blend ratio."""
+    h, w = img.shape[:2]
+    mask = _face_region((h, w), img, landmarks5, predictor)
+    side = min(h, w)
+    k = int(rng.integers(1, max(2, side // 15) + 1))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+    mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+    if not mask.any():  # eroded away on a tiny face
+        mask = _face_region((h, w), img, landmarks5, predictor)
+    soft = mask.astype(np.float32) / 255.0
+    sigma = rng.uniform(0.01, 0.05) * side
+    soft = cv2.GaussianBlur(soft, (0, 0), sigma)
+    soft /= max(float(soft.max()), 1e-6)
+    ratio = BLEND_RATIOS[int(rng.integers(len(BLEND_RATIOS)))]
+    return np.clip(soft * ratio, 0.0, 1.0).astype(np.float32)
+
+
+def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
+               predictor=None) -> tuple[np.ndarray, np.ndarray]:
+    """A self-blended fake of an RGB uint8 crop: (fake uint8 (H, W, 3), mask float32
+    (H, W) in [0, 1]); the fake equals the crop wherever the mask is 0."""
+    source = _jitter_colour(img, rng)
+    source = _frequency_artifact(source, rng)
+    source = _shift_scale(source, rng)
+    mask = blend_mask(img, landmarks5, rng, predictor)
+    m = mask[..., None]
+    fake = source.astype(np.float32) * m + img.astype(np.float32) * (1.0 - m)
+    fake = np.clip(np.round(fake), 0, 255).astype(np.uint8)
+    return fake, mask
