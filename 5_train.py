@@ -23,6 +23,7 @@ def main() -> int:
                    help="local file of encoder weights (overrides the config's 'pretrained')")
     p.add_argument("--weights-dir", type=Path, default=Path(__file__).resolve().parent / "weights")
     p.add_argument("--name", default=None, help="checkpoint name (default: the config's name or file stem)")
+    p.add_argument("--teacher", default=None, help="distillation teacher checkpoint (overrides distill.teacher)")
     p.add_argument("--epochs", type=int, default=None, help="override optimizer.schedule.epochs")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the config's)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -32,6 +33,8 @@ def main() -> int:
         cfg = load_config(a.config)
         if a.name:
             cfg["name"] = a.name
+        if a.teacher:
+            cfg["distill"]["teacher"] = a.teacher
         from training.engine import cleanup_distributed, train
 
         try:

@@ -1,36 +1,103 @@
 #!/usr/bin/env bash
-# Run the whole pipeline.
-#   bash run_all.sh                      build the built-in sample dataset, then run every step on it
-#   bash run_all.sh DATA_DIR [WORK_DIR]  run every step on a DFDC-shaped dataset
-# Environment: WORKERS (processes per step, default 1), FRAME_STEP (default 10),
-# FOLDS (default 5; 2 on the sample), EXTRA_ARGS (passed to every step, e.g. "--limit 10").
-# Every step skips the videos it already finished, so a killed run resumes where it stopped.
+# Run the whole pipeline: preprocessing (steps 0-4), training (5), prediction (6), evaluation.
+#
+#   bash run_all.sh                      built-in sample: generate a train set and a held-out set,
+#                                        run steps 0-6 with the CPU configs, evaluate on the held-out set
+#   bash run_all.sh DATA_DIR [WORK_DIR]  the full recipe on a DFDC-shaped dataset; set TEST_DIR to also
+#                                        predict (and, if it has metadata.json, evaluate) a test folder
+#
+# Environment (defaults in brackets):
+#   CONFIGS    configs to train, in order [GPU: "b7 b7_seq3d deit_distill"; CPU: the *_cpu configs];
+#              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
+#   FOLDS      validation folds to train ["0"]      SEEDS  seeds ["0"]
+#   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
+#   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  consecutive frames per crop [8]
+#   WORKERS    processes per preprocessing step [1]      FRAME_STEP  [10]
+#   WEIGHTS_DIR [weights]   DATA_ROOT, WORK_ROOT: where the sample run writes [data, work]
+#   EXTRA_ARGS (every preprocessing step), TRAIN_ARGS (5_train.py), PREDICT_ARGS (6_predict.py)
+# Every step skips what it already finished, so a killed run resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_venv.sh
 
+if [ -z "${NUM_GPUS:-}" ]; then
+    NUM_GPUS="$(python -c 'import torch; print(torch.cuda.device_count())')"
+fi
+if [ "$NUM_GPUS" -gt 0 ]; then DEFAULT_CONFIGS="b7 b7_seq3d deit_distill"; else DEFAULT_CONFIGS="lite0_cpu lite0_seq3d_cpu deit_distill_cpu"; fi
+CONFIGS="${CONFIGS:-$DEFAULT_CONFIGS}"
+TEACHER_CONFIG="${TEACHER_CONFIG:-${CONFIGS%% *}}"
+FOLDS="${FOLDS:-0}"
+SEEDS="${SEEDS:-0}"
+WORKERS="${WORKERS:-1}"
+FRAME_STEP="${FRAME_STEP:-10}"
+CLIP_LEN="${CLIP_LEN:-8}"
+WEIGHTS_DIR="${WEIGHTS_DIR:-weights}"
+
+SAMPLE=0
 if [ $# -ge 1 ]; then
     DATA_DIR="$1"
     WORK_DIR="${2:-work/$(basename "$DATA_DIR")}"
-    FOLDS="${FOLDS:-5}"
+    NUM_FOLDS="${NUM_FOLDS:-5}"
 else
-    DATA_DIR="data/sample"
-    WORK_DIR="work/sample"
-    FOLDS="${FOLDS:-2}"
+    SAMPLE=1
+    DATA_DIR="${DATA_ROOT:-data}/sample"
+    TEST_DIR="${DATA_ROOT:-data}/sample_heldout"
+    WORK_DIR="${WORK_ROOT:-work}/sample"
+    NUM_FOLDS="${NUM_FOLDS:-2}"
     if [ ! -f "$DATA_DIR/.complete" ]; then
         rm -rf "$DATA_DIR"
-        python -m preprocessing.sample_data "$DATA_DIR" --folders 2 --reals 3 --fakes 1 --orphan-fakes 1
+        python -m preprocessing.sample_data "$DATA_DIR" --folders 2 --reals 4 --fakes 1 --orphan-fakes 1 \
+            --seconds 3 --seed 0 ${SAMPLE_ARGS:-}
         touch "$DATA_DIR/.complete"
     fi
+    if [ ! -f "$TEST_DIR/.complete" ]; then
+        rm -rf "$TEST_DIR"  # another seed: other motion, lighting and pairings, never trained on
+        python -m preprocessing.sample_data "$TEST_DIR" --folders 1 --reals 3 --fakes 1 \
+            --seconds 3 --seed 1 --prefix heldout ${SAMPLE_ARGS:-}
+        touch "$TEST_DIR/.complete"
+    fi
 fi
-WORKERS="${WORKERS:-1}"
-FRAME_STEP="${FRAME_STEP:-10}"
-COMMON=(--data-dir "$DATA_DIR" --work-dir "$WORK_DIR" --workers "$WORKERS" ${EXTRA_ARGS:-})
 
+echo "[run_all] DATA_DIR=$DATA_DIR WORK_DIR=$WORK_DIR CONFIGS='$CONFIGS' FOLDS='$FOLDS' SEEDS='$SEEDS' NUM_GPUS=$NUM_GPUS"
+COMMON=(--data-dir "$DATA_DIR" --work-dir "$WORK_DIR" --workers "$WORKERS" ${EXTRA_ARGS:-})
 python 0_detect_faces.py "${COMMON[@]}" --frame-step "$FRAME_STEP"
-python 1_extract_crops.py "${COMMON[@]}"
+python 1_extract_crops.py "${COMMON[@]}" --clip-len "$CLIP_LEN"
 python 2_generate_landmarks.py "${COMMON[@]}"
 python 3_generate_diffs.py "${COMMON[@]}"
-python 4_generate_folds.py "${COMMON[@]}" --folds "$FOLDS"
-# Steps 5 (training) and 6 (prediction) are not built yet (issues #3 and #4).
-echo "[run_all] artifacts in $WORK_DIR (boxes, crops, landmarks, diffs, folds.csv)"
+python 4_generate_folds.py "${COMMON[@]}" --folds "$NUM_FOLDS"
+
+if [ "$NUM_GPUS" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NUM_GPUS"); else TRAIN=(python); fi
+mkdir -p "$WEIGHTS_DIR"
+ENSEMBLE=()
+for config in $CONFIGS; do
+    for fold in $FOLDS; do
+        for seed in $SEEDS; do
+            name="$config"; [ "$seed" != "0" ] && name="${config}_s${seed}"
+            best="$WEIGHTS_DIR/${name}_fold${fold}_best.pt"
+            if [ -f "$best" ]; then
+                echo "[run_all] $best exists: skipping training"
+            else
+                resume=()
+                last="$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
+                [ -f "$last" ] && resume=(--resume "$last")
+                teacher=()  # a distillation student learns from this fold's frame model (the first config)
+                [[ "$config" == *distill* ]] && teacher=(--teacher "$WEIGHTS_DIR/${TEACHER_CONFIG}_fold${fold}_best.pt")
+                "${TRAIN[@]}" 5_train.py --config "configs/$config.json" --data-dir "$DATA_DIR" --work-dir "$WORK_DIR" \
+                    --fold "$fold" --seed "$seed" --name "$name" --weights-dir "$WEIGHTS_DIR" \
+                    "${resume[@]}" "${teacher[@]}" ${TRAIN_ARGS:-}
+            fi
+            ENSEMBLE+=("$best")
+        done
+    done
+done
+printf '%s\n' "${ENSEMBLE[@]}" > "$WEIGHTS_DIR/ensemble.txt"
+echo "[run_all] ensemble: ${ENSEMBLE[*]} (listed in $WEIGHTS_DIR/ensemble.txt)"
+
+if [ -n "${TEST_DIR:-}" ]; then
+    OUT="$WORK_DIR/submission_$(basename "$TEST_DIR").csv"
+    python 6_predict.py --test-dir "$TEST_DIR" --output "$OUT" --models "${ENSEMBLE[@]}" ${PREDICT_ARGS:-}
+    if find "$TEST_DIR" -name metadata.json | grep -q .; then
+        python tools/evaluate.py --submission "$OUT" --data-dir "$TEST_DIR"
+    fi
+fi
+echo "[run_all] done: artifacts in $WORK_DIR, checkpoints in $WEIGHTS_DIR"

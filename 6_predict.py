@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Step 6: score every video of a folder with an ensemble of checkpoints -> CSV filename,label.
+
+    python 6_predict.py --test-dir DIR --output OUT.csv --models weights/a.pt weights/b.pt
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from preprocessing.crops import DEFAULT_MARGIN
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--test-dir", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--models", required=True, nargs="+", help="checkpoints (*_best.pt) of any family")
+    p.add_argument("--frames", type=int, default=32, help="frames sampled evenly per video (default 32)")
+    p.add_argument("--strategy", default="confident", choices=["confident", "ntech", "mean"],
+                   help="how face probabilities become a video's (default: selim's confident strategy)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--calibration", type=Path, default=None, help="temperature JSON fitted on validation")
+    p.add_argument("--detect-every", type=int, default=4,
+                   help="run MTCNN on every N-th sampled frame; the others reuse the nearest boxes")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop margin, as in training")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding and detecting ahead")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args()
+
+    from inference.predictor import list_videos, predict_dir, write_errors, write_submission
+
+    try:
+        if not list_videos(a.test_dir):
+            print(f"error: no video files under {a.test_dir}", file=sys.stderr)
+            return 1
+        result = predict_dir(a.test_dir, a.models, num_frames=a.frames, strategy=a.strategy,
+                             batch_size=a.batch_size, device=a.device, calibration=a.calibration,
+                             workers=a.workers, detect_every=a.detect_every, margin=a.margin,
+                             progress=not a.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    write_submission(a.output, result.rows)
+    errors_path = a.output.with_name(a.output.stem + "_errors.jsonl")
+    if result.errors:
+        write_errors(errors_path, result.errors)
+    n = len(result.rows)
+    print(f"[6_predict] {n} videos -> {a.output} in {result.seconds:.1f}s ({result.seconds / max(n, 1):.2f} s/video), "
+          f"{len(result.errors)} scored {0.5} (unreadable or no face)"
+          + (f", see {errors_path}" if result.errors else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Prediction speed against its floor, on the same videos in the same run.
+
+    python bench/predict.py TEST_DIR [--models CKPT ...] [--frames 32] [--limit N]
+
+Without --models it uses weights/ensemble.txt. Prints one JSON object: seconds per video
+of 6_predict's pipeline (decode + detect + models + aggregation, with its read-ahead
+threads), and the decode-only seconds for the same sampled frames of the same videos
+(the floor: no pipeline can beat decoding what it looks at).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.predictor import list_videos, load_models, predict_dir, sample_indices  # noqa: E402
+from preprocessing.video import FrameReader  # noqa: E402
+
+
+def decode_floor(videos, num_frames: int, clip_len: int) -> tuple[float, int]:
+    t0, decoded = time.time(), 0
+    for path in videos:
+        try:
+            reader = FrameReader(path)
+            anchors = sample_indices(reader.info.frame_count, num_frames)
+            wanted = {a + j for a in anchors for j in range(clip_len)}
+            reader.wanted, reader.max_index = wanted.__contains__, max(wanted)
+            for _ in reader:
+                pass
+            decoded += reader.frames_decoded
+        except Exception:
+            continue
+    return time.time() - t0, decoded
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("test_dir", type=Path)
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--detect-every", type=int, default=4)
+    p.add_argument("--min-height", type=int, default=0, help="only videos at least this tall (e.g. 1080)")
+    a = p.parse_args()
+    models = a.models
+    if not models:
+        ens = Path(__file__).resolve().parents[1] / "weights" / "ensemble.txt"
+        models = [l.strip() for l in ens.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    videos = list_videos(a.test_dir)
+    if a.min_height:
+        from preprocessing.video import probe
+
+        videos = [v for v in videos if min(probe(v).width, probe(v).height) >= a.min_height]
+    videos = videos[:a.limit] if a.limit else videos
+    if not videos:
+        print(json.dumps({"error": "no videos"}))
+        return 1
+    import torch
+
+    clip_len = max(m.seq_len for m in load_models(models, torch.device("cpu")))
+    # the sub-folder holding only the chosen videos is not needed: predict_dir scores the folder,
+    # so time the chosen videos by linking them into a temp folder
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    for v in videos:
+        (tmp / v.name).symlink_to(v.resolve())
+    floor_s, decoded = decode_floor(videos, a.frames, clip_len)
+    result = predict_dir(tmp, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
+                         progress=False)
+    n = len(videos)
+    seconds = result.seconds - result.timings["load_models_s"]  # a one-time cost, not per video
+    out = {"test_dir": str(a.test_dir), "videos": n, "models": [Path(m).name for m in models],
+           "frames": a.frames, "clip_len": clip_len, "threads": torch.get_num_threads(),
+           "s_per_video": round(seconds / n, 3), "decode_floor_s_per_video": round(floor_s / n, 3),
+           "ratio_to_floor": round(seconds / max(floor_s, 1e-9), 2),
+           "frames_decoded_per_video": round(decoded / n, 1), "failed": len(result.errors),
+           "stage_s": {k: round(v, 2) for k, v in result.timings.items()}}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

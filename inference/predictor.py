@@ -1,0 +1,266 @@
+"""Step 6: score videos with an ensemble of checkpoints.
+
+Per video: sample N frames evenly and decode them in one pass (no seeking); detect faces
+with MTCNN on a downscaled copy, in batches, on every `detect_every`-th sampled frame
+(the others reuse the nearest detection: a face moves little in a third of a second
+and the crop margin absorbs it); crop every face with the training margin; resize
+isotropically and pad to each model's size, normalise with the checkpoint's config;
+score with every model (a sequence model gets T consecutive frames per face); combine
+with an aggregation strategy; optionally calibrate. Decoding and detection of the next
+videos run in background threads while the models score the current one.
+
+Every input gets a row: a video that cannot be read or shows no face gets 0.5, and
+the reason is logged.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocessing.crops import DEFAULT_MARGIN, crop_box
+from preprocessing.dataset import VIDEO_EXTENSIONS
+from preprocessing.detection import FaceDetector, detection_scale, min_face_size
+from preprocessing.video import FrameReader
+
+FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
+DEFAULT_DETECT_LONG_SIDE = 640  # DFDC faces are >= ~100 px at 1080p: still >= 33 px here
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    size: int
+    mean: list
+    std: list
+    seq_len: int  # 1 for frame models
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.seq_len > 1
+
+
+def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedModel]:
+    from training.engine import model_from_checkpoint, resolve_path
+
+    models = []
+    for p in paths:
+        model, cfg = model_from_checkpoint(resolve_path(p), device)
+        seq = cfg["data"]["seq_len"] if cfg["network"] == "DeepFakeClassifierSeq3D" else 1
+        models.append(LoadedModel(Path(p).stem, model, cfg["size"], cfg["normalize"]["mean"],
+                                  cfg["normalize"]["std"], seq))
+    return models
+
+
+def list_videos(test_dir: str | Path) -> list[Path]:
+    """Every file with a video extension under test_dir (sorted), whatever its content."""
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise FileNotFoundError(f"test dir {test_dir} does not exist or is not a folder")
+    return sorted(p for p in test_dir.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(test_dir).parts))
+
+
+def sample_indices(num_frames: int, n: int) -> list[int]:
+    """n frame indices spread evenly over the video (all of them if it is shorter)."""
+    if num_frames <= 0:
+        return list(range(n))  # unknown length: the first n frames
+    return sorted(set(np.linspace(0, num_frames - 1, min(n, num_frames)).round().astype(int).tolist()))
+
+
+@dataclass
+class VideoFaces:
+    """The crops of one video: for each (anchor frame, face) its crop and, for sequence
+    models, the crops of the T-1 following frames with the same rectangle."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    clips: list[list[np.ndarray]] = field(default_factory=list)
+    frames_decoded: int = 0
+    frames_detected: int = 0
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+
+
+class FaceExtractor:
+    """Decode + detect + crop; one MTCNN per thread (detection is not thread-safe)."""
+
+    def __init__(self, num_frames: int = 32, clip_len: int = 1, margin: float = DEFAULT_MARGIN,
+                 detect_every: int = 4, detect_long_side: int = DEFAULT_DETECT_LONG_SIDE,
+                 device: str | None = None, batch_size: int = 16):
+        self.num_frames, self.clip_len, self.margin = num_frames, clip_len, margin
+        self.detect_every, self.long_side, self.batch_size = max(1, detect_every), detect_long_side, batch_size
+        self.device = device
+        self._local = threading.local()
+
+    def _detector(self) -> FaceDetector:
+        if not hasattr(self._local, "detector"):
+            self._local.detector = FaceDetector(device=self.device)
+        return self._local.detector
+
+    def __call__(self, path: Path) -> VideoFaces:
+        t0 = time.time()
+        reader = FrameReader(path)
+        anchors = sample_indices(reader.info.frame_count, self.num_frames)
+        wanted = {a + j for a in anchors for j in range(self.clip_len)}
+        reader.wanted = wanted.__contains__
+        reader.max_index = max(wanted)
+        frames = dict(iter(reader))
+        out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0)
+        anchors = [a for a in anchors if a in frames]
+        if not anchors:
+            raise ValueError(f"none of the sampled frames could be decoded ({reader.frames_decoded} decoded)")
+
+        t1 = time.time()
+        detect_on = anchors[::self.detect_every]
+        h, w = frames[anchors[0]].shape[:2]
+        scale = detection_scale(w, h, self.long_side)
+        boxes: dict[int, np.ndarray] = {}
+        for i in range(0, len(detect_on), self.batch_size):
+            chunk = detect_on[i:i + self.batch_size]
+            for idx, det in zip(chunk, self._detector().detect([frames[k] for k in chunk], scale,
+                                                             min_face_size(w, h, scale))):
+                boxes[idx] = det.boxes
+        out.frames_detected = len(detect_on)
+        out.detect_s = time.time() - t1
+        detected = np.array(detect_on)
+        for a in anchors:
+            near = int(detected[np.argmin(np.abs(detected - a))])
+            for box in boxes[near]:
+                x1, y1, x2, y2 = crop_box(box, w, h, self.margin)
+                if x2 - x1 < 8 or y2 - y1 < 8:
+                    continue
+                out.crops.append(frames[a][y1:y2, x1:x2])
+                if self.clip_len > 1:
+                    clip = [frames.get(a + j, frames[a])[y1:y2, x1:x2] for j in range(self.clip_len)]
+                    out.clips.append(clip)
+        return out
+
+
+def _prepare(crops: list[np.ndarray], m: LoadedModel) -> torch.Tensor:
+    from training.transforms import create_val_transforms, normalize_to_tensor
+
+    tf = create_val_transforms(m.size)
+    return torch.stack([normalize_to_tensor(tf(image=c)["image"], m.mean, m.std) for c in crops])
+
+
+@torch.no_grad()
+def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.device, batch_size: int = 32,
+                amp_dtype=None) -> list[np.ndarray]:
+    """One array of face (or clip) probabilities per model."""
+    preds = []
+    for m in models:
+        if m.is_sequence:  # T consecutive crops per face (the anchor repeated if none were decoded)
+            items = [clip[:m.seq_len] for clip in faces.clips] or [[c] * m.seq_len for c in faces.crops]
+        else:
+            items = faces.crops
+        probs = []
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            if m.is_sequence:
+                x = torch.stack([_prepare(clip, m) for clip in chunk])
+            else:
+                x = _prepare(chunk, m)
+            x = x.to(device, non_blocking=True)
+            ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else _null()
+            with ctx:
+                logits = m.model(x)
+            probs.append(torch.sigmoid(logits.float()).view(-1).cpu().numpy())
+        preds.append(np.concatenate(probs) if probs else np.zeros(0))
+    return preds
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+@dataclass
+class PredictResult:
+    rows: list[tuple[str, float]]
+    errors: list[dict]
+    seconds: float
+    timings: dict
+
+
+def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames: int = 32,
+                strategy: str = "confident", batch_size: int = 32, device: str | None = None,
+                calibration: str | Path | None = None, workers: int = 2, detect_every: int = 4,
+                margin: float = DEFAULT_MARGIN, progress: bool = True) -> PredictResult:
+    """Score every video under test_dir; returns one (filename, probability) per video."""
+    from tqdm import tqdm
+
+    from .aggregation import ensemble
+    from .calibration import apply_temperature, load_calibration
+
+    t0 = time.time()
+    test_dir = Path(test_dir)
+    videos = list_videos(test_dir)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    models = load_models(checkpoints, dev)
+    if not models:
+        raise ValueError("no checkpoints given")
+    load_s = time.time() - t0
+    temperature = load_calibration(calibration) if calibration else None
+    amp = None
+    if dev.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    clip_len = max(m.seq_len for m in models)
+    extract = FaceExtractor(num_frames, clip_len, margin, detect_every, device=str(dev) if dev.type == "cuda" else None)
+
+    rows, errors = [], []
+    timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
+    bar = tqdm(total=len(videos), desc="6_predict", unit="video", disable=not progress, file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead = max(1, workers) + 1
+        futures = [pool.submit(extract, v) for v in videos[:ahead]]
+        for i, path in enumerate(videos):
+            if i + ahead < len(videos):
+                futures.append(pool.submit(extract, videos[i + ahead]))
+            name = path.relative_to(test_dir).as_posix()
+            prob = FALLBACK
+            try:
+                faces = futures[i].result()
+                futures[i] = None  # free the frames
+                timings["decode_s"] += faces.decode_s
+                timings["detect_s"] += faces.detect_s
+                timings["frames_decoded"] += faces.frames_decoded
+                if not faces.crops:
+                    raise LookupError("no face found on the sampled frames")
+                t1 = time.time()
+                preds = score_faces(faces, models, dev, batch_size, amp)
+                timings["model_s"] += time.time() - t1
+                prob = float(ensemble(preds, strategy))
+                if temperature is not None:
+                    prob = float(apply_temperature(np.array([prob]), temperature)[0])
+            except Exception as e:  # every input still gets a row
+                futures[i] = None
+                reason = f"{type(e).__name__}: {e}"
+                errors.append({"video": name, "error": reason, "prediction": FALLBACK})
+                tqdm.write(f"[6_predict] {name}: {reason} -> {FALLBACK}", file=sys.stderr)
+            rows.append((name, min(1.0, max(0.0, prob))))
+            bar.update(1)
+    bar.close()
+    return PredictResult(rows, errors, time.time() - t0, timings)
+
+
+def write_submission(path: str | Path, rows: list[tuple[str, float]]) -> None:
+    from preprocessing.artifacts import atomic_write_text
+
+    atomic_write_text(path, "filename,label\n" + "".join(f"{n},{p:.6f}\n" for n, p in rows))
+
+
+def write_errors(path: str | Path, errors: list[dict]) -> None:
+    from preprocessing.artifacts import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in errors))

@@ -1,0 +1,101 @@
+"""Step 6 on a folder of good and broken videos, with a tiny trained ensemble."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from helpers import no_face_clip, truncate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ensemble(sample_work, tmp_path_factory):
+    from test_train import tiny
+    from training.engine import train
+
+    work, _ = sample_work
+    out = tmp_path_factory.mktemp("weights")
+    frame = train(tiny(), work, fold=0, weights_dir=out, progress=False).best
+    seq_cfg = tiny("DeepFakeClassifierSeq3D", data={"dataset": "sequences", "seq_len": 3}, optimizer={"batch_size": 2})
+    seq_cfg["name"] = "tinyseq"
+    seq = train(seq_cfg, work, fold=0, weights_dir=out, progress=False).best
+    return [str(frame), str(seq)]
+
+
+@pytest.fixture(scope="module")
+def test_dir(sample_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("test_videos")
+    good = sorted(sample_dir.rglob("*.mp4"))[:2]
+    for g in good:
+        shutil.copy(g, d / g.name)
+    truncate(good[0], d / "corrupt.mp4", 0.02)
+    (d / "zero.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("definitely not a video\n" * 30)
+    no_face_clip(d / "cup.mp4", frames=12)
+    return d
+
+
+def test_one_row_per_file_in_range_with_fallbacks(test_dir, ensemble):
+    from inference.predictor import predict_dir
+
+    r = predict_dir(test_dir, ensemble, num_frames=8, strategy="confident", progress=False, workers=2)
+    names = [n for n, _ in r.rows]
+    assert sorted(names) == sorted(p.name for p in test_dir.iterdir())
+    probs = dict(r.rows)
+    assert all(0.0 <= p <= 1.0 for p in probs.values())
+    failed = {e["video"]: e["error"] for e in r.errors}
+    assert set(failed) == {"corrupt.mp4", "zero.mp4", "text.mp4", "cup.mp4"}
+    assert "no face" in failed["cup.mp4"] and "0 bytes" in failed["zero.mp4"]
+    for name in failed:
+        assert probs[name] == 0.5
+    good = [n for n in names if n not in failed]
+    assert len(good) == 2 and all(probs[n] != 0.5 for n in good)
+    assert r.timings["frames_decoded"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["ntech", "mean"])
+def test_strategies_and_calibration(test_dir, ensemble, strategy, tmp_path):
+    from inference.calibration import save_calibration
+    from inference.predictor import predict_dir
+
+    base = dict(predict_dir(test_dir, ensemble, num_frames=8, strategy=strategy, progress=False).rows)
+    save_calibration(tmp_path / "t.json", 2.0)
+    cal = dict(predict_dir(test_dir, ensemble, num_frames=8, strategy=strategy, progress=False,
+                           calibration=tmp_path / "t.json").rows)
+    for name, p in base.items():
+        if p != 0.5:  # a temperature > 1 pulls predictions towards 0.5
+            assert abs(cal[name] - 0.5) < abs(p - 0.5)
+
+
+def test_cli_writes_the_csv_and_errors(test_dir, ensemble, tmp_path):
+    out = tmp_path / "sub.csv"
+    proc = subprocess.run([sys.executable, "6_predict.py", "--test-dir", str(test_dir), "--output", str(out),
+                           "--models", *ensemble, "--frames", "8", "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["filename", "label"] and len(df) == 6
+    assert df.label.between(0, 1).all()
+    errors = [json.loads(l) for l in (tmp_path / "sub_errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 4
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "6_predict.py", "--test-dir", str(empty), "--output", str(out),
+                           "--models", *ensemble], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and "no video files" in proc.stderr
+
+
+def test_predict_submission_script_uses_the_ensemble_file(test_dir, ensemble, tmp_path):
+    out = tmp_path / "s.csv"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EXTRA_ARGS": "--no-progress --frames 4"}
+    proc = subprocess.run(["bash", "predict_submission.sh", str(test_dir), str(out), *ensemble],
+                          cwd=REPO, capture_output=True, text=True, env={**env, "VENV": str(REPO / ".venv")}
+                          if (REPO / ".venv").exists() else env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(pd.read_csv(out)) == 6
