@@ -31,7 +31,7 @@ from preprocessing.detection import FaceDetector, detection_scale, min_face_size
 from preprocessing.video import FrameReader
 
 FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
-DEFAULT_DETECT_LONG_SIDE = 640  # DFDC faces are >= ~100 px at 1080p: still >= 33 px here
+DEFAULT_DETECT_LONG_SIDE = 512  # DFDC faces are >= ~100 px at 1080p: still >= 47 px here
 
 
 @dataclass
@@ -94,8 +94,11 @@ class FaceExtractor:
 
     def __init__(self, num_frames: int = 32, clip_len: int = 1, margin: float = DEFAULT_MARGIN,
                  detect_every: int = 4, detect_long_side: int = DEFAULT_DETECT_LONG_SIDE,
-                 device: str | None = None, batch_size: int = 16):
+                 device: str | None = None, batch_size: int = 16, num_clips: int = 8):
         self.num_frames, self.clip_len, self.margin = num_frames, clip_len, margin
+        # A clip costs a sequence model clip_len frames: num_clips of them, spread over the
+        # video, see as many frames as a frame model's 32 crops.
+        self.num_clips = max(1, num_clips)
         self.detect_every, self.long_side, self.batch_size = max(1, detect_every), detect_long_side, batch_size
         self.device = device
         self._local = threading.local()
@@ -109,7 +112,8 @@ class FaceExtractor:
         t0 = time.time()
         reader = FrameReader(path)
         anchors = sample_indices(reader.info.frame_count, self.num_frames)
-        wanted = {a + j for a in anchors for j in range(self.clip_len)}
+        clip_anchors = set(anchors[::max(1, len(anchors) // self.num_clips)]) if self.clip_len > 1 else set()
+        wanted = set(anchors) | {a + j for a in clip_anchors for j in range(self.clip_len)}
         reader.wanted = wanted.__contains__
         reader.max_index = max(wanted)
         frames = dict(iter(reader))
@@ -138,7 +142,7 @@ class FaceExtractor:
                 if x2 - x1 < 8 or y2 - y1 < 8:
                     continue
                 out.crops.append(frames[a][y1:y2, x1:x2])
-                if self.clip_len > 1:
+                if a in clip_anchors:
                     clip = [frames.get(a + j, frames[a])[y1:y2, x1:x2] for j in range(self.clip_len)]
                     out.clips.append(clip)
         return out
@@ -151,7 +155,7 @@ def _prepare(crops: list[np.ndarray], m: LoadedModel) -> torch.Tensor:
     return torch.stack([normalize_to_tensor(tf(image=c)["image"], m.mean, m.std) for c in crops])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.device, batch_size: int = 32,
                 amp_dtype=None) -> list[np.ndarray]:
     """One array of face (or clip) probabilities per model."""
@@ -196,7 +200,7 @@ class PredictResult:
 def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames: int = 32,
                 strategy: str = "confident", batch_size: int = 32, device: str | None = None,
                 calibration: str | Path | None = None, workers: int = 2, detect_every: int = 4,
-                margin: float = DEFAULT_MARGIN, progress: bool = True) -> PredictResult:
+                margin: float = DEFAULT_MARGIN, num_clips: int = 8, progress: bool = True) -> PredictResult:
     """Score every video under test_dir; returns one (filename, probability) per video."""
     from tqdm import tqdm
 
@@ -216,7 +220,8 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
     if dev.type == "cuda":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     clip_len = max(m.seq_len for m in models)
-    extract = FaceExtractor(num_frames, clip_len, margin, detect_every, device=str(dev) if dev.type == "cuda" else None)
+    extract = FaceExtractor(num_frames, clip_len, margin, detect_every, num_clips=num_clips,
+                            device=str(dev) if dev.type == "cuda" else None)
 
     rows, errors = [], []
     timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}

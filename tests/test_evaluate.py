@@ -270,3 +270,31 @@ def test_report_face_crops_on_real_videos(tmp_path, detector):
     face, cup = embedded(rows["part_0/face"]), embedded(rows["part_0/cup"])
     assert cup.shape[:2] == (120, 160)                 # the whole 256x192 frame, downscaled
     assert face.shape[0] < 192 and face.shape[1] < 256 and min(face.shape[:2]) > 40  # a crop, not the frame
+
+
+def test_calibrate_cli_fits_a_temperature_on_overconfident_predictions(tmp_path):
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+
+    from conftest import REPO, write_metadata
+
+    data = tmp_path / "data" / "p"
+    entries, rows = {}, ["filename,label"]
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        label = i % 2
+        entries[f"v{i}.mp4"] = {"label": "FAKE" if label else "REAL", "original": None}
+        (data.parent / "p").mkdir(parents=True, exist_ok=True)
+        (data / f"v{i}.mp4").write_bytes(b"x")
+        # right 70% of the time, but always 0.99 / 0.01 sure: over-confident
+        right = rng.random() < 0.7
+        rows.append(f"v{i}.mp4,{0.99 if (label == 1) == right else 0.01}")
+    write_metadata(data, entries)
+    (tmp_path / "val.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "cal.json"
+    proc = _sp.run([_sys.executable, "tools/calibrate.py", "--submission", str(tmp_path / "val.csv"),
+                    "--data-dir", str(tmp_path / "data"), "--output", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    cal = _json.loads(out.read_text())
+    assert cal["temperature"] > 1 and cal["log_loss_after"] < cal["log_loss_before"]
