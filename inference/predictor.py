@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,20 +174,11 @@ def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.devi
             else:
                 x = _prepare(chunk, m)
             x = x.to(device, non_blocking=True)
-            ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else _null()
-            with ctx:
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
                 logits = m.model(x)
             probs.append(torch.sigmoid(logits.float()).view(-1).cpu().numpy())
         preds.append(np.concatenate(probs) if probs else np.zeros(0))
     return preds
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 @dataclass
