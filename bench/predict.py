@@ -16,20 +16,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import list_videos, load_models, predict_dir, sample_indices  # noqa: E402
+from inference.predictor import frame_plan, list_videos, load_models, predict_dir  # noqa: E402
 from preprocessing.video import FrameReader  # noqa: E402
 
 
-def decode_floor(videos, num_frames: int, clip_len: int, num_clips: int = 8) -> tuple[float, int]:
+def decode_floor(videos, num_frames: int, clip_len: int) -> tuple[float, int]:
+    """Decode exactly the frames 6_predict decodes (its own frame plan), nothing else."""
     t0, decoded = time.time(), 0
     for path in videos:
         try:
             reader = FrameReader(path)
-            anchors = sample_indices(reader.info.frame_count, num_frames)
-            clip_anchors = anchors[::max(1, len(anchors) // num_clips)] if clip_len > 1 else []
-            wanted = set(anchors) | {a + j for a in clip_anchors for j in range(clip_len)}
-            reader.wanted, reader.max_index = wanted.__contains__, max(wanted)
-            for _ in reader:
+            _, _, wanted = frame_plan(reader.info.frame_count, num_frames, clip_len)
+            for _ in reader.select(wanted):
                 pass
             decoded += reader.frames_decoded
         except Exception:
@@ -55,7 +53,7 @@ def main() -> int:
     if a.min_height:
         from preprocessing.video import probe
 
-        videos = [v for v in videos if min(probe(v).width, probe(v).height) >= a.min_height]
+        videos = [v for v in videos if min((info := probe(v)).width, info.height) >= a.min_height]
     videos = videos[:a.limit] if a.limit else videos
     if not videos:
         print(json.dumps({"error": "no videos"}))

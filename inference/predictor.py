@@ -43,6 +43,13 @@ class LoadedModel:
     mean: list
     std: list
     seq_len: int  # 1 for frame models
+    transform: object = None  # isotropic resize + pad to `size`, built once
+
+    def __post_init__(self):
+        if self.transform is None:
+            from training.transforms import create_val_transforms
+
+            self.transform = create_val_transforms(self.size)
 
     @property
     def is_sequence(self) -> bool:
@@ -75,6 +82,16 @@ def sample_indices(num_frames: int, n: int) -> list[int]:
     if num_frames <= 0:
         return list(range(n))  # unknown length: the first n frames
     return sorted(set(np.linspace(0, num_frames - 1, min(n, num_frames)).round().astype(int).tolist()))
+
+
+def frame_plan(frame_count: int, num_frames: int, clip_len: int = 1,
+               num_clips: int = 8) -> tuple[list[int], set[int], set[int]]:
+    """(anchors, clip anchors, frames to decode): `num_frames` anchors spread evenly; on
+    `num_clips` of them, also the clip_len-1 frames that follow (sequence models)."""
+    anchors = sample_indices(frame_count, num_frames)
+    clip_anchors = set(anchors[::max(1, len(anchors) // max(1, num_clips))]) if clip_len > 1 else set()
+    wanted = set(anchors) | {a + j for a in clip_anchors for j in range(clip_len)}
+    return anchors, clip_anchors, wanted
 
 
 @dataclass
@@ -112,12 +129,9 @@ class FaceExtractor:
     def __call__(self, path: Path) -> VideoFaces:
         t0 = time.time()
         reader = FrameReader(path)
-        anchors = sample_indices(reader.info.frame_count, self.num_frames)
-        clip_anchors = set(anchors[::max(1, len(anchors) // self.num_clips)]) if self.clip_len > 1 else set()
-        wanted = set(anchors) | {a + j for a in clip_anchors for j in range(self.clip_len)}
-        reader.wanted = wanted.__contains__
-        reader.max_index = max(wanted)
-        frames = dict(iter(reader))
+        anchors, clip_anchors, wanted = frame_plan(reader.info.frame_count, self.num_frames, self.clip_len,
+                                                   self.num_clips)
+        frames = dict(iter(reader.select(wanted)))
         out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0)
         anchors = [a for a in anchors if a in frames]
         if not anchors:
@@ -150,10 +164,9 @@ class FaceExtractor:
 
 
 def _prepare(crops: list[np.ndarray], m: LoadedModel) -> torch.Tensor:
-    from training.transforms import create_val_transforms, normalize_to_tensor
+    from training.transforms import normalize_to_tensor
 
-    tf = create_val_transforms(m.size)
-    return torch.stack([normalize_to_tensor(tf(image=c)["image"], m.mean, m.std) for c in crops])
+    return torch.stack([normalize_to_tensor(m.transform(image=c)["image"], m.mean, m.std) for c in crops])
 
 
 @torch.inference_mode()

@@ -104,12 +104,5 @@ def detect_faces(opts: StepOptions, frame_step: int = DEFAULT_FRAME_STEP,
               if not v.detects_own_faces and v.original in failed and not work.boxes(v.original).exists()]
     if second:
         # Same shard as their original, so only fakes of originals this part handled.
-        more = run_tasks(STEP, second, _process, is_done, opts, init=_init, init_kwargs=init_kwargs)
-        result.total += more.total
-        result.done += more.done
-        result.skipped += more.skipped
-        result.failed += more.failed
-        result.noted += more.noted
-        result.counters.update(more.counters)
-        result.seconds += more.seconds
+        result.absorb(run_tasks(STEP, second, _process, is_done, opts, init=_init, init_kwargs=init_kwargs))
     return result

@@ -84,6 +84,13 @@ class StepResult:
     errors_file: Path | None = None
     error_entries: list = field(default_factory=list)  # what the errors file holds now
 
+    def absorb(self, other: "StepResult") -> None:
+        """Add another pass of the same step (counts, counters, time) to this one."""
+        for name in ("total", "done", "skipped", "failed", "noted", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.counters.update(other.counters)
+        self.error_entries = other.error_entries  # the file as the later pass left it
+
     def summary(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
         s = (f"[{self.step}] {self.total} videos: {self.done} done, {self.skipped} skipped (already done), "

@@ -79,6 +79,13 @@ class FrameReader:
         self.num_frames = 0
         self.frames_decoded = 0
 
+    def select(self, wanted: set[int]) -> "FrameReader":
+        """Decode exactly these indices, stopping after the last: for callers that need
+        the container's frame count (`info`) to choose them."""
+        self.wanted = wanted.__contains__
+        self.max_index = max(wanted) if wanted else -1
+        return self
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         cap = self._cap
         try:
@@ -115,26 +122,25 @@ def prefetch(iterable, size: int = 32) -> Iterator:
     done = object()
     failure: list[BaseException] = []
 
+    def put(item) -> bool:
+        """Wait for room, unless the consumer has stopped; True when the item went in."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for item in iterable:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as e:  # re-raised in the consumer
             failure.append(e)
         finally:
-            while not stop.is_set():
-                try:
-                    items.put(done, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            put(done)
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
@@ -154,7 +160,7 @@ def prefetch(iterable, size: int = 32) -> Iterator:
 def read_frames(path: str | Path, indices: list[int] | set[int]) -> tuple[dict[int, np.ndarray], FrameReader]:
     """Decode the given frame indices (RGB uint8) in one pass; returns (frames, reader)."""
     wanted = set(int(i) for i in indices)
-    reader = FrameReader(path, wanted.__contains__, max_index=max(wanted) if wanted else -1)
+    reader = FrameReader(path).select(wanted)
     frames = dict(iter(reader)) if wanted else {}
     return frames, reader
 

@@ -287,7 +287,6 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
           data_dir: str | Path | None = None) -> TrainResult:
     """Train one fold; returns the checkpoint paths and the per-epoch metrics."""
     cfg = validate(config)
-    cfg.setdefault("name", None)
     name = cfg["name"] or "model"
     if pretrained is not None:
         cfg["pretrained"] = pretrained
