@@ -1,8 +1,8 @@
 """Model zoo for training: models are built by name, as a config's "network" names them."""
 import torch
 
-from .classifiers import (DeepFakeClassifier, DeepFakeClassifierDistill, DeepFakeClassifierSeq3D,
-                          TemporalConv3d, inflate_expansion_convs)
+from .classifiers import DeepFakeClassifier, DeepFakeClassifierSeq3D, TemporalConv3d, inflate_expansion_convs
+from .distill import DeepFakeClassifierDistill
 from .weights import create_encoder, lite0_weights_path, load_encoder_weights
 
 MODELS: dict[str, type] = {
