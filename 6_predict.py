@@ -7,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from preprocessing.crops import DEFAULT_MARGIN
 
 
 def main() -> int:
@@ -22,9 +21,9 @@ def main() -> int:
     p.add_argument("--calibration", type=Path, default=None, help="temperature JSON fitted on validation")
     p.add_argument("--detect-every", type=int, default=4,
                    help="run MTCNN on every N-th sampled frame; the others reuse the nearest boxes")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop margin, as in training")
     p.add_argument("--clips", type=int, default=8,
-                   help="clips of T consecutive frames per video for sequence models (default 8)")
+                   help="clips per video for sequence models (default 8); each model crops faces with "
+                        "the margin, size and clip frame rate recorded in its checkpoint")
     p.add_argument("--workers", type=int, default=2, help="threads decoding and detecting ahead")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -38,7 +37,7 @@ def main() -> int:
             return 1
         result = predict_dir(a.test_dir, a.models, num_frames=a.frames, strategy=a.strategy,
                              batch_size=a.batch_size, device=a.device, calibration=a.calibration,
-                             workers=a.workers, detect_every=a.detect_every, margin=a.margin, num_clips=a.clips,
+                             workers=a.workers, detect_every=a.detect_every, num_clips=a.clips,
                              progress=not a.no_progress)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

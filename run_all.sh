@@ -7,9 +7,11 @@
 #                                        predict (and, if it has metadata.json, evaluate) a test folder
 #
 # Environment (defaults in brackets):
-#   CONFIGS    configs to train, in order [GPU: "b7 b7_seq3d deit_distill"; CPU: the *_cpu configs];
+#   CONFIGS    configs to train, in order [GPU: selim's b7, NTech's three, deit_distill; CPU: the *_cpu configs];
 #              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
-#   FOLDS      validation folds to train ["0"]      SEEDS  seeds ["0"]
+#   FOLDS      validation folds to train ["0"]
+#   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", the others "0"; CPU: "0"]
+#   PLAN_ONLY=1  print the training plan (config fold seed checkpoint) and stop
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
 #   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  consecutive frames per crop [8]
 #   WORKERS    processes per preprocessing step [1]      FRAME_STEP  [10]
@@ -23,15 +25,41 @@ source scripts/ensure_venv.sh
 if [ -z "${NUM_GPUS:-}" ]; then
     NUM_GPUS="$(python -c 'import torch; print(torch.cuda.device_count())')"
 fi
-if [ "$NUM_GPUS" -gt 0 ]; then DEFAULT_CONFIGS="b7 b7_seq3d deit_distill"; else DEFAULT_CONFIGS="lite0_cpu lite0_seq3d_cpu deit_distill_cpu"; fi
+if [ "$NUM_GPUS" -gt 0 ]; then
+    DEFAULT_CONFIGS="b7 b7_ntech_large_crop b7_ntech_re b7_ntech_seq deit_distill"
+    DEFAULT_CLIP_LEN=13  # NTech's 7 frames 1/15 s apart span 13 frames of a 30-fps video
+else
+    DEFAULT_CONFIGS="lite0_cpu lite0_seq3d_cpu deit_distill_cpu"
+    DEFAULT_CLIP_LEN=4   # lite0_seq3d_cpu: 4 consecutive frames
+fi
 CONFIGS="${CONFIGS:-$DEFAULT_CONFIGS}"
 TEACHER_CONFIG="${TEACHER_CONFIG:-${CONFIGS%% *}}"
 FOLDS="${FOLDS:-0}"
-SEEDS="${SEEDS:-0}"
 WORKERS="${WORKERS:-1}"
 FRAME_STEP="${FRAME_STEP:-10}"
-CLIP_LEN="${CLIP_LEN:-8}"
+CLIP_LEN="${CLIP_LEN:-$DEFAULT_CLIP_LEN}"
 WEIGHTS_DIR="${WEIGHTS_DIR:-weights}"
+
+seeds_for() {  # selim's submission: b7 with seeds 111 555 777 888 999 on fold 0, all in the ensemble
+    if [ -n "${SEEDS:-}" ]; then echo "$SEEDS"
+    elif [ "$NUM_GPUS" -gt 0 ] && [ "$1" = "b7" ]; then echo "111 555 777 888 999"
+    else echo "0"; fi
+}
+name_for() {  # config seed -> checkpoint name
+    if [ "$2" = "0" ]; then echo "$1"; else echo "${1}_s${2}"; fi
+}
+PLAN=()  # "config fold seed name", in training order
+for config in $CONFIGS; do
+    for fold in $FOLDS; do
+        for seed in $(seeds_for "$config"); do
+            PLAN+=("$config $fold $seed $(name_for "$config" "$seed")")
+        done
+    done
+done
+if [ "${PLAN_ONLY:-0}" = "1" ]; then
+    printf '%s\n' "${PLAN[@]}"
+    exit 0
+fi
 
 SAMPLE=0
 if [ $# -ge 1 ]; then
@@ -69,26 +97,23 @@ python 4_generate_folds.py "${COMMON[@]}" --folds "$NUM_FOLDS"
 if [ "$NUM_GPUS" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NUM_GPUS"); else TRAIN=(python); fi
 mkdir -p "$WEIGHTS_DIR"
 ENSEMBLE=()
-for config in $CONFIGS; do
-    for fold in $FOLDS; do
-        for seed in $SEEDS; do
-            name="$config"; [ "$seed" != "0" ] && name="${config}_s${seed}"
-            best="$WEIGHTS_DIR/${name}_fold${fold}_best.pt"
-            if [ -f "$best" ]; then
-                echo "[run_all] $best exists: skipping training"
-            else
-                resume=()
-                last="$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
-                [ -f "$last" ] && resume=(--resume "$last")
-                teacher=()  # a distillation student learns from this fold's frame model (the first config)
-                [[ "$config" == *distill* ]] && teacher=(--teacher "$WEIGHTS_DIR/${TEACHER_CONFIG}_fold${fold}_best.pt")
-                "${TRAIN[@]}" 5_train.py --config "configs/$config.json" --data-dir "$DATA_DIR" --work-dir "$WORK_DIR" \
-                    --fold "$fold" --seed "$seed" --name "$name" --weights-dir "$WEIGHTS_DIR" \
-                    "${resume[@]}" "${teacher[@]}" ${TRAIN_ARGS:-}
-            fi
-            ENSEMBLE+=("$best")
-        done
-    done
+TEACHER_SEED="$(seeds_for "$TEACHER_CONFIG")"; TEACHER_SEED="${TEACHER_SEED%% *}"
+for entry in "${PLAN[@]}"; do
+    read -r config fold seed name <<< "$entry"
+    best="$WEIGHTS_DIR/${name}_fold${fold}_best.pt"
+    if [ -f "$best" ]; then
+        echo "[run_all] $best exists: skipping training"
+    else
+        resume=()
+        last="$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
+        [ -f "$last" ] && resume=(--resume "$last")
+        teacher=()  # a distillation student learns from this fold's frame model (the first config, first seed)
+        [[ "$config" == *distill* ]] && teacher=(--teacher "$WEIGHTS_DIR/$(name_for "$TEACHER_CONFIG" "$TEACHER_SEED")_fold${fold}_best.pt")
+        "${TRAIN[@]}" 5_train.py --config "configs/$config.json" --data-dir "$DATA_DIR" --work-dir "$WORK_DIR" \
+            --fold "$fold" --seed "$seed" --name "$name" --weights-dir "$WEIGHTS_DIR" \
+            "${resume[@]}" "${teacher[@]}" ${TRAIN_ARGS:-}
+    fi
+    ENSEMBLE+=("$best")
 done
 printf '%s\n' "${ENSEMBLE[@]}" > "$WEIGHTS_DIR/ensemble.txt"
 echo "[run_all] ensemble: ${ENSEMBLE[*]} (listed in $WEIGHTS_DIR/ensemble.txt)"

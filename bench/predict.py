@@ -16,17 +16,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import frame_plan, list_videos, load_models, predict_dir  # noqa: E402
+from inference.predictor import FaceExtractor, clip_span, list_videos, load_models, predict_dir  # noqa: E402
 from preprocessing.video import FrameReader  # noqa: E402
 
 
-def decode_floor(videos, num_frames: int, clip_len: int) -> tuple[float, int]:
+def decode_floor(videos, num_frames: int, models) -> tuple[float, int]:
     """Decode exactly the frames 6_predict decodes (its own frame plan), nothing else."""
     t0, decoded = time.time(), 0
+    plan = FaceExtractor(num_frames, lambda fps: clip_span(models, fps))
     for path in videos:
         try:
             reader = FrameReader(path)
-            _, _, wanted = frame_plan(reader.info.frame_count, num_frames, clip_len)
+            _, _, wanted = plan.plan(reader)
             for _ in reader.select(wanted):
                 pass
             decoded += reader.frames_decoded
@@ -60,7 +61,8 @@ def main() -> int:
         return 1
     import torch
 
-    clip_len = max(m.seq_len for m in load_models(models, torch.device("cpu")))
+    loaded = load_models(models, torch.device("cpu"))
+    clip_len = clip_span(loaded)
     # the sub-folder holding only the chosen videos is not needed: predict_dir scores the folder,
     # so time the chosen videos by linking them into a temp folder
     import tempfile
@@ -68,7 +70,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     for v in videos:
         (tmp / v.name).symlink_to(v.resolve())
-    floor_s, decoded = decode_floor(videos, a.frames, clip_len)
+    floor_s, decoded = decode_floor(videos, a.frames, loaded)
     # warm-up (first forward passes allocate and pick kernels): steady state is what a
     # 4000-video test set sees
     warm = Path(tempfile.mkdtemp(prefix="bench-predict-warm-"))

@@ -43,14 +43,20 @@ def main() -> int:
     if cfg["network"] == "DeepFakeClassifierDistill":
         # the teacher's cost counts: a frame model of the same encoder stands in for the checkpoint
         tcfg = dict(cfg, network="DeepFakeClassifier", model={})
-        teacher = build_model(tcfg, pretrained=False).to(device).eval()
+        from training.distill import Teacher
+
+        teacher = Teacher(build_model(tcfg, pretrained=False).to(device).eval(), cfg["size"],
+                          cfg["normalize"]["mean"], cfg["normalize"]["std"])
     opt = build_optimizer(cfg, model)
     dtype = amp_dtype(cfg, d)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"])
     bs = a.batch_size or cfg["optimizer"]["batch_size"]
+    from training.config import input_hw
+
     s = cfg["size"]
-    shape = (bs, cfg["data"]["seq_len"], 3, s, s) if cfg["data"]["dataset"] == "sequences" else (bs, 3, s, s)
+    h, w = input_hw(cfg)
+    shape = (bs, cfg["data"]["seq_len"], 3, h, w) if cfg["data"]["dataset"] == "sequences" else (bs, 3, h, w)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, 2, (bs, 1), device=device).float()
     frames = bs * (shape[1] if len(shape) == 5 else 1)
@@ -58,7 +64,7 @@ def main() -> int:
     def step():
         with autocast_context(cfg, d):
             out = model(x)
-            loss = distill_loss(out, y, teacher, x, criterion, cfg) if teacher is not None else criterion(out, y)
+            loss = distill_loss(out, y, teacher, x, criterion, cfg) if teacher is not None else criterion(out, y.expand_as(out))
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -138,8 +138,15 @@ def aggregate(pred, strategy: str = "confident") -> float:
 
 
 def ensemble(model_preds: list[np.ndarray], strategy: str = "confident") -> float:
-    """One video's probability from several models: pool each model's predictions
-    with `strategy`, then average the per-model results.
+    """One video's probability from several models.
+
+    "ntech" pools ALL models' predictions together, as NTech's submission did: one
+    confidence-weighted mean of the transformed predictions of every face, clip frame
+    and model (their sequence model's per-frame predictions and their two frame models'
+    sit side by side in one list).
+
+    The other strategies pool each model's predictions with `strategy`, then average
+    the per-model results.
 
     Why pool per model first rather than concatenate all predictions: models need not
     yield the same number of predictions (a frame model gives one per face, a sequence
@@ -154,6 +161,8 @@ def ensemble(model_preds: list[np.ndarray], strategy: str = "confident") -> floa
     """
     _lookup_strategy(strategy)  # a bad name fails even when every model is empty
     per_model = [_as_probs(pred) for pred in model_preds]
+    if strategy == "ntech":
+        return aggregate(np.concatenate(per_model) if per_model else np.zeros(0), "ntech")
     pooled = [aggregate(p, strategy) for p in per_model if p.size]
     if not pooled:
         return NO_EVIDENCE

@@ -33,27 +33,50 @@ from preprocessing.video import FrameReader
 
 FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
 DEFAULT_DETECT_LONG_SIDE = 512  # DFDC faces are >= ~100 px at 1080p: still >= 47 px here
+# No face at the fast scale: try again at step 0's scale, then at full resolution (a
+# dark full-body shot whose face is 5% of the frame height is 14 px at 512).
+DEFAULT_RETRY_LONG_SIDES = (960, 1 << 16)
 
 
 @dataclass
 class LoadedModel:
+    """A checkpoint ready to score faces the way it was trained: its crop margin, input
+    geometry and normalisation (`transforms.Augmenter` in validation mode, the same code
+    as training's validation), clip length and frame rate, and test-time flip."""
+
     name: str
     model: torch.nn.Module
-    size: int
-    mean: list
-    std: list
-    seq_len: int  # 1 for frame models
-    transform: object = None  # isotropic resize + pad to `size`, built once
+    cfg: dict
+    augment: object = None
 
     def __post_init__(self):
-        if self.transform is None:
-            from training.transforms import create_val_transforms
+        if self.augment is None:
+            from training.transforms import Augmenter
 
-            self.transform = create_val_transforms(self.size)
+            self.augment = Augmenter(self.cfg, train=False)
+
+    @property
+    def margin(self) -> float:
+        return DEFAULT_MARGIN if self.cfg.get("margin") is None else float(self.cfg["margin"])
+
+    @property
+    def seq_len(self) -> int:  # 1 for frame models
+        return self.cfg["data"]["seq_len"] if self.cfg["network"] == "DeepFakeClassifierSeq3D" else 1
 
     @property
     def is_sequence(self) -> bool:
         return self.seq_len > 1
+
+    @property
+    def flip_half(self) -> bool:
+        return self.cfg.get("inference", {}).get("flip") == "half"
+
+    def clip_offsets(self, fps: float) -> list[int]:
+        """Frame offsets of a clip from its anchor: seq_len frames 1/clip_fps apart."""
+        from training.datasets import clip_stride
+
+        stride = clip_stride(fps, self.cfg["data"]["clip_fps"])
+        return [j * stride for j in range(self.seq_len)]
 
 
 def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedModel]:
@@ -62,10 +85,14 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
     models = []
     for p in paths:
         model, cfg = model_from_checkpoint(resolve_path(p), device)
-        seq = cfg["data"]["seq_len"] if cfg["network"] == "DeepFakeClassifierSeq3D" else 1
-        models.append(LoadedModel(Path(p).stem, model, cfg["size"], cfg["normalize"]["mean"],
-                                  cfg["normalize"]["std"], seq))
+        models.append(LoadedModel(Path(p).stem, model, cfg))
     return models
+
+
+def clip_span(models: list[LoadedModel], fps: float = 30.0) -> int:
+    """Frames to decode from a clip anchor on for the ensemble's sequence models at this
+    frame rate (1: no sequence model; NTech's 7 frames at 15 fps: 13 of a 30-fps video)."""
+    return max([m.clip_offsets(fps)[-1] + 1 for m in models if m.is_sequence] or [1])
 
 
 def list_videos(test_dir: str | Path) -> list[Path]:
@@ -96,13 +123,16 @@ def frame_plan(frame_count: int, num_frames: int, clip_len: int = 1,
 
 @dataclass
 class VideoFaces:
-    """The crops of one video: for each (anchor frame, face) its crop and, for sequence
-    models, the crops of the T-1 following frames with the same rectangle."""
+    """The crops of one video, per crop margin: for each (anchor frame, face) its crop
+    and, on the clip anchors, the crops of the frames after it with the same rectangle
+    (`clips[margin][k][offset]`, the anchor at offset 0)."""
 
-    crops: list[np.ndarray] = field(default_factory=list)
-    clips: list[list[np.ndarray]] = field(default_factory=list)
+    crops: dict[float, list[np.ndarray]] = field(default_factory=dict)
+    clips: dict[float, list[list[np.ndarray]]] = field(default_factory=dict)
+    fps: float = 30.0
     frames_decoded: int = 0
     frames_detected: int = 0
+    detect_long_side: int = 0
     decode_s: float = 0.0
     detect_s: float = 0.0
 
@@ -110,14 +140,18 @@ class VideoFaces:
 class FaceExtractor:
     """Decode + detect + crop; one MTCNN per thread (detection is not thread-safe)."""
 
-    def __init__(self, num_frames: int = 32, clip_len: int = 1, margin: float = DEFAULT_MARGIN,
+    def __init__(self, num_frames: int = 32, clip_len: int = 1, margins=(DEFAULT_MARGIN,),
                  detect_every: int = 4, detect_long_side: int = DEFAULT_DETECT_LONG_SIDE,
-                 device: str | None = None, batch_size: int = 16, num_clips: int = 8):
-        self.num_frames, self.clip_len, self.margin = num_frames, clip_len, margin
+                 device: str | None = None, batch_size: int = 16, num_clips: int = 8,
+                 retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES):
+        # clip_len: frames decoded from a clip anchor on (itself included), or a function of the fps
+        self.num_frames, self.clip_len = num_frames, clip_len
+        self.margins = sorted({float(m) for m in (margins if isinstance(margins, (list, tuple, set)) else [margins])})
         # A clip costs a sequence model clip_len frames: num_clips of them, spread over the
         # video, see as many frames as a frame model's 32 crops.
         self.num_clips = max(1, num_clips)
         self.detect_every, self.long_side, self.batch_size = max(1, detect_every), detect_long_side, batch_size
+        self.retry_long_sides = tuple(retry_long_sides)
         self.device = device
         self._local = threading.local()
 
@@ -126,11 +160,45 @@ class FaceExtractor:
             self._local.detector = FaceDetector(device=self.device)
         return self._local.detector
 
+    def detect_boxes(self, frames: dict[int, np.ndarray], anchors: list[int]) -> tuple[dict, int, int]:
+        """({anchor: (n, 4) boxes in full-resolution pixels}, frames detected, long side used).
+
+        Detects on every `detect_every`-th anchor, downscaled so the long side is
+        `detect_long_side`; the other anchors take the boxes of the nearest detected
+        anchor. When no face is found on any of them at that scale, the detection is
+        retried at each of `retry_long_sides` in turn (small faces: a full-body shot),
+        before the video is given up as faceless.
+        """
+        detect_on = anchors[::self.detect_every]
+        h, w = frames[anchors[0]].shape[:2]
+        found: dict[int, np.ndarray] = {}
+        detected = 0
+        long_sides = [self.long_side] + [s for s in self.retry_long_sides if s > self.long_side]
+        for long_side in long_sides:
+            scale = detection_scale(w, h, long_side)
+            for i in range(0, len(detect_on), self.batch_size):
+                chunk = detect_on[i:i + self.batch_size]
+                dets = self._detector().detect([frames[k] for k in chunk], scale, min_face_size(w, h, scale))
+                for idx, det in zip(chunk, dets):
+                    found[idx] = det.boxes
+            detected += len(detect_on)
+            if any(len(b) for b in found.values()) or scale >= 1.0:
+                break
+        keys = np.array(detect_on)
+        boxes = {a: found[int(keys[np.argmin(np.abs(keys - a))])] for a in anchors}
+        return boxes, detected, long_side
+
+    def span(self, fps: float) -> int:
+        return int(self.clip_len(fps) if callable(self.clip_len) else self.clip_len)
+
+    def plan(self, reader: FrameReader) -> tuple[list[int], set[int], set[int]]:
+        """(anchors, clip anchors, frames to decode) of one video (`frame_plan`)."""
+        return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0), self.num_clips)
+
     def __call__(self, path: Path) -> VideoFaces:
         t0 = time.time()
         reader = FrameReader(path)
-        anchors, clip_anchors, wanted = frame_plan(reader.info.frame_count, self.num_frames, self.clip_len,
-                                                   self.num_clips)
+        anchors, clip_anchors, wanted = self.plan(reader)
         frames = dict(iter(reader.select(wanted)))
         out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0)
         anchors = [a for a in anchors if a in frames]
@@ -138,58 +206,61 @@ class FaceExtractor:
             raise ValueError(f"none of the sampled frames could be decoded ({reader.frames_decoded} decoded)")
 
         t1 = time.time()
-        detect_on = anchors[::self.detect_every]
-        h, w = frames[anchors[0]].shape[:2]
-        scale = detection_scale(w, h, self.long_side)
-        boxes: dict[int, np.ndarray] = {}
-        for i in range(0, len(detect_on), self.batch_size):
-            chunk = detect_on[i:i + self.batch_size]
-            for idx, det in zip(chunk, self._detector().detect([frames[k] for k in chunk], scale,
-                                                             min_face_size(w, h, scale))):
-                boxes[idx] = det.boxes
-        out.frames_detected = len(detect_on)
+        boxes, out.frames_detected, out.detect_long_side = self.detect_boxes(frames, anchors)
         out.detect_s = time.time() - t1
-        detected = np.array(detect_on)
-        for a in anchors:
-            near = int(detected[np.argmin(np.abs(detected - a))])
-            for box in boxes[near]:
-                x1, y1, x2, y2 = crop_box(box, w, h, self.margin)
-                if x2 - x1 < 8 or y2 - y1 < 8:
-                    continue
-                out.crops.append(frames[a][y1:y2, x1:x2])
-                if a in clip_anchors:
-                    clip = [frames.get(a + j, frames[a])[y1:y2, x1:x2] for j in range(self.clip_len)]
-                    out.clips.append(clip)
+        h, w = frames[anchors[0]].shape[:2]
+        out.fps = float(reader.info.fps or 30.0)
+        for margin in self.margins:
+            crops, clips = out.crops.setdefault(margin, []), out.clips.setdefault(margin, [])
+            for a in anchors:
+                for box in boxes[a]:
+                    if min(box[2] - box[0], box[3] - box[1]) < 4:
+                        continue  # the same faces for every margin: judged on the box itself
+                    x1, y1, x2, y2 = crop_box(box, w, h, margin)
+                    crops.append(frames[a][y1:y2, x1:x2])
+                    if a in clip_anchors:
+                        clip, last = [], frames[a]
+                        for j in range(self.span(out.fps)):
+                            last = frames.get(a + j, last)  # past the end: the last decoded frame again
+                            clip.append(last[y1:y2, x1:x2])
+                        clips.append(clip)
         return out
 
 
-def _prepare(crops: list[np.ndarray], m: LoadedModel) -> torch.Tensor:
-    from training.transforms import normalize_to_tensor
-
-    return torch.stack([normalize_to_tensor(m.transform(image=c)["image"], m.mean, m.std) for c in crops])
+def _model_inputs(faces: VideoFaces, m: LoadedModel) -> list[list[np.ndarray]]:
+    """The image lists one model scores: [crop] per face, or its clip's frames (the anchor
+    repeated when no clip was decoded); with `flip_half`, every other item mirrored (NTech:
+    the 1st, 3rd, ... face or clip)."""
+    if m.is_sequence:
+        offsets = m.clip_offsets(faces.fps)
+        clips = faces.clips.get(m.margin) or []
+        items = [[clip[min(o, len(clip) - 1)] for o in offsets] for clip in clips]
+        items = items or [[c] * m.seq_len for c in faces.crops.get(m.margin, [])]
+    else:
+        items = [[c] for c in faces.crops.get(m.margin, [])]
+    if m.flip_half:
+        items = [[np.ascontiguousarray(f[:, ::-1]) for f in it] if k % 2 == 0 else it for k, it in enumerate(items)]
+    return items
 
 
 @torch.inference_mode()
 def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.device, batch_size: int = 32,
                 amp_dtype=None) -> list[np.ndarray]:
-    """One array of face (or clip) probabilities per model."""
+    """One array of probabilities per model: one per face for a frame model, one per frame
+    of each clip for a sequence model (NTech's per-frame logits)."""
     preds = []
     for m in models:
-        if m.is_sequence:  # T consecutive crops per face (the anchor repeated if none were decoded)
-            items = [clip[:m.seq_len] for clip in faces.clips] or [[c] * m.seq_len for c in faces.crops]
-        else:
-            items = faces.crops
+        items = _model_inputs(faces, m)
         probs = []
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            if m.is_sequence:
-                x = torch.stack([_prepare(clip, m) for clip in chunk])
-            else:
-                x = _prepare(chunk, m)
+            x = torch.stack([m.augment(it) for it in chunk])  # (B, T, 3, h, w)
+            if not m.is_sequence:
+                x = x[:, 0]
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
                 logits = m.model(x)
-            probs.append(torch.sigmoid(logits.float()).view(-1).cpu().numpy())
+            probs.append(torch.sigmoid(logits.float()).reshape(-1).cpu().numpy())
         preds.append(np.concatenate(probs) if probs else np.zeros(0))
     return preds
 
@@ -205,7 +276,7 @@ class PredictResult:
 def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames: int = 32,
                 strategy: str = "confident", batch_size: int = 32, device: str | None = None,
                 calibration: str | Path | None = None, workers: int = 2, detect_every: int = 4,
-                margin: float = DEFAULT_MARGIN, num_clips: int = 8, progress: bool = True) -> PredictResult:
+                num_clips: int = 8, progress: bool = True) -> PredictResult:
     """Score every video under test_dir; returns one (filename, probability) per video."""
     from tqdm import tqdm
 
@@ -224,9 +295,8 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
     amp = None
     if dev.type == "cuda":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    clip_len = max(m.seq_len for m in models)
-    extract = FaceExtractor(num_frames, clip_len, margin, detect_every, num_clips=num_clips,
-                            device=str(dev) if dev.type == "cuda" else None)
+    extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
+                            num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None)
 
     rows, errors = [], []
     timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
@@ -245,7 +315,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
                 timings["decode_s"] += faces.decode_s
                 timings["detect_s"] += faces.detect_s
                 timings["frames_decoded"] += faces.frames_decoded
-                if not faces.crops:
+                if not any(faces.crops.values()):
                     raise LookupError("no face found on the sampled frames")
                 t1 = time.time()
                 preds = score_faces(faces, models, dev, batch_size, amp)

@@ -148,8 +148,15 @@ def crop_name(frame: int, face: int) -> str:
     return f"{frame}_{face}.png"
 
 
+def clip_crop_name(anchor: int, face: int, offset: int) -> str:
+    """The crop of frame anchor+offset cut with the anchor's box: '120_0_t3.png'. Named by
+    its anchor, so the clips of neighbouring anchors never overwrite each other (a clip
+    may be longer than the gap between detected frames)."""
+    return f"{anchor}_{face}_t{offset}.png"
+
+
 def parse_crop_name(name: str) -> tuple[int, int]:
-    """'120_0.png' -> (120, 0)."""
+    """'120_0.png' -> (120, 0); a clip crop '120_0_t3.png' -> its anchor's (120, 0)."""
     stem = name.rsplit(".", 1)[0]
     frame, face = stem.split("_")[:2]
     return int(frame), int(face)
@@ -208,7 +215,8 @@ class CropManifest:
     `boxes_from` is the id whose boxes were used: the original's for a paired FAKE, the
     video itself for a REAL or an unpaired ("orphan") FAKE, whose `reason` says why.
     `crops` are the detected frames' crops (the rows of folds.csv); `clip_crops` the
-    following clip_len-1 frames of each, cut with the same rectangle (sequence models)."""
+    following clip_len-1 frames of each, cut with the same rectangle and named by their
+    anchor (`clip_crop_name`): sequence models, and re-encoding a clip as a video."""
 
     video: str
     label: str

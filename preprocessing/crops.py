@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .artifacts import CropManifest, FaceBoxes, WorkDir, atomic_dir, crop_name, encode_png
+from .artifacts import CropManifest, FaceBoxes, WorkDir, atomic_dir, clip_crop_name, crop_name, encode_png
 from .dataset import Dataset, load_dataset
 from .runner import SkipVideo, StepError, StepOptions, StepResult, Task, run_tasks
 from .video import read_frames
@@ -30,6 +30,24 @@ def crop_box(box, width: int, height: int, margin: float = DEFAULT_MARGIN) -> tu
     return cx1, cy1, cx2, cy2
 
 
+def recrop(crop: np.ndarray, box, width: int, height: int, crop_margin: float, margin: float) -> np.ndarray:
+    """The crop with `margin` cut out of a crop made with `crop_margin` >= margin from the
+    same box: exactly what `crop_box(box, width, height, margin)` would cut from the frame
+    (the smaller rectangle, clipped to the frame, lies inside the larger one). Lets one set
+    of step-1 crops (selim's 1/3) serve a model trained on tighter crops (NTech's 1.5x box)."""
+    if margin > crop_margin + 1e-9:
+        raise ValueError(f"cannot widen a crop: margin {margin} > the crop's {crop_margin} "
+                         f"(re-run 1_extract_crops.py with --margin {margin})")
+    ox1, oy1, ox2, oy2 = crop_box(box, width, height, crop_margin)
+    if crop.shape[:2] != (oy2 - oy1, ox2 - ox1):
+        raise ValueError(f"crop of {crop.shape[1]}x{crop.shape[0]} does not match its box's rectangle "
+                         f"{ox2 - ox1}x{oy2 - oy1} at margin {crop_margin}")
+    if abs(margin - crop_margin) < 1e-9:
+        return crop
+    x1, y1, x2, y2 = crop_box(box, width, height, margin)
+    return crop[y1 - oy1:y2 - oy1, x1 - ox1:x2 - ox1]
+
+
 def crop_plan(boxes: FaceBoxes, margin: float, min_size: int = 8) -> dict[int, list[tuple[int, tuple]]]:
     """frame -> [(face index, rectangle)] for every usable box."""
     plan: dict[int, list[tuple[int, tuple]]] = {}
@@ -46,12 +64,17 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
     """Decode the planned frames of one video once and write its crops into out_dir.
 
     With clip_len > 1, each detected frame f also gets the crops of frames f+1 ..
-    f+clip_len-1 cut with f's rectangle (NTech's sequence model needs consecutive
-    frames; a face moves little in a fraction of a second, and the margin absorbs it).
-    Returns (anchor crop names, clip crop names, counters).
+    f+clip_len-1 cut with f's rectangle, named `{f}_{face}_t{j}.png` (NTech's sequence
+    model and the whole-clip re-encoding need consecutive frames; a face moves little in
+    half a second, and the margin absorbs it). A clip may overlap the next detected frame:
+    it is cropped with its own anchor's box all the same. Returns (anchor crop names, clip
+    crop names, counters).
     """
     plan = crop_plan(boxes, margin)
-    wanted = {f + j: f for f in plan for j in range(clip_len)}
+    wanted: dict[int, list[tuple[int, int]]] = {}  # frame -> [(anchor, offset)]
+    for f in plan:
+        for j in range(clip_len):
+            wanted.setdefault(f + j, []).append((f, j))
     frames, reader = read_frames(path, wanted.keys())
     anchors, clips = [], []
     for frame_idx in sorted(wanted):
@@ -61,13 +84,11 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
         if frame.shape[:2] != (boxes.height, boxes.width):
             raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the boxes' "
                              f"{boxes.width}x{boxes.height} (a fake must match its original)")
-        anchor = wanted[frame_idx]
-        if frame_idx != anchor and frame_idx in plan:
-            continue  # an anchor of its own
-        for face, (x1, y1, x2, y2) in plan[anchor]:
-            name = crop_name(frame_idx, face)
-            (out_dir / name).write_bytes(encode_png(frame[y1:y2, x1:x2]))
-            (anchors if frame_idx == anchor else clips).append(name)
+        for anchor, offset in wanted[frame_idx]:
+            for face, (x1, y1, x2, y2) in plan[anchor]:
+                name = crop_name(anchor, face) if offset == 0 else clip_crop_name(anchor, face, offset)
+                (out_dir / name).write_bytes(encode_png(frame[y1:y2, x1:x2]))
+                (anchors if offset == 0 else clips).append(name)
     return anchors, clips, {"frames_decoded": reader.frames_decoded, "crops": len(anchors),
                             "clip_crops": len(clips)}
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import ConfigError, load_config, validate
+from training.config import ConfigError, input_hw, load_config, validate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
 
@@ -12,7 +12,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"
 def test_shipped_configs_are_valid(path):
     cfg = load_config(path)
     assert cfg["name"] == path.stem
-    assert cfg["size"] >= 32
+    assert min(input_hw(cfg)) >= 32
 
 
 def test_cpu_config_for_every_family():
@@ -21,6 +21,7 @@ def test_cpu_config_for_every_family():
                                            "DeepFakeClassifierDistill"}
     full = {p.stem: load_config(p) for p in CONFIGS}
     assert full["b7"]["encoder"] == "tf_efficientnet_b7.ns_jft_in1k" and full["b7"]["size"] == 380
+    assert {"b7_ntech_large_crop", "b7_ntech_re", "b7_ntech_seq", "deit_distill"} <= set(full)
 
 
 def test_defaults_are_filled_in():
@@ -35,6 +36,11 @@ def test_defaults_are_filled_in():
     ({"optimizer": {"type": "Adam"}}, "'optimizer.type' is 'Adam'"),
     ({"losses": {"Focal": 1}}, "unknown loss 'losses.Focal'"),
     ({"size": 16}, "integer >= 32"),
+    ({"size": [224, 192]}, "'data.resize': 'isotropic' pads to a square"),
+    ({"size": "big"}, "must be an integer or"),
+    ({"data": {"augment": "randaug"}}, "'data.augment'"),
+    ({"distill": {"loss": "kl"}}, "'distill.loss'"),
+    ({"margin": 3}, "'margin' must be a number"),
     ({"size": 120, "network": "DeepFakeClassifierDistill", "distill": {"teacher": "t.pt"}}, "multiple of 16"),
     ({"optimizer": {"batch_size": 0}}, "optimizer.batch_size"),
     ({"network": "DeepFakeClassifierDistill", "size": 384}, "distill.teacher"),
@@ -55,3 +61,39 @@ def test_load_config_names_the_file(tmp_path):
         load_config(tmp_path / "y.json")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "z.json")
+
+
+def test_b7_is_selims_recipe():
+    """selim's train_classifier.py + configs/b7.json + train.sh, setting by setting."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "b7.json")
+    assert cfg["encoder"] == "tf_efficientnet_b7.ns_jft_in1k" and cfg["size"] == 380
+    assert cfg["drop_path_rate"] == 0.2 and cfg["dropout"] == 0.0
+    assert cfg["label_smoothing"] == 0.01 and cfg["grad_clip"] == 1.0
+    assert cfg["losses"] == {"BalancedBinaryCrossentropy": 1}
+    o = cfg["optimizer"]
+    assert (o["type"], o["batch_size"], o["learning_rate"], o["momentum"], o["weight_decay"], o["nesterov"]) == \
+        ("SGD", 12, 0.01, 0.9, 1e-4, True)
+    assert o["schedule"]["type"] == "poly" and o["schedule"]["epochs"] * cfg["batches_per_epoch"] == 100_000
+    assert cfg["data"]["dataset"] == "frames" and cfg["data"]["hardcore"] and not cfg["data"]["sbi"]
+    assert cfg["data"]["augment"] == "selim" and cfg["data"]["resize"] == "isotropic"
+    assert cfg["margin"] is None  # the crops' own: step 1's default is his 1/3
+
+
+@pytest.mark.parametrize("name, short_side, erasing, network", [
+    ("b7_ntech_large_crop", 192, 0.0, "DeepFakeClassifier"),
+    ("b7_ntech_re", 224, 0.2, "DeepFakeClassifier"),
+    ("b7_ntech_seq", 224, 0.0, "DeepFakeClassifierSeq3D"),
+])
+def test_ntech_configs_are_their_recipes(name, short_side, erasing, network):
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.json")
+    d, o = cfg["data"], cfg["optimizer"]
+    assert cfg["network"] == network and input_hw(cfg) == (224, 192) and cfg["margin"] == 0.25  # 1.5x box
+    assert d["resize"] == "shortest" and d["short_side"] == short_side and d["augment"] == "ntech"
+    assert d["autoaugment"] == "original-mstd0.5" and d["random_erasing"] == erasing
+    assert d["mixup_alpha"] == 0.5 and d["reencode_prob"] == 0.5
+    assert (o["type"], o["learning_rate"], o["momentum"], o["weight_decay"], o["nesterov"]) == ("SGD", 0.005, 0.9, 1e-4, True)
+    assert o["head_warmup_steps"] == 100 and o["schedule"]["params"]["power"] == 1.0  # linear decay
+    assert o["schedule"]["epochs"] * cfg["batches_per_epoch"] == 100_000
+    assert cfg["inference"]["flip"] == "half" and cfg["label_smoothing"] == 0.0
+    if network == "DeepFakeClassifierSeq3D":
+        assert d["seq_len"] == 7 and d["clip_fps"] == 15

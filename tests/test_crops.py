@@ -52,10 +52,46 @@ def test_clip_crops_follow_each_detected_frame_with_its_box(tmp_path):
     out.mkdir()
     anchors, clips, counters = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=4)
     assert anchors == ["0_0.png", "10_0.png", "20_0.png"]
-    assert clips == ["1_0.png", "2_0.png", "3_0.png", "11_0.png", "12_0.png", "13_0.png",
-                     "21_0.png", "22_0.png", "23_0.png"]
+    assert sorted(clips) == sorted(f"{a}_0_t{j}.png" for a in (0, 10, 20) for j in (1, 2, 3))
     from preprocessing.artifacts import read_png
 
-    assert read_png(out / "2_0.png").shape == read_png(out / "0_0.png").shape == (30, 30, 3)
-    assert read_png(out / "12_0.png").shape == (30, 30, 3)
+    assert read_png(out / "0_0_t2.png").shape == read_png(out / "0_0.png").shape == (30, 30, 3)
+    assert read_png(out / "10_0_t2.png").shape == (30, 30, 3)
     assert counters["clip_crops"] == 9
+
+
+def test_clips_longer_than_the_frame_step_keep_their_own_box(tmp_path):
+    """A 13-frame clip (NTech: 7 frames at 1/15 s) after anchor 0 covers anchor 10: its
+    frames 10-12 are cut with anchor 0's box, and anchor 10's own crop keeps its box."""
+    import numpy as np
+
+    from preprocessing.artifacts import read_png
+    from preprocessing.crops import extract_video_crops
+    from preprocessing.video import encode_video
+
+    frames = np.random.default_rng(1).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
+    encode_video(tmp_path / "v.mp4", frames, 15)
+    boxes = FaceBoxes(80, 64, 15.0, 25, {0: [[10, 10, 40, 40, 0.99]], 10: [[20, 12, 60, 52, 0.99]]})
+    out = tmp_path / "out"
+    out.mkdir()
+    anchors, clips, _ = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=13)
+    assert anchors == ["0_0.png", "10_0.png"] and len(clips) == 2 * 12
+    assert read_png(out / "0_0_t10.png").shape == (30, 30, 3)   # frame 10, anchor 0's box
+    assert read_png(out / "10_0.png").shape == (40, 40, 3)      # frame 10, its own box
+    assert not np.array_equal(read_png(out / "0_0_t10.png"), read_png(out / "10_0.png")[:30, :30])
+
+
+def test_recrop_equals_cropping_the_frame_with_the_smaller_margin():
+    import numpy as np
+
+    from preprocessing.crops import recrop
+
+    frame = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    for box in ([30, 20, 70, 75], [2, 1, 40, 50], [90, 40, 119, 89]):  # inside, at two corners
+        x1, y1, x2, y2 = crop_box(box, 120, 90, 1 / 3)
+        big = frame[y1:y2, x1:x2]
+        for margin in (0.25, 0.1, 0.0, 1 / 3):
+            a1, b1, a2, b2 = crop_box(box, 120, 90, margin)
+            assert np.array_equal(recrop(big, box, 120, 90, 1 / 3, margin), frame[b1:b2, a1:a2])
+    with pytest.raises(ValueError, match="cannot widen"):
+        recrop(big, box, 120, 90, 1 / 3, 0.5)

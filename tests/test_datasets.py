@@ -15,11 +15,13 @@ import torch
 
 from preprocessing.artifacts import FOLDS_COLUMNS, WorkDir, atomic_write_bytes, encode_png, read_png
 from training.datasets import (SBI_FORCE, SBI_NEVER, BalancedSampler, FrameDataset, PairDataset,
-                               SequenceDataset, load_folds)
-from training.reencode import reencode_clip
+                               SequenceDataset, dataset_config, load_folds)
+from training.reencode import NTECH_TUNES, ReencodeParams, output_index, reencode_clip
 from training.sbi import self_blend
-from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, IsotropicResize, create_train_transforms,
+from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, Augmenter, IsotropicResize, create_train_transforms,
                                  create_val_transforms, isotropic_resize, normalize_to_tensor, reseed)
+
+C = dataset_config  # a config holding what a dataset reads
 
 LANDMARKS5 = np.array([[36, 52], [68, 50], [53, 69], [42, 84], [68, 82]], np.float32)  # in a 107x131 crop
 
@@ -130,16 +132,44 @@ def test_reencode_clip_degrades_and_leaves_no_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = set(os.listdir(tempfile.gettempdir()))
     clip = np.stack([smooth_image(seed=0), smooth_image(seed=0), smooth_image(seed=1)])
-    out = reencode_clip(clip, np.random.default_rng(0), crf_range=(40, 40), scale_range=(0.5, 1.0))
+    params = ReencodeParams(fps=30, scale=0.6, crf=39, tune="film")
+    out = reencode_clip(clip, params=params)
     assert out.shape == clip.shape and out.dtype == np.uint8
     err = np.abs(out.astype(int) - clip).mean()
     assert 0 < err < 40
-    again = reencode_clip(clip, np.random.default_rng(0), crf_range=(40, 40), scale_range=(0.5, 1.0))
-    assert np.array_equal(out, again)  # same generator state, same settings, same bytes
+    again = reencode_clip(clip, np.random.default_rng(0))
+    assert np.array_equal(again, reencode_clip(clip, np.random.default_rng(0)))  # same draw, same bytes
     assert reencode_clip(clip[:1], np.random.default_rng(1)).shape == clip[:1].shape
     assert reencode_clip(clip[:0], np.random.default_rng(1)).shape == clip[:0].shape
-    assert reencode_clip(np.zeros((2, 9, 7, 3), np.uint8), np.random.default_rng(2)).shape == (2, 9, 7, 3)
+    assert reencode_clip(np.zeros((2, 9, 7, 3), np.uint8), np.random.default_rng(2)).shape[1:] == (9, 7, 3)
     assert set(os.listdir(tempfile.gettempdir())) == before and os.listdir(tmp_path) == []
+
+
+def test_reencode_draws_ntechs_settings():
+    draws = [ReencodeParams.draw(np.random.default_rng(s), 30.0) for s in range(400)]
+    fps = np.array([d.fps for d in draws])
+    assert 0.4 < (fps < 30).mean() < 0.6 and fps.min() >= 15 and set(fps) <= set(map(float, range(15, 31)))
+    scales = np.array([d.scale for d in draws])
+    assert 0.4 < (scales < 1).mean() < 0.6 and scales.min() >= 0.25
+    assert {d.crf for d in draws} == set(range(17, 40))
+    assert {d.tune for d in draws} == set(NTECH_TUNES)
+    assert ReencodeParams.draw(np.random.default_rng(3), 30.0) == ReencodeParams.draw(np.random.default_rng(3), 30.0)
+
+
+def test_reencode_whole_clip_drops_frames_and_predicts_across_them():
+    """At 15 fps a 30-fps clip loses every other frame, and the frames between I-frames
+    are P/B frames: a moving clip encodes unlike its frames one by one."""
+    rng = np.random.default_rng(0)
+    base = smooth_image(96, 96, seed=3)
+    clip = np.stack([np.roll(base, 2 * k, axis=1) for k in range(12)])
+    out = reencode_clip(clip, params=ReencodeParams(fps=15, scale=1.0, crf=30, tune=None), src_fps=30)
+    assert len(out) == 6
+    assert output_index(11, 12, 6) == 5 and output_index(0, 12, 6) == 0 and output_index(6, 12, 6) == 3
+    # frame 4 of the output shows input frame 8
+    assert np.abs(out[4].astype(int) - clip[8]).mean() < np.abs(out[4].astype(int) - clip[9]).mean()
+    single = np.stack([reencode_clip(f[None], params=ReencodeParams(30, 1.0, 30, None))[0] for f in clip[::2]])
+    assert not np.array_equal(single, out)  # intra-only encodes differ from the clip's P/B frames
+    del rng
 
 
 # --------------------------------------------------------------------------- epochs and samplers
@@ -149,7 +179,7 @@ def test_load_folds_missing(tmp_path):
 
 
 def test_balanced_epoch_indices(tmp_path):
-    ds = FrameDataset(tmp_path, labels_df(3, 11), fold=0, train=True, size=32)
+    ds = FrameDataset(tmp_path, labels_df(3, 11), fold=0, train=True, cfg=C(32))
     idx = ds.epoch_indices(0, 40)
     labels = ds.labels[idx]
     assert len(idx) == 40 and (labels == 0).sum() == (labels == 1).sum() == 20
@@ -160,11 +190,11 @@ def test_balanced_epoch_indices(tmp_path):
     assert idx != ds.epoch_indices(0, 40, seed=1)
     assert len(ds.epoch_indices(0)) == 22  # default: twice the larger class
     with pytest.raises(ValueError, match="no FAKE"):
-        FrameDataset(tmp_path, labels_df(3, 0), 0, True, 32).epoch_indices(0, 10)
+        FrameDataset(tmp_path, labels_df(3, 0), 0, True, C(32)).epoch_indices(0, 10)
 
 
 def test_balanced_sampler_shards():
-    ds = FrameDataset("/nonexistent", labels_df(6, 6), fold=0, train=True, size=32)
+    ds = FrameDataset("/nonexistent", labels_df(6, 6), fold=0, train=True, cfg=C(32))
     shards = []
     for rank in range(3):
         sampler = BalancedSampler(ds, 4, seed=7, rank=rank, world_size=3)
@@ -181,13 +211,13 @@ def test_balanced_sampler_shards():
 
 
 def test_sbi_epochs_of_real_rows_only():
-    ds = FrameDataset("/nonexistent", labels_df(5, 0), fold=0, train=True, size=32, sbi=True, sbi_prob=0.3)
+    ds = FrameDataset("/nonexistent", labels_df(5, 0), fold=0, train=True, cfg=C(32, sbi=True, sbi_prob=0.3))
     idx = ds.epoch_indices(0, 20)
     modes = [ds.decode_index(i)[1] for i in idx]
     assert modes.count(SBI_FORCE) == modes.count(SBI_NEVER) == 10
     assert [ds.effective_label(i) for i in idx].count(1) == 10
     # with real fakes present, SBI fakes take a share sbi_prob of the fake half
-    mixed = FrameDataset("/nonexistent", labels_df(5, 5), fold=0, train=True, size=32, sbi=True, sbi_prob=0.5)
+    mixed = FrameDataset("/nonexistent", labels_df(5, 5), fold=0, train=True, cfg=C(32, sbi=True, sbi_prob=0.5))
     labels = [mixed.effective_label(i) for i in mixed.epoch_indices(0, 400)]
     assert labels.count(1) == labels.count(0) == 200
     forced = sum(mixed.decode_index(i)[1] == SBI_FORCE for i in mixed.epoch_indices(0, 400))
@@ -200,13 +230,15 @@ def test_missing_crop_uses_substitute(tmp_path):
     df = load_folds(work)
     os.remove(tmp_path / df.file[0])  # a REAL crop of fold 0
     (tmp_path / df.file[3]).write_bytes(b"not a png")  # a FAKE crop of fold 0
-    ds = FrameDataset(work, df, fold=1, train=True, size=32)
+    ds = FrameDataset(work, df, fold=1, train=True, cfg=C(32))
     with pytest.warns(UserWarning, match="skipping"):
         items = [ds[i] for i in range(len(ds))]
     assert all(it["image"].shape == (3, 32, 32) for it in items)
     assert items[0]["file"] != df.file[0] and items[0]["label"] == 0  # same label, another row
     assert items[3]["label"] == 1
-    seq = SequenceDataset(work, df, fold=1, train=False, size=32, seq_len=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = SequenceDataset(work, df, fold=1, train=False, cfg=C(32, dataset="sequences", seq_len=3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert seq[0]["image"].shape == (3, 3, 32, 32)
@@ -216,7 +248,7 @@ def test_frame_dataset_items_synthetic(tmp_path):
     work = make_work(tmp_path)
     df = load_folds(work)
     for train in (True, False):
-        ds = FrameDataset(work, df, fold=0, train=train, size=48, hardcore_prob=1.0)
+        ds = FrameDataset(work, df, fold=0, train=train, cfg=C(48))
         assert set(ds.rows.fold) == ({1} if train else {0})
         item = ds[0]
         assert item["image"].shape == (3, 48, 48) and item["image"].dtype == torch.float32
@@ -232,55 +264,68 @@ def test_every_dataset_item_shapes(sample_work):
     work, _ = sample_work
     df = load_folds(work)
     cases = [(FrameDataset, {}), (FrameDataset, {"sbi": True}), (PairDataset, {"reencode_prob": 0.5}),
-             (SequenceDataset, {"seq_len": 4})]
+             (SequenceDataset, {"dataset": "sequences", "seq_len": 4}),
+             (PairDataset, {"augment": "ntech", "resize": "shortest", "random_erasing": 0.5, "size": [64, 56]})]
     for cls, kw in cases:
         for train in (True, False):
-            ds = cls(work, df, 0, train, 64, IMAGENET_MEAN, IMAGENET_STD, seed=1, **kw)
+            kw = dict(kw)
+            size = kw.pop("size", 64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # sequences without clip crops
+                ds = cls(work, df, 0, train, C(size, **kw), seed=1)
             assert len(ds) > 0
             for i in range(0, len(ds), 4):
                 item = ds[i]
-                shape = (4, 3, 64, 64) if cls is SequenceDataset else (3, 64, 64)
+                h, w = (size, size) if isinstance(size, int) else size
+                shape = (4, 3, h, w) if cls is SequenceDataset else (3, h, w)
                 assert item["image"].shape == shape and item["image"].dtype == torch.float32
                 assert torch.isfinite(item["image"]).all()
                 assert item["label"].dtype == torch.float32 and 0 <= float(item["label"]) <= 1
                 assert (work / item["file"]).is_file() and item["video"] in item["file"]
-    ds = FrameDataset(work, df, 0, True, 64)
+    ds = FrameDataset(work, df, 0, True, C(64))
     loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=BalancedSampler(ds, 8, seed=0), num_workers=0)
     batches = list(loader)
     assert len(batches) == 2 and batches[0]["image"].shape == (4, 3, 64, 64)
     assert sum(float(b["label"].sum()) for b in batches) == 4
 
 
+def _pixels(x: torch.Tensor) -> np.ndarray:
+    """A (3, H, W) tensor normalised with mean 0, std 1 back to uint8-range (H, W, 3) ints."""
+    return np.round(x.permute(1, 2, 0).numpy() * 255).astype(int)
+
+
 @pytest.mark.slow
 def test_pair_dataset_shares_augmentation(sample_work):
     work, _ = sample_work
     df = load_folds(work)
-    ds = PairDataset(work, df, fold=-1, train=True, size=96, mixup_alpha=0.5)
-    assert (ds.rows.label == 1).all() and (ds.rows.original != "").all()
-    diffs_aligned, diffs_misaligned = [], []
-    for i in range(len(ds)):
-        real, fake, row = ds.augmented_pair(i, np.random.default_rng(i))
-        for t, expected in ((0.0, real), (1.0, fake)):
-            item = ds.get_item(i, rng=np.random.default_rng(i), t=t)
-            assert torch.allclose(item["image"], normalize_to_tensor(expected), atol=1e-5)
-            assert float(item["label"]) == t
-        # outside the face the pair stays pixel-aligned through the augmentation
-        border = np.ones(real.shape[:2], bool)
-        border[20:-20, 20:-20] = False
-        content = border & (real.max(-1) > 0) & (fake.max(-1) > 0)  # not the black padding
-        diffs_aligned.append(np.abs(real.astype(int) - fake)[content].mean())
-        _, other, _ = ds.augmented_pair(i, np.random.default_rng(i + 100))
-        content = border & (real.max(-1) > 0) & (other.max(-1) > 0)
-        diffs_misaligned.append(np.abs(real.astype(int) - other)[content].mean())
-    assert np.mean(diffs_aligned) < 12 and np.mean(diffs_aligned) < np.mean(diffs_misaligned) / 2
+    for kw in ({}, {"augment": "ntech", "resize": "shortest", "size": [96, 80], "random_erasing": 0.5}):
+        size = kw.pop("size", 96)
+        ds = PairDataset(work, df, fold=-1, train=True, cfg=C(size, mean=(0, 0, 0), std=(1, 1, 1), **kw))
+        assert (ds.rows.label == 1).all() and (ds.rows.original != "").all()
+        diffs_aligned, diffs_misaligned = [], []
+        for i in range(len(ds)):
+            real_t, fake_t, row = ds.augmented_pair(i, np.random.default_rng(i))
+            for t, expected in ((0.0, real_t), (1.0, fake_t)):
+                item = ds.get_item(i, rng=np.random.default_rng(i), t=t)
+                assert torch.allclose(item["image"], expected, atol=1e-5)
+                assert float(item["label"]) == t
+            real, fake = _pixels(real_t), _pixels(fake_t)
+            # outside the face the pair stays pixel-aligned through the augmentation
+            border = np.ones(real.shape[:2], bool)
+            border[20:-20, 20:-20] = False
+            content = border & (real.max(-1) > 0) & (fake.max(-1) > 0)  # not the black padding
+            diffs_aligned.append(np.abs(real - fake)[content].mean())
+            other = _pixels(ds.augmented_pair(i, np.random.default_rng(i + 100))[1])
+            content = border & (real.max(-1) > 0) & (other.max(-1) > 0)
+            diffs_misaligned.append(np.abs(real - other)[content].mean())
+        assert np.mean(diffs_aligned) < 12 and np.mean(diffs_aligned) < np.mean(diffs_misaligned) / 2, kw
     # a random t is the label and the mixing weight
-    rng_seed = 3
-    item = ds.get_item(0, rng=np.random.default_rng(rng_seed))
-    real, fake, _ = ds.augmented_pair(0, np.random.default_rng(rng_seed))
+    item = ds.get_item(0, rng=np.random.default_rng(3))
+    real_t, fake_t, _ = ds.augmented_pair(0, np.random.default_rng(3))
     t = float(item["label"])
     assert 0 <= t <= 1
-    assert torch.allclose(item["image"], (1 - t) * normalize_to_tensor(real) + t * normalize_to_tensor(fake), atol=1e-5)
-    val = PairDataset(work, df, fold=0, train=False, size=64)
+    assert torch.allclose(item["image"], (1 - t) * real_t + t * fake_t, atol=1e-5)
+    val = PairDataset(work, df, fold=0, train=False, cfg=C(64))
     assert len(val) == 2 * len(val.rows) and [float(val[k]["label"]) for k in range(2)] == [0.0, 1.0]
 
 
@@ -288,16 +333,19 @@ def test_pair_dataset_shares_augmentation(sample_work):
 def test_pair_reencode_same_settings(sample_work):
     work, _ = sample_work
     df = load_folds(work)
-    ds = PairDataset(work, df, fold=-1, train=True, size=96, reencode_prob=1.0)
-    ds.transforms = create_val_transforms(96, additional_targets={"fake": "image"})  # only the re-encoding is random
-    real, fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    cfg = C(96, mean=(0, 0, 0), std=(1, 1, 1), reencode_prob=1.0)
+    ds = PairDataset(work, df, fold=-1, train=True, cfg=cfg)
+    ds.augment = Augmenter(cfg, train=False)  # only the re-encoding is random
+    with pytest.warns(UserWarning, match="intra frames only"):  # the sample has no clip crops
+        real_t, fake_t, _ = ds.augmented_pair(0, np.random.default_rng(0))
     ds.reencode_prob = 0.0
-    plain_real, plain_fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
-    assert 0 < np.abs(real.astype(int) - plain_real).mean() < 40
+    plain_real, _, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    real, fake = _pixels(real_t), _pixels(fake_t)
+    assert 0 < np.abs(real - _pixels(plain_real)).mean() < 40
     border = np.ones(real.shape[:2], bool)
     border[20:-20, 20:-20] = False
     content = border & (real.max(-1) > 0)
-    assert np.abs(real.astype(int) - fake)[content].mean() < 12  # both went through the same codec settings
+    assert np.abs(real - fake)[content].mean() < 12  # both went through the same codec settings
 
 
 @pytest.mark.slow
@@ -319,7 +367,7 @@ def test_real_only_split_trains_with_sbi(sample_work):
     work, _ = sample_work
     df = load_folds(work)
     reals = df[df.label == 0]
-    ds = FrameDataset(work, reals, fold=-1, train=True, size=64, sbi=True, hardcore=False)
+    ds = FrameDataset(work, reals, fold=-1, train=True, cfg=C(64, sbi=True, hardcore=False))
     labels = [float(ds[i]["label"]) for i in ds.epoch_indices(0, 12)]
     assert labels.count(1.0) == labels.count(0.0) == 6
     auto = {float(ds.get_item(0, rng=np.random.default_rng(s))["label"]) for s in range(12)}
@@ -330,7 +378,8 @@ def test_real_only_split_trains_with_sbi(sample_work):
 def test_sequence_dataset_frames(sample_work):
     work, _ = sample_work
     df = load_folds(work)
-    ds = SequenceDataset(work, df, fold=-1, train=True, size=64, seq_len=5)
+    with pytest.warns(UserWarning, match="no clip crops"):
+        ds = SequenceDataset(work, df, fold=-1, train=True, cfg=C(64, dataset="sequences", seq_len=5))
     first = ds.rows.index[(ds.rows.frame == 0)][0]
     assert [int(ds.rows.frame[j]) for j in ds.sequences[first]] == [0, 10, 20, 20, 20]
     last = ds.rows.index[(ds.rows.frame == 20)][0]
@@ -346,27 +395,37 @@ def test_sequence_dataset_frames(sample_work):
 
 
 @pytest.mark.slow
-def test_sequence_prefers_consecutive_clip_crops(sample_work, tmp_path):
+def test_sequence_reads_clip_crops_at_the_clip_frame_rate(sample_work, tmp_path):
+    """NTech's clips: seq_len frames 1/clip_fps apart, from step 1's consecutive crops
+    (named by their anchor), every frame cut with the anchor's box."""
+    import json
     import shutil
 
-    from preprocessing.artifacts import encode_png, read_png
+    from preprocessing.artifacts import clip_crop_name, encode_png, read_png
     from training.datasets import SequenceDataset, load_folds
 
     work, _ = sample_work
     w2 = tmp_path / "w"
     shutil.copytree(work, w2)
     df = load_folds(w2)
-    row = df.iloc[0]
-    crop = read_png(w2 / row.file)
-    for j in (1, 2):  # as step 1 --clip-len 3 would write them
-        (w2 / "crops" / row.video / f"{row.frame + j}_{row.face}.png").write_bytes(
-            encode_png(np.full_like(crop, 40 * j)))
-    ds = SequenceDataset(w2, df, fold=int(row.fold), train=False, size=64, seq_len=3,
-                         mean=[0, 0, 0], std=[1, 1, 1])
-    index = int(np.flatnonzero(ds.rows.file.to_numpy() == row.file)[0])
-    image = ds.get_item(index)["image"]
+    fps = json.loads((w2 / "boxes" / f"{df.original[df.label == 0].iloc[0]}.json").read_text())["fps"]
+    stride = max(1, round(fps / 5))  # 5 fps clips
+    span = 2 * stride + 1            # 3 frames
+    for video in df.video.unique():  # as step 1 --clip-len span would write them
+        manifest = json.loads((w2 / "crops" / video / "crops.json").read_text())
+        manifest["clip_len"] = span
+        (w2 / "crops" / video / "crops.json").write_text(json.dumps(manifest))
+        for r in df[df.video == video].itertuples():
+            crop = read_png(w2 / r.file)
+            for j in range(1, span):
+                (w2 / "crops" / video / clip_crop_name(r.frame, r.face, j)).write_bytes(
+                    encode_png(np.full_like(crop, 10 * j)))
+    cfg = C(64, mean=(0, 0, 0), std=(1, 1, 1), dataset="sequences", seq_len=3, clip_fps=5)
+    ds = SequenceDataset(w2, df, fold=0, train=False, cfg=cfg)
+    image = ds.get_item(0)["image"]
     assert image.shape == (3, 3, 64, 64)
-    assert image[1].max().item() == pytest.approx(40 / 255, abs=0.01)
-    assert image[2].max().item() == pytest.approx(80 / 255, abs=0.01)
-    other = int(np.flatnonzero(ds.rows.video.to_numpy() != row.video)[0])
-    assert ds.get_item(other)["image"][1].max() > 0.5  # no clip crops: the next detected frames
+    assert image[1].max().item() == pytest.approx(10 * stride / 255, abs=0.01)
+    assert image[2].max().item() == pytest.approx(20 * stride / 255, abs=0.01)
+    too_long = C(64, dataset="sequences", seq_len=3, clip_fps=fps / (stride + 1) if stride < 3 else 1)
+    with pytest.raises(ValueError, match="--clip-len"):
+        SequenceDataset(w2, df, fold=0, train=False, cfg=too_long)

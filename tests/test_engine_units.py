@@ -40,11 +40,17 @@ def test_balanced_bce_is_the_mean_of_the_two_halves():
     fake = bce(logits[:3], target[:3])
     real = bce(logits[3:], target[3:])
     assert balanced_bce(logits, target).item() == pytest.approx(((fake + real) / 2).item())
-    assert balanced_bce(logits[:3], target[:3]).item() == pytest.approx(fake.item())  # one class only
+    # selim: a class absent from the batch contributes 0, so the loss is half the other's
+    assert balanced_bce(logits[:3], target[:3]).item() == pytest.approx(fake.item() / 2)
+
+
+def test_label_smoothing_clips_targets_as_selim():
+    # selim: np.clip(label, eps, 1 - eps) with --label-smoothing 0.01
+    assert smooth(torch.tensor([0.0, 1.0, 0.3]), 0.01).tolist() == pytest.approx([0.01, 0.99, 0.3])
+    assert smooth(torch.tensor([0.0, 1.0]), 0.1).tolist() == pytest.approx([0.1, 0.9])
 
 
 def test_label_smoothing_and_weights():
-    assert smooth(torch.tensor([0.0, 1.0]), 0.1).tolist() == pytest.approx([0.05, 0.95])
     loss = WeightedLoss({"BinaryCrossentropy": 2.0}, label_smoothing=0.0)
     x, y = torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.0])
     assert loss(x, y).item() == pytest.approx(2 * bce(x, y).item())
@@ -55,6 +61,17 @@ def test_video_metrics_average_crops_per_video():
     expected = -(math.log(0.8) + math.log(0.7)) / 2
     assert m["videos"] == 2 and m["log_loss"] == pytest.approx(expected) and m["auc"] == 1.0
     assert math.isnan(video_metrics(["a"], [1], [0.9])["auc"])
+
+
+def test_video_metrics_balanced_log_loss_is_selims_validation_score():
+    # 3 fakes at 0.9 and 1 real at 0.6: the mean of the FAKE and the REAL video log losses
+    m = video_metrics(["f1", "f2", "f3", "r"], [1, 1, 1, 0], [0.9, 0.9, 0.9, 0.6])
+    fake, real = -math.log(0.9), -math.log(0.4)
+    assert m["balanced_log_loss"] == pytest.approx((fake + real) / 2)
+    assert m["log_loss"] == pytest.approx((3 * fake + real) / 4)
+    # a constant 0.5 scores ln 2 whatever the class ratio
+    c = video_metrics(["a", "b", "c"], [1, 1, 0], [0.5, 0.5, 0.5])
+    assert c["balanced_log_loss"] == pytest.approx(math.log(2))
 
 
 def test_sharded_sampler_is_deterministic_and_disjoint_per_epoch():

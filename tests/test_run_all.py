@@ -8,9 +8,24 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
 
 
+def _plan(**env):
+    proc = subprocess.run(["bash", "run_all.sh", "/nonexistent"], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PLAN_ONLY="1", **env), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [line.split() for line in proc.stdout.splitlines()]
+
+
+def test_gpu_default_is_selims_five_seeds_then_ntechs_three_and_the_distilled_vit():
+    plan = _plan(NUM_GPUS="1")
+    assert [p for p in plan if p[0] == "b7"] == [["b7", "0", s, f"b7_s{s}"] for s in ("111", "555", "777", "888", "999")]
+    assert [p[0] for p in plan[5:]] == ["b7_ntech_large_crop", "b7_ntech_re", "b7_ntech_seq", "deit_distill"]
+    assert _plan(NUM_GPUS="1", SEEDS="3", CONFIGS="b7")== [["b7", "0", "3", "b7_s3"]]
+    assert [p[0] for p in _plan(NUM_GPUS="0")] == ["lite0_cpu", "lite0_seq3d_cpu", "deit_distill_cpu"]
+
+
+@pytest.mark.slow
 def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), WORK_ROOT=str(tmp_path / "work"),
                WEIGHTS_DIR=str(tmp_path / "weights"), NUM_GPUS="0",

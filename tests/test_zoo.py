@@ -103,7 +103,7 @@ def test_a_few_steps_lower_the_loss(network, inputs, kwargs):
     soft = torch.tensor([[0.9], [0.2], [0.7], [0.1]])[: inputs[0]]  # stands in for sigmoid(teacher)
 
     def loss_of(out):
-        return distill_loss(out, y, soft) if network == "DeepFakeClassifierDistill" else bce(out, y)
+        return distill_loss(out, y, soft) if network == "DeepFakeClassifierDistill" else bce(out, y.expand_as(out))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
@@ -145,8 +145,10 @@ def test_seq3d_from_2d_equals_2d_on_a_still_clip():
         expected = model2d(frames)
         assert expected.shape == (2, 1) and expected.dtype == torch.float32
         assert (expected[0] - expected[1]).abs() > 1e-3  # the comparison is not trivial
-        torch.testing.assert_close(seq(still_clip(frames, 4)), expected, atol=1e-5, rtol=0)
-        torch.testing.assert_close(seq(still_clip(frames, 2)), expected, atol=1e-5, rtol=0)  # T from the input
+        out = seq(still_clip(frames, 4))
+        assert out.shape == (2, 4) and out.dtype == torch.float32  # one logit per frame (NTech)
+        torch.testing.assert_close(out, expected.expand(2, 4), atol=1e-5, rtol=0)
+        torch.testing.assert_close(seq(still_clip(frames, 2)), expected.expand(2, 2), atol=1e-5, rtol=0)
 
 
 def test_seq3d_equals_2d_when_built_from_the_same_seed():
@@ -156,7 +158,7 @@ def test_seq3d_equals_2d_when_built_from_the_same_seed():
     with torch.no_grad():
         expected = model2d(frames)
         assert (expected[0] - expected[1]).abs() > 1e-3
-        torch.testing.assert_close(seq(still_clip(frames, 3)), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(seq(still_clip(frames, 3)), expected.expand(2, 3), atol=1e-5, rtol=0)
 
 
 def test_seq3d_equals_2d_when_built_from_the_same_weight_file():
@@ -165,7 +167,7 @@ def test_seq3d_equals_2d_when_built_from_the_same_weight_file():
     seq = seeded(0, create_model, "DeepFakeClassifierSeq3D", LITE0, pretrained=path, seq_len=3).eval()
     frames = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
-        torch.testing.assert_close(seq(still_clip(frames, 3)), model2d(frames), atol=1e-5, rtol=0)
+        torch.testing.assert_close(seq(still_clip(frames, 3)), model2d(frames).expand(2, 3), atol=1e-5, rtol=0)
 
 
 def test_seq3d_mixes_frames_only_through_its_temporal_convs():
@@ -176,13 +178,27 @@ def test_seq3d_mixes_frames_only_through_its_temporal_convs():
     with torch.no_grad():
         # frame order matters: a mean of per-frame features would not see a shuffle
         assert not torch.allclose(seq(clip), seq(clip[:, [2, 0, 3, 1]]), atol=1e-4)
-        # with all weight on the centre tap each frame is on its own: the 2D model averaged over frames
+        # with all weight on the centre tap each frame is on its own: the 2D model's logit per frame
         for conv in seq.temporal_convs():
             centre = conv.weight[:, :, 1] * 3
             conv.weight.zero_()
             conv.weight[:, :, 1] = centre
-        per_frame = model2d.features(clip.flatten(0, 1)).view(2, 4, -1).mean(1)
-        torch.testing.assert_close(seq(clip), model2d.head(per_frame), atol=1e-5, rtol=0)
+        per_frame = model2d(clip.flatten(0, 1)).view(2, 4)
+        torch.testing.assert_close(seq(clip), per_frame, atol=1e-5, rtol=0)
+
+
+def test_drop_path_rate_reaches_the_encoder_and_acts_only_in_training():
+    model = seeded(0, create_model, "DeepFakeClassifier", LITE0, drop_path_rate=0.2)
+    rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.2, abs=0.02)  # timm ramps it up to the rate
+    assert not [m for m in seeded(0, create_model, "DeepFakeClassifier", LITE0).modules()
+                if type(m).__name__ == "DropPath"]
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+        seq = DeepFakeClassifierSeq3D.from_2d(model, seq_len=2)
+        assert seq.drop_path_rate == 0.2
 
 
 def test_seq3d_rejects_a_batch_that_is_not_whole_clips():

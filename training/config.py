@@ -3,9 +3,12 @@
 selim's keys: network, encoder, size, batches_per_epoch, fp16, optimizer{type,
 batch_size, learning_rate, momentum, weight_decay, nesterov, schedule{type, epochs,
 params}}, normalize{mean, std}, losses{name: weight}. New keys: pretrained, dropout,
-grad_clip, label_smoothing, model{...} (extra model arguments), data{...} (dataset
-and augmentations), distill{...} (teacher). An unknown key anywhere is an error that
-names it, so a typo never silently trains the wrong thing.
+drop_path_rate, grad_clip, label_smoothing, margin, model{...} (extra model arguments),
+data{...} (dataset, input geometry and augmentations), distill{...} (teacher) and
+inference{...} (test-time flips). An unknown key anywhere is an error that names it,
+so a typo never silently trains the wrong thing.
+
+`size` is an int (a square input, selim) or [height, width] (NTech's 224 x 192).
 """
 from __future__ import annotations
 
@@ -26,12 +29,14 @@ DEFAULTS: dict = {
     "network": "DeepFakeClassifier",
     "encoder": "tf_efficientnet_b7.ns_jft_in1k",
     "pretrained": True,           # True: timm downloads (online); "path": local file; False: random init
-    "dropout": 0.0,
-    "size": 380,
+    "dropout": 0.0,               # head dropout
+    "drop_path_rate": 0.0,        # stochastic depth in the encoder (timm drop_path_rate)
+    "size": 380,                  # int, or [height, width]
+    "margin": None,               # crop margin (fraction of the box side); None: the crops' own (step 1)
     "batches_per_epoch": 2500,
     "fp16": True,                 # autocast (bf16 where supported, else fp16 + GradScaler) on a GPU
     "grad_clip": 0.0,             # max grad norm; 0 disables
-    "label_smoothing": 0.0,
+    "label_smoothing": 0.0,       # selim's: training targets clipped to [eps, 1 - eps]
     "optimizer": {
         "type": "SGD",            # SGD | AdamW
         "batch_size": 12,
@@ -40,6 +45,7 @@ DEFAULTS: dict = {
         "weight_decay": 1e-4,
         "nesterov": True,
         "betas": [0.9, 0.999],
+        "head_warmup_steps": 0,   # NTech: first train the head alone (encoder frozen, in eval mode)
         "schedule": {
             "type": "poly",       # poly | cosine | step | constant
             "epochs": 40,
@@ -52,18 +58,30 @@ DEFAULTS: dict = {
     "model": {},                  # extra keyword arguments of the network (seq_len, vit, ...)
     "data": {
         "dataset": "frames",      # frames | pairs | sequences
-        "hardcore": True,         # selim's landmark / hull blackouts
+        "resize": "isotropic",    # isotropic: long side to size, pad (selim) | shortest: short side
+                                  # to short_side, then crop size (NTech: random in training, centre else)
+        "short_side": None,       # shortest: the short side before the crop (default: min(size))
+        "augment": "selim",       # selim: his albumentations pipeline | ntech: flip, crop, AutoAugment
+        "autoaugment": "original-mstd0.5",  # ntech: timm AutoAugment policy, applied with p=0.5
+        "random_erasing": 0.0,    # ntech: timm RandomErasing probability (pixel mode)
+        "hardcore": True,         # selim's landmark / hull / bit-mask blackouts
         "sbi": False,             # self-blended fakes from real crops
         "sbi_prob": 0.5,
         "mixup_alpha": 0.5,       # pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs: ffmpeg re-encode augmentation
-        "seq_len": 8,             # sequences
+        "seq_len": 8,             # sequences: frames per clip
+        "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
         "val_batches": 0,         # cap on validation batches; 0 = all
     },
     "distill": {
         "teacher": None,          # path of a trained DeepFakeClassifier checkpoint
-        "alpha": 0.5,             # loss = (1-alpha)*BCE(cls, y) + alpha*BCE(dist, sigmoid(teacher))
+        "loss": "hard",           # hard (Heo et al., DeiT): 1/2 BCE(cls, y) + 1/2 BCE(dist, teacher > 0)
+                                  # soft: (1-alpha) BCE(cls, y) + alpha BCE(dist, sigmoid(teacher))
+        "alpha": 0.5,
+    },
+    "inference": {
+        "flip": "none",           # none | half: every other face (or clip) is mirrored (NTech)
     },
 }
 
@@ -73,6 +91,10 @@ CHOICES = {
     "optimizer.type": {"SGD", "AdamW"},
     "optimizer.schedule.type": {"poly", "cosine", "step", "constant"},
     "data.dataset": {"frames", "pairs", "sequences"},
+    "data.resize": {"isotropic", "shortest"},
+    "data.augment": {"selim", "ntech"},
+    "distill.loss": {"hard", "soft"},
+    "inference.flip": {"none", "half"},
     "network": NETWORKS,
 }
 FREE_FORM = {"model", "optimizer.schedule.params", "losses"}  # keys inside are not fixed
@@ -115,10 +137,28 @@ def validate(config: dict) -> dict:
             raise ConfigError(f"unknown loss 'losses.{name}'; expected one of {sorted(LOSSES)}")
         if not isinstance(weight, (int, float)):
             raise ConfigError(f"loss weight 'losses.{name}' must be a number")
-    if not isinstance(cfg["size"], int) or cfg["size"] < 32:
-        raise ConfigError(f"config key 'size' must be an integer >= 32, got {cfg['size']!r}")
-    if cfg["network"] == "DeepFakeClassifierDistill" and cfg["size"] % 16:
+    size = cfg["size"]
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        cfg["size"] = size = size[0] if size[0] == size[1] else list(size)
+    elif not isinstance(size, int):
+        raise ConfigError(f"config key 'size' must be an integer or [height, width], got {size!r}")
+    if min(input_hw(cfg)) < 32:
+        raise ConfigError(f"config key 'size' must be an integer >= 32 (or [h, w] >= 32), got {size!r}")
+    if cfg["network"] == "DeepFakeClassifierDistill" and not isinstance(size, int):
+        raise ConfigError("config key 'size' must be one integer (a square input) for a distill model")
+    if cfg["network"] == "DeepFakeClassifierDistill" and size % 16:
         raise ConfigError(f"config key 'size' must be a multiple of 16 (the ViT patch) for a distill model")
+    if cfg["data"]["resize"] == "isotropic" and not isinstance(size, int):
+        raise ConfigError("'data.resize': 'isotropic' pads to a square: 'size' must be one integer "
+                          "(use 'shortest' for [height, width])")
+    if cfg["margin"] is not None and not (isinstance(cfg["margin"], (int, float)) and 0 <= cfg["margin"] <= 2):
+        raise ConfigError(f"config key 'margin' must be a number in [0, 2] or null, got {cfg['margin']!r}")
+    if not 0 <= cfg["drop_path_rate"] < 1:
+        raise ConfigError("config key 'drop_path_rate' must be in [0, 1)")
+    if not 0 <= cfg["data"]["random_erasing"] <= 1:
+        raise ConfigError("config key 'data.random_erasing' must be a probability")
+    if cfg["data"]["clip_fps"] < 0:
+        raise ConfigError("config key 'data.clip_fps' must be >= 0 (0: consecutive frames)")
     for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs"):
         v = _get(cfg, key)
         if not isinstance(v, int) or v < 1:
@@ -136,6 +176,12 @@ def validate(config: dict) -> dict:
     if cfg["data"]["dataset"] == "sequences" and cfg["network"] != "DeepFakeClassifierSeq3D":
         raise ConfigError("'data.dataset': 'sequences' is for network DeepFakeClassifierSeq3D")
     return cfg
+
+
+def input_hw(cfg: dict) -> tuple[int, int]:
+    """The model's input (height, width) from the config's `size`."""
+    size = cfg["size"]
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def load_config(path: str | Path) -> dict:

@@ -33,13 +33,16 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from preprocessing.artifacts import FOLDS_COLUMNS, WorkDir, read_png
+from preprocessing.artifacts import FOLDS_COLUMNS, CropManifest, FaceBoxes, WorkDir, clip_crop_name, read_png
+from preprocessing.crops import recrop
 
 from .augmentations import apply_hardcore
-from .reencode import reencode_clip
+from .reencode import output_index, reencode_clip
 from .sbi import self_blend
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, create_train_transforms, create_val_transforms,
-                         normalize_to_tensor, reseed)
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmenter
+
+# NTech re-encoded a clip with p=0.5 (their TrackTransform).
+REENCODE_CLIP_PROB = 0.5
 
 # FrameDataset index modes: index = row + mode * len(rows). A plain index (mode AUTO)
 # turns a REAL row into an SBI fake with probability sbi_prob; balanced epochs decide
@@ -77,17 +80,55 @@ def _ddp_rank() -> int:
 
 
 # --------------------------------------------------------------------------- base
-class _CropDataset(Dataset):
-    """The rows of one split of folds.csv, file access and per-item randomness."""
+def dataset_config(size: int | list = 64, mean: Sequence[float] = IMAGENET_MEAN,
+                   std: Sequence[float] = IMAGENET_STD, **data) -> dict:
+    """A validated config holding just what a dataset reads (size, normalize, data{...}):
+    for building datasets outside a training run (tests, notebooks)."""
+    from .config import validate
 
-    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, size: int,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, seed: int = 0):
+    network = "DeepFakeClassifierSeq3D" if data.get("dataset") == "sequences" else "DeepFakeClassifier"
+    margin = data.pop("margin", None)
+    return validate({"network": network, "size": size, "margin": margin,
+                     "normalize": {"mean": list(mean), "std": list(std)}, "data": data})
+
+
+def crops_margin(work_dir: str | Path, videos) -> float:
+    """The margin step 1 cropped these videos with (their crops.json); one value, or an error."""
+    work = WorkDir(work_dir)
+    margins = set()
+    for v in sorted(set(videos))[:200]:  # step 1 uses one margin per run: a sample is enough
+        path = work.crop_manifest(v)
+        if path.exists():
+            margins.add(round(CropManifest.load(path).margin, 6))
+    if len(margins) > 1:
+        raise ValueError(f"the crops under {work.root} were made with different margins {sorted(margins)}")
+    if not margins:
+        raise FileNotFoundError(f"no crops.json under {work.root / 'crops'}: run 1_extract_crops.py first")
+    return margins.pop()
+
+
+class _CropDataset(Dataset):
+    """The rows of one split of folds.csv, file access and per-item randomness.
+
+    `cfg` is a validated training config (or `dataset_config(...)`): it gives the input
+    geometry and augmentation (`transforms.Augmenter`) and the crop margin. A config
+    margin tighter than the crops' (step 1) cuts every crop down to exactly what step 1
+    would have cut with that margin (`preprocessing.crops.recrop`, from the video's boxes).
+    """
+
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         missing = [c for c in FOLDS_COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"the folds DataFrame lacks columns {missing} (use load_folds)")
         self.work = WorkDir(work_dir)
-        self.fold, self.train, self.size, self.seed = int(fold), bool(train), int(size), int(seed)
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.cfg = cfg
+        self.fold, self.train, self.seed = int(fold), bool(train), int(seed)
+        self.size = cfg["size"]
+        self.mean, self.std = tuple(cfg["normalize"]["mean"]), tuple(cfg["normalize"]["std"])
+        self.augment = Augmenter(cfg, self.train)
+        self.margin = cfg["margin"]
+        self._manifests: dict[str, CropManifest | None] = {}
+        self._boxes: dict[str, FaceBoxes] = {}
         # Train on every fold but `fold`, validate on `fold` (fold -1: train on all).
         split = df[df.fold != self.fold] if self.train else df[df.fold == self.fold]
         self.rows = split.reset_index(drop=True)
@@ -153,8 +194,53 @@ class _CropDataset(Dataset):
                 warnings.warn(f"skipping {self.rows.file[j]} ({e}); using a substitute row", stacklevel=3)
         raise RuntimeError(f"no readable crop in {len(self.rows)} rows under {self.work.root}")
 
+    def _manifest(self, video: str) -> CropManifest | None:
+        if video not in self._manifests:
+            path = self.work.crop_manifest(video)
+            self._manifests[video] = CropManifest.load(path) if path.exists() else None
+        return self._manifests[video]
+
+    def _fit_margin(self, crop: np.ndarray, row, anchor_frame: int | None = None) -> np.ndarray:
+        """The crop cut down to the config's margin (see the class doc); as it is when the
+        config has none or the same as step 1's."""
+        manifest = self._manifest(row.video)
+        if self.margin is None or manifest is None or abs(manifest.margin - self.margin) < 1e-9:
+            return crop
+        src = manifest.boxes_from
+        if src not in self._boxes:
+            self._boxes[src] = FaceBoxes.load(self.work.boxes(src))
+        boxes = self._boxes[src]
+        box = boxes.frames[int(row.frame if anchor_frame is None else anchor_frame)][int(row.face)]
+        return recrop(crop, box, boxes.width, boxes.height, manifest.margin, self.margin)
+
     def _read_crop(self, j: int) -> np.ndarray:
-        return read_png(self._crop_path(self.rows.iloc[j]))
+        row = self.rows.iloc[j]
+        return self._fit_margin(read_png(self._crop_path(row)), row)
+
+    def _clip_offsets_available(self, row) -> int:
+        """How many consecutive frames step 1 cropped from this row's anchor (clip_len)."""
+        manifest = self._manifest(row.video)
+        return manifest.clip_len if manifest is not None else 1
+
+    def _read_clip(self, row, length: int) -> np.ndarray:
+        """The anchor's crop and the `length`-1 consecutive frames after it (step 1's
+        --clip-len crops, cut with the anchor's box), (length, H, W, 3)."""
+        frames = [self._fit_margin(read_png(self._crop_path(row)), row)]
+        for j in range(1, length):
+            path = self.work.crops_dir(row.video) / clip_crop_name(int(row.frame), int(row.face), j)
+            frames.append(self._fit_margin(read_png(path), row))
+        return np.stack(frames)
+
+    def _src_fps(self, row) -> float:
+        """The video's frame rate (step 0's boxes), 30 when unknown."""
+        manifest = self._manifest(row.video)
+        src = manifest.boxes_from if manifest is not None else row.video
+        if src not in self._boxes:
+            try:
+                self._boxes[src] = FaceBoxes.load(self.work.boxes(src))
+            except (OSError, ValueError, KeyError):
+                return 30.0
+        return float(self._boxes[src].fps or 30.0)
 
 
 class _BalancedEpochs:
@@ -234,27 +320,25 @@ class BalancedSampler(Sampler):
 
 # --------------------------------------------------------------------------- frames
 class FrameDataset(_BalancedEpochs, _CropDataset):
-    """One face crop per item: {"image": (3, size, size), "label", "video", "file"}.
+    """One face crop per item: {"image": (3, h, w), "label", "video", "file"}.
 
-    Train: hardcore blackouts (`augmentations.apply_hardcore`, where landmarks or a diff
-    exist), then `create_train_transforms`; validation: resize and pad only. With
-    `sbi=True` (train only) a REAL row becomes a Self-Blended fake (label 1) with
-    probability `sbi_prob`, so a split of REAL videos alone still trains.
+    Train: selim's hardcore blackouts (`augmentations.apply_hardcore`, the same chance for
+    a real and a fake crop) when `data.hardcore`, then the config's augmentation;
+    validation: the prediction-time resize only. With `data.sbi` (train only) a REAL row
+    becomes a Self-Blended fake (label 1) with probability `data.sbi_prob`, so a split of
+    REAL videos alone still trains.
 
     Indices run over 3 * len(self) (see decode_index); len() counts the rows.
     """
 
-    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, size: int,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 hardcore: bool = True, sbi: bool = False, sbi_prob: float = 0.5, seed: int = 0,
-                 hardcore_prob: float = 0.5):
-        super().__init__(work_dir, df, fold, train, size, mean, std, seed)
-        self.hardcore, self.hardcore_prob = bool(hardcore), float(hardcore_prob)
-        self.sbi, self.sbi_prob = bool(sbi), float(sbi_prob)
-        self.transforms = create_train_transforms(self.size) if self.train else create_val_transforms(self.size)
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
+        super().__init__(work_dir, df, fold, train, cfg, seed)
+        d = cfg["data"]
+        self.hardcore = bool(d["hardcore"]) and self.train
+        self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
 
     def _uses_sbi(self) -> bool:
-        return self.train and self.sbi
+        return self.sbi
 
     def decode_index(self, index: int) -> tuple[int, int]:
         """index -> (row, mode): index = row + mode * len(rows), mode SBI_AUTO/FORCE/NEVER."""
@@ -281,17 +365,37 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         if self.train:
             landmarks = self._landmarks(row)
             diff = self._diff(row)
+            if diff is not None and diff.shape != image.shape[:2]:
+                diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
             make_sbi = self.sbi and label == 0 and (
                 mode == SBI_FORCE or (mode == SBI_AUTO and rng.random() < self.sbi_prob))
             if make_sbi:
                 image, mask = self_blend(image, landmarks, rng)
                 label, diff = 1, np.round(mask * 255).astype(np.uint8)
             if self.hardcore:
-                image = apply_hardcore(image, label, landmarks, diff, rng, prob=self.hardcore_prob)
-            reseed(self.transforms, rng)
-        image = self.transforms(image=image)["image"]
-        return {"image": normalize_to_tensor(image, self.mean, self.std),
-                "label": torch.tensor(float(label)), "video": row.video, "file": row.file}
+                image = apply_hardcore(image, label, landmarks, diff, rng)
+            self.augment.reseed(rng)
+        return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
+                "video": row.video, "file": row.file}
+
+    def _landmarks(self, row) -> np.ndarray | None:
+        points = super()._landmarks(row)
+        if points is None or self.margin is None:
+            return points
+        manifest = self._manifest(row.video)
+        if manifest is None or abs(manifest.margin - self.margin) < 1e-9:
+            return points
+        # landmarks are in step-1 crop pixels: shift them into the tighter crop
+        src = manifest.boxes_from
+        if src not in self._boxes:
+            self._boxes[src] = FaceBoxes.load(self.work.boxes(src))
+        boxes = self._boxes[src]
+        box = boxes.frames[int(row.frame)][int(row.face)]
+        from preprocessing.crops import crop_box
+
+        outer = crop_box(box, boxes.width, boxes.height, manifest.margin)
+        inner = crop_box(box, boxes.width, boxes.height, self.margin)
+        return points - np.array([inner[0] - outer[0], inner[1] - outer[1]], np.float32)
 
 
 # --------------------------------------------------------------------------- pairs
@@ -300,54 +404,77 @@ class PairDataset(_CropDataset):
 
     Step 1 crops a paired fake with its original's boxes, so the two crops are pixel
     aligned and differ only where the face was manipulated. Both get the SAME random
-    augmentation (albumentations additional target "fake"), then
-    image = (1 - t) * real + t * fake with t ~ Beta(mixup_alpha, mixup_alpha) and
-    label t: the model learns the manipulation itself, not the person or background.
+    augmentation, then image = (1 - t) * real + t * fake (on the normalised tensors, after
+    every augmentation, as NTech) with t ~ Beta(mixup_alpha, mixup_alpha), and label t:
+    the model learns the manipulation itself, not the person or background.
     mixup_alpha <= 0 gives t in {0, 1} (no mixing).
 
-    With `reencode_prob`, the pair is first re-encoded with H.264 (`reencode_clip`) with
-    the same settings for both. Each crop is encoded as its own one-frame clip: in one
-    two-frame clip the fake would always be the predicted frame, a label leak.
+    With `data.reencode_prob` (NTech: 0.5), the real clip and the fake clip -- the anchor
+    and the consecutive frames step 1 cropped after it (--clip-len) -- are each re-encoded
+    as a video with the same settings (`reencode.reencode_clip`: frame rate, scale, CRF,
+    tune), and the anchor's frame is taken from the result. Without clip crops the anchor
+    alone is encoded, a single intra frame (a warning says so once).
 
     Validation has 2 items per pair: the real (t = 0) and the fake (t = 1).
     """
 
-    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, size: int,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 mixup_alpha: float = 0.5, reencode_prob: float = 0.0, seed: int = 0):
-        super().__init__(work_dir, df, fold, train, size, mean, std, seed)
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
+        super().__init__(work_dir, df, fold, train, cfg, seed)
         self.rows = self.rows[(self.rows.label == 1) & (self.rows.original != "")].reset_index(drop=True)
         self.labels = self.rows.label.to_numpy(dtype=np.int64)
         if self.rows.empty:
             raise ValueError(f"no paired fakes (a FAKE with its original) {'outside' if self.train else 'in'} "
                              f"fold {self.fold}: PairDataset needs them")
-        self.mixup_alpha, self.reencode_prob = float(mixup_alpha), float(reencode_prob)
-        make = create_train_transforms if self.train else create_val_transforms
-        self.transforms = make(self.size, additional_targets={"fake": "image"})
+        self.mixup_alpha = float(cfg["data"]["mixup_alpha"])
+        self.reencode_prob = float(cfg["data"]["reencode_prob"]) if self.train else 0.0
+        self._warned_single = False
 
     def __len__(self) -> int:
         return len(self.rows) * (1 if self.train else 2)
 
     def _read_pair(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.rows.iloc[j]
-        fake = read_png(self._crop_path(row))
-        real = read_png(self.work.crop(row.original, int(row.frame), int(row.face)))
+        fake = self._fit_margin(read_png(self._crop_path(row)), row)
+        real = self._fit_margin(read_png(self.work.crop(row.original, int(row.frame), int(row.face))), row)
         if fake.shape != real.shape:  # not expected from step 1; keep them aligned anyway
             fake = cv2.resize(fake, (real.shape[1], real.shape[0]), interpolation=cv2.INTER_AREA)
         return real, fake
 
-    def augmented_pair(self, pair_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, pd.Series]:
-        """(real, fake, row): the two uint8 (size, size, 3) crops after the (shared)
-        re-encoding and augmentation, before mixup."""
+    def _reencoded_pair(self, row, real: np.ndarray, fake: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+        length = min(self._clip_offsets_available(row), self._clip_offsets_available(
+            pd.Series({"video": row.original})) if row.original else 1)
+        clips = None
+        if length > 1:
+            try:
+                clips = (self._read_clip(pd.Series({"video": row.original, "frame": row.frame, "face": row.face}),
+                                         length),
+                         self._read_clip(row, length))
+            except LOAD_ERRORS:
+                clips = None
+        if clips is None:
+            if not self._warned_single:
+                warnings.warn("re-encoding single crops (intra frames only): run 1_extract_crops.py with "
+                              "--clip-len > 1 to re-encode clips as videos, as NTech")
+                self._warned_single = True
+            clips = (real[None], fake[None])
+        if clips[0].shape != clips[1].shape:
+            return real, fake
+        seed = int(rng.integers(2**63))
+        fps = self._src_fps(row)
+        out = [reencode_clip(c, np.random.default_rng(seed), src_fps=fps) for c in clips]
+        return tuple(o[output_index(0, len(c), len(o))] for o, c in zip(out, clips))
+
+    def augmented_pair(self, pair_index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, pd.Series]:
+        """(real, fake, row): the two normalised crops after the (shared) re-encoding and
+        augmentation, before mixup."""
         j, (real, fake) = self._load_with_substitute(pair_index, self._read_pair)
+        row = self.rows.iloc[j]
         if self.train:
             if self.reencode_prob > 0 and rng.random() < self.reencode_prob:
-                clip_seed = int(rng.integers(2**63))
-                real = reencode_clip(real[None], np.random.default_rng(clip_seed))[0]
-                fake = reencode_clip(fake[None], np.random.default_rng(clip_seed))[0]
-            reseed(self.transforms, rng)
-        out = self.transforms(image=real, fake=fake)
-        return out["image"], out["fake"], self.rows.iloc[j]
+                real, fake = self._reencoded_pair(row, real, fake, rng)
+            self.augment.reseed(rng)
+        x = self.augment([real, fake])
+        return x[0], x[1], row
 
     def get_item(self, index: int, rng: np.random.Generator | None = None, t: float | None = None) -> dict:
         """`t` overrides the mixup weight (0: the real crop, 1: the fake)."""
@@ -363,35 +490,63 @@ class PairDataset(_CropDataset):
                 t = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
             else:
                 t = float(rng.integers(2))
-        real_t = normalize_to_tensor(real, self.mean, self.std)
-        fake_t = normalize_to_tensor(fake, self.mean, self.std)
-        return {"image": (1.0 - t) * real_t + t * fake_t, "label": torch.tensor(float(t)),
+        return {"image": (1.0 - t) * real + t * fake, "label": torch.tensor(float(t)),
                 "video": row.video, "file": row.file}
 
 
 # --------------------------------------------------------------------------- sequences
-class SequenceDataset(_BalancedEpochs, _CropDataset):
-    """The crops of one face over `seq_len` frames: image (T, 3, size, size).
+def clip_stride(fps: float, clip_fps: float) -> int:
+    """Frames between a clip's frames: NTech took 15 fps (every 2nd frame at 30 fps);
+    clip_fps 0 means consecutive frames."""
+    if not clip_fps:
+        return 1
+    return max(1, int(round(float(fps or 30.0) / clip_fps)))
 
-    Each row is an anchor; the sequence is its T consecutive frames when step 1 ran with
-    --clip-len >= T, else the crops of the same video and face index at the anchor's
-    frame and the following detected frames (0, 10, 20, ...), the last repeated up to T. Frames are resized to the anchor
-    crop's size (the boxes move a little between frames) and then get the same random
-    augmentation (albumentations' `images` target), so motion is the only difference.
+
+class SequenceDataset(_BalancedEpochs, _CropDataset):
+    """A clip of one face: image (T, 3, h, w), T = `data.seq_len` frames `clip_stride`
+    apart (NTech: 7 frames at 15 fps), all cut with the anchor's box (step 1's --clip-len
+    crops, which must cover (T - 1) * stride + 1 frames).
+
+    Every frame of the clip gets the same random augmentation, so motion is the only
+    difference between them; with `data.reencode_prob` the whole run of consecutive crops
+    is first re-encoded as a video (frames drop with the frame rate) and the clip's frames
+    are taken from the result. The label is the clip's (the model predicts it per frame).
+
+    Without clip crops (step 1 run with --clip-len 1) the clip is made of the crops of the
+    same face at the following detected frames, with a warning: slow motion, not NTech's.
     """
 
-    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, size: int,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 seq_len: int = 8, seed: int = 0):
-        super().__init__(work_dir, df, fold, train, size, mean, std, seed)
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        self.seq_len = int(seq_len)
-        self.transforms = create_train_transforms(self.size) if self.train else create_val_transforms(self.size)
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
+        super().__init__(work_dir, df, fold, train, cfg, seed)
+        self.use_clip_crops = False
+        d = cfg["data"]
+        self.seq_len, self.clip_fps = int(d["seq_len"]), float(d["clip_fps"])
+        if self.seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
+        self.reencode_prob = float(d["reencode_prob"]) if self.train else 0.0
         self.sequences = self._build_sequences()
+        self._check_clip_crops()
+
+    def _check_clip_crops(self) -> None:
+        if self.rows.empty:
+            return
+        row = self.rows.iloc[0]
+        have = self._clip_offsets_available(row)
+        self.use_clip_crops = have > 1
+        if have == 1:
+            warnings.warn(f"no clip crops (step 1 ran with --clip-len 1): clips are made of detected frames; "
+                          f"run 1_extract_crops.py --clip-len N --force with N = (seq_len - 1) * fps / clip_fps "
+                          f"+ 1 for {self.seq_len} frames at {self.clip_fps or 'every'} fps")
+            return
+        need = (self.seq_len - 1) * clip_stride(self._src_fps(row), self.clip_fps) + 1
+        if have < need:
+            raise ValueError(f"step 1 cropped {have} consecutive frames per anchor, the config needs {need} "
+                             f"({self.seq_len} frames at {self.clip_fps or 'every frame'} fps of a "
+                             f"{self._src_fps(row):g}-fps video): re-run 1_extract_crops.py --clip-len {need} --force")
 
     def _build_sequences(self) -> list[list[int]]:
-        """Row indices of each anchor's sequence, padded to seq_len with the last one."""
+        """Fallback: row indices of each anchor's following detected frames, padded to seq_len."""
         sequences: list[list[int]] = [[] for _ in range(len(self.rows))]
         for _, group in self.rows.groupby(["video", "face"], sort=False):
             ordered = group.sort_values("frame").index.to_list()
@@ -400,23 +555,18 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
                 sequences[anchor] = seq + [seq[-1]] * (self.seq_len - len(seq))
         return sequences
 
-    def _clip_paths(self, anchor: int) -> list[Path] | None:
-        """The anchor's consecutive frames f+1 .. f+T-1, when step 1 ran with --clip-len >= T
-        (NTech's setting: the temporal convs see real frame-to-frame motion)."""
+    def _read_sequence(self, anchor: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
         row = self.rows.iloc[anchor]
-        paths = [self.work.crop(row.video, int(row.frame) + j, int(row.face)) for j in range(1, self.seq_len)]
-        return paths if all(p.exists() for p in paths) else None
-
-    def _read_sequence(self, anchor: int) -> list[np.ndarray]:
+        if self.use_clip_crops:
+            stride = clip_stride(self._src_fps(row), self.clip_fps)
+            span = (self.seq_len - 1) * stride + 1
+            clip = self._read_clip(row, span)
+            if rng is not None and self.reencode_prob > 0 and rng.random() < self.reencode_prob:
+                out = reencode_clip(clip, np.random.default_rng(int(rng.integers(2**63))), src_fps=self._src_fps(row))
+                return [out[output_index(j * stride, span, len(out))] for j in range(self.seq_len)]
+            return [clip[j * stride] for j in range(self.seq_len)]
         frames = [self._read_crop(anchor)]  # the anchor must load, else a substitute row
         h, w = frames[0].shape[:2]
-        clip = self._clip_paths(anchor)
-        if clip is not None:
-            for path in clip:
-                crop = read_png(path)
-                frames.append(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
-                              if crop.shape[:2] != (h, w) else crop)
-            return frames
         cache = {anchor: frames[0]}
         for j in self.sequences[anchor][1:]:
             if j not in cache:
@@ -433,10 +583,10 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} rows")
         rng = self._item_rng() if rng is None else rng
-        anchor, frames = self._load_with_substitute(index, self._read_sequence)
+        anchor, frames = self._load_with_substitute(
+            index, lambda j: self._read_sequence(j, rng if self.train else None))
         if self.train:
-            reseed(self.transforms, rng)
-        images = self.transforms(images=np.stack(frames))["images"]
+            self.augment.reseed(rng)
         row = self.rows.iloc[anchor]
-        return {"image": normalize_to_tensor(images, self.mean, self.std),
-                "label": torch.tensor(float(row.label)), "video": row.video, "file": row.file}
+        return {"image": self.augment(frames), "label": torch.tensor(float(row.label)),
+                "video": row.video, "file": row.file}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from preprocessing.artifacts import atomic_write_bytes
 from .config import validate
-from .losses import WeightedLoss, bce
+from .losses import WeightedLoss
 from .schedules import create_scheduler
 
 
@@ -125,6 +125,12 @@ def build_model(cfg: dict, pretrained=None) -> torch.nn.Module:
         kwargs.setdefault("seq_len", cfg["data"]["seq_len"])
     if cfg["network"] == "DeepFakeClassifierDistill":
         kwargs.setdefault("size", cfg["size"])
+        if kwargs.get("vit_pretrained") not in (None, True, False):  # a local file, relative to the repo
+            kwargs["vit_pretrained"] = str(resolve_path(kwargs["vit_pretrained"]))
+        if pretrained is False:
+            kwargs["vit_pretrained"] = False  # rebuilding from a checkpoint: its weights follow
+    if cfg["drop_path_rate"]:
+        kwargs["drop_path_rate"] = cfg["drop_path_rate"]
     return create_model(cfg["network"], cfg["encoder"], pretrained=pretrained, dropout=cfg["dropout"], **kwargs)
 
 
@@ -169,18 +175,15 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
     if fold not in set(df.fold):
         raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))})")
     d = cfg["data"]
-    common = dict(size=cfg["size"], mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
     if d["dataset"] == "sequences":
-        train = SequenceDataset(work_dir, df, fold, True, seq_len=d["seq_len"], seed=seed, **common)
-        val = SequenceDataset(work_dir, df, fold, False, seq_len=d["seq_len"], seed=seed, **common)
+        train = SequenceDataset(work_dir, df, fold, True, cfg, seed=seed)
+        val = SequenceDataset(work_dir, df, fold, False, cfg, seed=seed)
     elif d["dataset"] == "pairs":
-        train = PairDataset(work_dir, df, fold, True, mixup_alpha=d["mixup_alpha"],
-                            reencode_prob=d["reencode_prob"], seed=seed, **common)
-        val = FrameDataset(work_dir, df, fold, False, hardcore=False, seed=seed, **common)
+        train = PairDataset(work_dir, df, fold, True, cfg, seed=seed)
+        val = FrameDataset(work_dir, df, fold, False, cfg, seed=seed)
     else:
-        train = FrameDataset(work_dir, df, fold, True, hardcore=d["hardcore"], sbi=d["sbi"],
-                             sbi_prob=d["sbi_prob"], seed=seed, **common)
-        val = FrameDataset(work_dir, df, fold, False, hardcore=False, seed=seed, **common)
+        train = FrameDataset(work_dir, df, fold, True, cfg, seed=seed)
+        val = FrameDataset(work_dir, df, fold, False, cfg, seed=seed)
     if len(train) == 0:
         raise ValueError(f"no training rows outside fold {fold}")
     if len(val) == 0:
@@ -197,9 +200,19 @@ def make_train_sampler(dataset, num_samples: int, seed: int, d: Dist) -> Sampler
 
 
 # --------------------------------------------------------------------------- metrics
+def balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """selim's validation score: the mean of the REAL videos' and the FAKE videos' log
+    losses, so the class ratio of the fold does not weigh in (a constant 0.5 scores ln 2).
+    A class absent from `y` is left out."""
+    y, p = np.asarray(y), np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    parts = [float(-np.log(np.where(y[y == c] == 1, p[y == c], 1 - p[y == c])).mean())
+             for c in (0, 1) if (y == c).any()]
+    return float(np.mean(parts)) if parts else float("nan")
+
+
 def video_metrics(videos: list[str], labels: list[float], probs: list[float]) -> dict:
-    """Video-level log loss and AUC (a video's probability is the mean over its crops),
-    as the competition scored videos, not frames."""
+    """Video-level log loss, balanced log loss and AUC (a video's probability is the mean
+    over its crops), as the competition scored videos, not frames."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     per: dict[str, list] = {}
@@ -207,7 +220,8 @@ def video_metrics(videos: list[str], labels: list[float], probs: list[float]) ->
         per.setdefault(v, [y, []])[1].append(p)
     y = np.array([round(v[0]) for v in per.values()], dtype=int)
     p = np.clip(np.array([np.mean(v[1]) for v in per.values()]), 1e-6, 1 - 1e-6)
-    out = {"videos": int(len(y)), "log_loss": float(log_loss(y, p, labels=[0, 1]))}
+    out = {"videos": int(len(y)), "log_loss": float(log_loss(y, p, labels=[0, 1])),
+           "balanced_log_loss": balanced_log_loss(y, p)}
     out["auc"] = float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan")
     crop_y = np.array([round(l) for l in labels])
     crop_p = np.clip(np.array(probs), 1e-6, 1 - 1e-6)
@@ -229,9 +243,10 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
             break
         with autocast_context(cfg, d):
             logits = module(batch["image"].to(d.device, non_blocking=True))
+        per_item = logits.shape[1] if logits.ndim == 2 else 1  # a sequence model: one logit per frame
         probs += torch.sigmoid(logits.float()).view(-1).cpu().tolist()
-        labels += batch["label"].view(-1).tolist()
-        videos += list(batch["video"])
+        labels += [y for y in batch["label"].view(-1).tolist() for _ in range(per_item)]
+        videos += [v for v in batch["video"] for _ in range(per_item)]
     if d.enabled:
         gathered = [None] * d.world_size
         dist.all_gather_object(gathered, (videos, labels, probs))
@@ -297,6 +312,11 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     seed_everything(seed + d.rank)
     workers = cfg["data"]["workers"] if workers is None else workers
 
+    if cfg["margin"] is None:
+        # Record the margin the crops were made with: prediction must cut faces the same way.
+        from .datasets import crops_margin, load_folds
+
+        cfg["margin"] = crops_margin(work_dir, load_folds(work_dir).video)
     train_ds, val_ds = build_datasets(cfg, work_dir, fold, seed)
     model = build_model(cfg).to(d.device)
     if d.enabled and d.device.type == "cuda":
@@ -307,9 +327,9 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         model = convert_sync_batchnorm(model)
     teacher = None
     if cfg["network"] == "DeepFakeClassifierDistill":
-        teacher, _ = model_from_checkpoint(resolve_path(cfg["distill"]["teacher"]), d.device)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        from .distill import load_teacher
+
+        teacher = load_teacher(resolve_path(cfg["distill"]["teacher"]), fold, d.device, student_cfg=cfg)
 
     o = cfg["optimizer"]
     optimizer = build_optimizer(cfg, model)
@@ -319,6 +339,8 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"])
 
+    head_warmup = int(o["head_warmup_steps"])
+    head_params = {id(p) for p in (model.head.parameters() if hasattr(model, "head") else [])}
     start_epoch, history, best_loss = 0, [], math.inf
     if resume:
         ckpt = load_checkpoint(resume)
@@ -360,6 +382,10 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         for step, batch in enumerate(loader):
             if step >= steps_per_epoch:
                 break
+            global_step = epoch * steps_per_epoch + step
+            warming = global_step < head_warmup
+            if warming or global_step == head_warmup:
+                set_head_warmup(model, head_params, warming)
             images = batch["image"].to(d.device, non_blocking=True)
             target = batch["label"].float().to(d.device).view(-1, 1)
             if writer is not None and epoch == start_epoch and step == 0:
@@ -369,9 +395,11 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 if teacher is not None:
                     loss = distill_loss(out, target, teacher, images, criterion, cfg)
                 else:
-                    loss = criterion(out, target)
+                    loss = criterion(out, target.expand_as(out))  # a sequence model: the clip's target per frame
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if warming:
+                drop_encoder_grads(model, head_params)
             if cfg["grad_clip"] > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -381,7 +409,6 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
             n = images.shape[0] * (images.shape[1] if images.ndim == 5 else 1)
             seen += n * d.world_size
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
-            global_step = epoch * steps_per_epoch + step
             if writer is not None:
                 writer.add_scalar("train/loss", loss.item(), global_step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
@@ -397,17 +424,21 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         history.append(metrics)
         if d.is_main:
             writer.add_scalar("val/log_loss", metrics["log_loss"], epoch)
+            writer.add_scalar("val/balanced_log_loss", metrics["balanced_log_loss"], epoch)
             if not math.isnan(metrics["auc"]):
                 writer.add_scalar("val/auc", metrics["auc"], epoch)
-            improved = metrics["log_loss"] < best_loss
-            best_loss = min(best_loss, metrics["log_loss"])
+            # selim's validation score picks _best: the mean of the REAL and FAKE log losses
+            score = metrics["balanced_log_loss"]
+            improved = score < best_loss
+            best_loss = min(best_loss, score)
             save_checkpoint(last_path, model, cfg, epoch, metrics, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "history": history, "best_log_loss": best_loss,
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None})
             if improved:
                 save_checkpoint(best_path, model, cfg, epoch, metrics, {"seed": seed, "fold": fold})
-            print(f"[train] epoch {epoch}: train_loss {running:.4f} val_log_loss {metrics['log_loss']:.4f} "
+            print(f"[train] epoch {epoch}: train_loss {running:.4f} val_balanced_log_loss "
+                  f"{metrics['balanced_log_loss']:.4f} val_log_loss {metrics['log_loss']:.4f} "
                   f"auc {metrics['auc']:.4f} ({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
                   + (" *best*" if improved else ""), file=sys.stderr)
         if d.enabled:
@@ -418,13 +449,33 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                        history, model.module if hasattr(model, "module") else model)
 
 
+def set_head_warmup(model: torch.nn.Module, head_params: set[int], warming: bool) -> None:
+    """NTech's warm-up: the first `optimizer.head_warmup_steps` steps train the head alone,
+    the encoder in eval mode (its BatchNorm statistics untouched); `drop_encoder_grads`
+    keeps the optimizer off the encoder (gradients are still computed, so DDP's all-reduce
+    sees every parameter)."""
+    module = model.module if hasattr(model, "module") else model
+    encoder = getattr(module, "encoder", None)
+    if encoder is not None:
+        encoder.train(not warming)
+
+
+def drop_encoder_grads(model: torch.nn.Module, head_params: set[int]) -> None:
+    for p in model.parameters():
+        if id(p) not in head_params:
+            p.grad = None  # SGD/AdamW skip a parameter without a gradient (no decay, no momentum)
+
+
 def distill_loss(out, target, teacher, images, criterion, cfg) -> torch.Tensor:
-    """(1-alpha)*loss(cls, y) + alpha*BCE(dist, sigmoid(teacher)); the teacher is frozen."""
-    alpha = cfg["distill"]["alpha"]
+    """Heo et al.'s loss (`distill.loss`: hard, as DeiT, or soft); the teacher is frozen and
+    sees the images at its own size and normalisation."""
+    from .distill import distillation_loss
+
     cls_logit, dist_logit = out
     with torch.no_grad():
-        soft = torch.sigmoid(teacher(images).float())
-    return (1 - alpha) * criterion(cls_logit, target) + alpha * bce(dist_logit, soft)
+        teacher_logit = teacher(images, cfg["normalize"]["mean"], cfg["normalize"]["std"]).float()
+    return distillation_loss(cls_logit, dist_logit, target, teacher_logit, kind=cfg["distill"]["loss"],
+                             alpha=cfg["distill"]["alpha"], criterion=criterion)
 
 
 def log_input_grid(writer, images: torch.Tensor, cfg: dict, step: int) -> None:

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 
 
 def smooth(target: torch.Tensor, eps: float) -> torch.Tensor:
-    """Label smoothing for a binary target: pulls 0/1 towards 0.5 by eps."""
-    return target * (1 - eps) + 0.5 * eps if eps else target
+    """selim's label smoothing: targets clipped to [eps, 1 - eps] (0 -> eps, 1 -> 1 - eps;
+    a soft mixup target inside that range is left as it is)."""
+    return target.clamp(eps, 1 - eps) if eps else target
 
 
 def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -15,13 +16,16 @@ def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """selim's balanced loss: the mean of the fake-half loss and the real-half loss, so a
-    batch that happens to hold more fakes does not tilt the model (DFDC is 5:1 fake)."""
+    """selim's balanced loss, (fake_loss + real_loss) / 2: the mean BCE over the batch's
+    fakes (target > 0.5) plus the mean over its reals, halved, so a batch that happens to
+    hold more fakes does not tilt the model (DFDC is 5:1 fake). As in his code, a class
+    absent from the batch contributes 0 (the loss is then half that class's mean)."""
     logits, target = logits.float().view(-1), target.float().view(-1)
     per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     fake = target > 0.5
-    parts = [per[m].mean() for m in (fake, ~fake) if m.any()]
-    return torch.stack(parts).mean()
+    zero = per.sum() * 0  # keeps the graph (and the dtype) when a class is absent
+    parts = [per[m].mean() if m.any() else zero for m in (fake, ~fake)]
+    return (parts[0] + parts[1]) / 2
 
 
 LOSS_FUNCTIONS = {"BinaryCrossentropy": bce, "BalancedBinaryCrossentropy": balanced_bce}

@@ -74,6 +74,12 @@ def _resize_and_pad(size: int, interpolations: Sequence[tuple[int, int]]) -> lis
             A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0)]
 
 
+# Training resizes with the filter prediction uses (selim drew one of three per crop:
+# (AREA, CUBIC), (AREA, LINEAR), (LINEAR, LINEAR), and predicted with (AREA, CUBIC) only,
+# so two thirds of his training crops were resampled unlike any test crop).
+RESIZE_INTERPOLATION = (cv2.INTER_AREA, cv2.INTER_CUBIC)
+
+
 def create_train_transforms(size: int, additional_targets: dict[str, str] | None = None) -> A.Compose:
     """selim's training augmentation. `additional_targets` (e.g. {"fake": "image"})
     applies the very same random parameters to more images: aligned real/fake pairs."""
@@ -83,9 +89,7 @@ def create_train_transforms(size: int, additional_targets: dict[str, str] | None
         A.GaussNoise(std_range=(np.sqrt(10) / 255, np.sqrt(50) / 255), p=0.1),
         A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.5, 1.0), p=0.05),
         A.HorizontalFlip(p=0.5),
-        *_resize_and_pad(size, [(cv2.INTER_AREA, cv2.INTER_CUBIC),
-                                (cv2.INTER_AREA, cv2.INTER_LINEAR),
-                                (cv2.INTER_LINEAR, cv2.INTER_LINEAR)]),
+        *_resize_and_pad(size, [RESIZE_INTERPOLATION]),
         A.OneOf([A.RandomBrightnessContrast(), A.FancyPCA(), A.HueSaturationValue()], p=0.7),
         A.ToGray(p=0.2),
         # ShiftScaleRotate(shift_limit=0.1, scale_limit=0.2, rotate_limit=10) in 2.x terms.
@@ -96,8 +100,7 @@ def create_train_transforms(size: int, additional_targets: dict[str, str] | None
 
 def create_val_transforms(size: int, additional_targets: dict[str, str] | None = None) -> A.Compose:
     """Deterministic: the inference-time resize and pad only."""
-    return A.Compose(_resize_and_pad(size, [(cv2.INTER_AREA, cv2.INTER_CUBIC)]),
-                     additional_targets=additional_targets)
+    return A.Compose(_resize_and_pad(size, [RESIZE_INTERPOLATION]), additional_targets=additional_targets)
 
 
 def reseed(transform: BaseCompose | BasicTransform, rng: np.random.Generator) -> None:
@@ -118,3 +121,115 @@ def normalize_to_tensor(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
     x = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)
     x = (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
     return x.movedim(-1, -3).contiguous()
+
+
+# --------------------------------------------------------------------------- config-driven pipelines
+class Augmenter:
+    """The augmentation of one config, for one image or several that must get the SAME
+    random parameters (an aligned real/fake pair, the frames of a clip, or both).
+
+        aug = Augmenter(cfg, train=True)
+        aug.reseed(rng)                        # all randomness of the next call from rng
+        tensors = aug(images)                  # list of (H, W, 3) uint8 -> (N, 3, h, w) float
+
+    `data.augment`:
+      selim: his albumentations pipeline (compression, noise, blur, flip, isotropic resize
+             and pad, colour, grey, affine); validation: the isotropic resize and pad.
+      ntech: NTech-Lab's: short side to `data.short_side`, pad to the input if smaller,
+             horizontal flip, random crop of [h, w], timm AutoAugment (`data.autoaugment`,
+             p=0.5) and, after normalisation, RandomErasing (`data.random_erasing`, pixel
+             mode); validation and prediction: the same resize and a centre crop.
+    """
+
+    def __init__(self, cfg: dict, train: bool):
+        from .config import input_hw
+
+        d = cfg["data"]
+        self.train, self.kind = bool(train), d["augment"]
+        self.mean, self.std = cfg["normalize"]["mean"], cfg["normalize"]["std"]
+        self.height, self.width = input_hw(cfg)
+        self.erasing = float(d["random_erasing"]) if self.train else 0.0
+        self.autoaugment = None
+        self._seed = 0
+        if d["resize"] == "isotropic":
+            if self.kind == "selim" and self.train:
+                self.geometry = create_train_transforms(self.height)
+            else:
+                self.geometry = create_val_transforms(self.height)
+        else:
+            short = int(d["short_side"] or min(self.height, self.width))
+            steps = [A.SmallestMaxSize(max_size=short, interpolation=cv2.INTER_LINEAR),
+                     A.PadIfNeeded(min_height=self.height, min_width=self.width,
+                                   border_mode=cv2.BORDER_CONSTANT, fill=0)]
+            if self.train:
+                steps += [A.HorizontalFlip(p=0.5), A.RandomCrop(height=self.height, width=self.width)]
+            else:
+                steps += [A.CenterCrop(height=self.height, width=self.width)]
+            self.geometry = A.Compose(steps)
+        if self.train and self.kind == "ntech" and d["autoaugment"]:
+            from timm.data.auto_augment import auto_augment_transform
+
+            fill = tuple(int(round(255 * m)) for m in self.mean)
+            self.autoaugment = auto_augment_transform(
+                d["autoaugment"], {"translate_const": int(min(self.height, self.width) * 0.45), "img_mean": fill})
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        reseed(self.geometry, rng)
+        self._seed = int(rng.integers(2**63))
+
+    def images(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The augmented uint8 images, before normalisation (same parameters for all)."""
+        images = [np.ascontiguousarray(im) for im in images]
+        if len(images) == 1:
+            out = [self.geometry(image=images[0])["image"]]
+        else:
+            shapes = {im.shape for im in images}
+            if len(shapes) != 1:
+                raise ValueError(f"images augmented together must have one size, got {sorted(shapes)}")
+            out = list(self.geometry(images=np.stack(images))["images"])
+        if self.autoaugment is not None:
+            import random
+
+            from PIL import Image
+
+            state = random.getstate()
+            try:
+                applied = []
+                for im in out:  # timm's AutoAugment draws from `random`: replay it for every image
+                    random.seed(self._seed)
+                    if random.random() < 0.5:
+                        im = np.asarray(self.autoaugment(Image.fromarray(im)))
+                    applied.append(im)
+                out = applied
+            finally:
+                random.setstate(state)
+        return out
+
+    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        x = normalize_to_tensor(np.stack(self.images(images)), self.mean, self.std)
+        if self.erasing > 0:
+            x = random_erase(x, np.random.default_rng(self._seed), self.erasing)
+        return x
+
+
+def random_erase(x: torch.Tensor, rng: np.random.Generator, probability: float, min_area: float = 0.02,
+                 max_area: float = 1 / 3, min_aspect: float = 0.3, attempts: int = 10) -> torch.Tensor:
+    """timm's RandomErasing in 'pixel' mode (NTech's re model), the same rectangle and the
+    same noise on every image of `x` (N, 3, H, W): with `probability`, one rectangle of
+    2%..33% of the area, aspect in [0.3, 1/0.3] (log-uniform), filled with N(0, 1) noise
+    in normalised units."""
+    if rng.random() >= probability:
+        return x
+    _, c, h, w = x.shape
+    log_ratio = (np.log(min_aspect), np.log(1 / min_aspect))
+    for _ in range(attempts):
+        area = rng.uniform(min_area, max_area) * h * w
+        aspect = np.exp(rng.uniform(*log_ratio))
+        eh, ew = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        if 0 < eh < h and 0 < ew < w:
+            top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+            noise = torch.from_numpy(rng.standard_normal((c, eh, ew)).astype(np.float32))
+            x = x.clone()
+            x[:, :, top:top + eh, left:left + ew] = noise
+            return x
+    return x

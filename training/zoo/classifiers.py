@@ -15,10 +15,11 @@ from .weights import create_encoder
 class DeepFakeClassifier(nn.Module):
     """One face crop (B, 3, H, W) -> fake logit (B, 1); H and W any multiple of 32."""
 
-    def __init__(self, encoder: str, pretrained=False, dropout: float = 0.0):
+    def __init__(self, encoder: str, pretrained=False, dropout: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
         self.encoder_name = encoder  # kept so that from_2d and checkpoints can rebuild the encoder
-        self.encoder = create_encoder(encoder, pretrained)
+        self.drop_path_rate = drop_path_rate
+        self.encoder = create_encoder(encoder, pretrained, drop_path_rate)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.encoder.num_features, 1)
@@ -95,16 +96,19 @@ def inflate_expansion_convs(encoder: nn.Module, num_frames: int) -> int:
 
 
 class DeepFakeClassifierSeq3D(DeepFakeClassifier):
-    """A clip of face crops (B, T, 3, H, W) -> fake logit (B, 1).
+    """A clip of face crops (B, T, 3, H, W) -> one fake logit per frame (B, T) (NTech).
 
     The encoder runs on all B*T frames, its expansion convs mixing neighbouring frames;
-    pooled frame features are averaged over T. Built with the same seed, pretrained file or
-    from `from_2d`, it starts out equal to the 2D model on a clip of identical frames, so
-    training starts from the frame model and only learns the temporal part.
+    the pooled features of each frame go through the head, so every frame gets its own
+    logit, trained against the clip's target and pooled with the frame models' faces at
+    prediction (the confident strategy counts them). Built with the same seed, pretrained
+    file or from `from_2d`, it starts out equal to the 2D model on a clip of identical
+    frames, so training starts from the frame model and only learns the temporal part.
     """
 
-    def __init__(self, encoder: str, pretrained=False, dropout: float = 0.0, seq_len: int = 8):
-        super().__init__(encoder, pretrained, dropout)
+    def __init__(self, encoder: str, pretrained=False, dropout: float = 0.0, seq_len: int = 8,
+                 drop_path_rate: float = 0.0):
+        super().__init__(encoder, pretrained, dropout, drop_path_rate)
         self.seq_len = seq_len  # the default T; forward takes T from its input
         if inflate_expansion_convs(self.encoder, seq_len) == 0:
             raise ValueError(f"encoder {encoder!r} has no InvertedResidual blocks to make temporal")
@@ -112,7 +116,8 @@ class DeepFakeClassifierSeq3D(DeepFakeClassifier):
     @classmethod
     def from_2d(cls, model2d: DeepFakeClassifier, seq_len: int = 8) -> "DeepFakeClassifierSeq3D":
         """A clip model with a trained frame model's weights (its 1x1 expand convs inflated to W/3 per tap)."""
-        model = cls(model2d.encoder_name, pretrained=False, dropout=model2d.dropout.p, seq_len=seq_len)
+        model = cls(model2d.encoder_name, pretrained=False, dropout=model2d.dropout.p, seq_len=seq_len,
+                    drop_path_rate=model2d.drop_path_rate)
         model.load_state_dict(model2d.state_dict(), strict=True)  # TemporalConv3d inflates 2D weights on load
         return model.to(next(model2d.parameters()).device)
 
@@ -120,11 +125,14 @@ class DeepFakeClassifierSeq3D(DeepFakeClassifier):
         return [m for m in self.modules() if isinstance(m, TemporalConv3d)]
 
     def features(self, clip: torch.Tensor) -> torch.Tensor:
-        """Frame features averaged over the clip, (B, num_features)."""
+        """Pooled features of every frame, (B, T, num_features)."""
         if clip.dim() != 5:
             raise ValueError(f"expected a clip (B, T, 3, H, W), got shape {tuple(clip.shape)}")
         batch, num_frames = clip.shape[:2]
         for conv in self.temporal_convs():
             conv.num_frames = num_frames
         frame_features = super().features(clip.flatten(0, 1))
-        return frame_features.view(batch, num_frames, -1).mean(1)
+        return frame_features.view(batch, num_frames, -1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(clip))).squeeze(-1).float()  # (B, T)

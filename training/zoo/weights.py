@@ -31,13 +31,15 @@ def lite0_weights_path() -> Path:
     return path
 
 
-def create_encoder(name: str, pretrained=False) -> torch.nn.Module:
+def create_encoder(name: str, pretrained=False, drop_path_rate: float = 0.0) -> torch.nn.Module:
     """A headless timm model whose forward returns the last feature map (B, C, h, w).
 
     `pretrained` is True (timm downloads, online only), False/None (random init) or a local
-    file path (see `load_encoder_weights`).
+    file path (see `load_encoder_weights`). `drop_path_rate` is timm's stochastic depth
+    (selim's B7: 0.2); it acts in training mode only.
     """
-    encoder = timm.create_model(name, pretrained=pretrained is True, num_classes=0, global_pool="")
+    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+    encoder = timm.create_model(name, pretrained=pretrained is True, num_classes=0, global_pool="", **extra)
     if isinstance(pretrained, (str, os.PathLike)):
         load_encoder_weights(encoder, pretrained)
     return encoder
