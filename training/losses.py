@@ -12,7 +12,7 @@ def smooth(target: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float().view(-1), target.float().view(-1))
+    return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target.float().reshape(-1))
 
 
 def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,7 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     fakes (target > 0.5) plus the mean over its reals, halved, so a batch that happens to
     hold more fakes does not tilt the model (DFDC is 5:1 fake). As in his code, a class
     absent from the batch contributes 0 (the loss is then half that class's mean)."""
-    logits, target = logits.float().view(-1), target.float().view(-1)
+    logits, target = logits.float().reshape(-1), target.float().reshape(-1)
     per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     fake = target > 0.5
     zero = per.sum() * 0  # keeps the graph (and the dtype) when a class is absent
