@@ -11,7 +11,6 @@ from training.augmentations import (BIT_MASK_MIN_VISIBLE, BIT_MASKS, FACE_OUTLIN
                                     blackout_convex_hull_half, blackout_landmark_part, choose_bit_mask,
                                     choose_hull_half, face_landmarks68, hull_half_mask, landmark_part_mask)
 from training.datasets import load_folds
-from training.sbi import self_blend
 
 from test_datasets import LANDMARKS5, smooth_image
 
@@ -289,12 +288,6 @@ def test_hardcore_on_sample_crops(sample_work):
     df = load_folds(work)
     real_row = df[df.label == 0].iloc[0]
     img = read_png(work / real_row.file)
-    points = np.load(WorkDir(work).landmarks(real_row.video, real_row.frame, real_row.face))
-    fake, mask = self_blend(img, points, np.random.default_rng(0))
-    assert 0 <= mask.min() and mask.max() <= 1 and mask.max() >= 0.25
-    changed = (fake != img).any(-1)
-    assert changed.sum() > 100 and not (changed & (mask == 0)).any()
-    assert np.array_equal(fake, self_blend(img, points, np.random.default_rng(0))[0])
     out = blackout_convex_hull_half(img, np.random.default_rng(0))
     assert (out != img).any(-1).mean() > 0.05  # dlib found the face: a half hull is black
 

@@ -200,16 +200,19 @@ class _CropDataset(Dataset):
             self._manifests[video] = CropManifest.load(path) if path.exists() else None
         return self._manifests[video]
 
+    def _video_boxes(self, video: str) -> FaceBoxes:
+        """Step 0's boxes of `video` (the id a crop's manifest names in boxes_from), cached."""
+        if video not in self._boxes:
+            self._boxes[video] = FaceBoxes.load(self.work.boxes(video))
+        return self._boxes[video]
+
     def _fit_margin(self, crop: np.ndarray, row, anchor_frame: int | None = None) -> np.ndarray:
         """The crop cut down to the config's margin (see the class doc); as it is when the
         config has none or the same as step 1's."""
         manifest = self._manifest(row.video)
         if self.margin is None or manifest is None or abs(manifest.margin - self.margin) < 1e-9:
             return crop
-        src = manifest.boxes_from
-        if src not in self._boxes:
-            self._boxes[src] = FaceBoxes.load(self.work.boxes(src))
-        boxes = self._boxes[src]
+        boxes = self._video_boxes(manifest.boxes_from)
         box = boxes.frames[int(row.frame if anchor_frame is None else anchor_frame)][int(row.face)]
         return recrop(crop, box, boxes.width, boxes.height, manifest.margin, self.margin)
 
@@ -217,9 +220,9 @@ class _CropDataset(Dataset):
         row = self.rows.iloc[j]
         return self._fit_margin(read_png(self._crop_path(row)), row)
 
-    def _clip_offsets_available(self, row) -> int:
-        """How many consecutive frames step 1 cropped from this row's anchor (clip_len)."""
-        manifest = self._manifest(row.video)
+    def _clip_len(self, video: str) -> int:
+        """How many consecutive frames step 1 cropped from each anchor of `video` (clip_len)."""
+        manifest = self._manifest(video)
         return manifest.clip_len if manifest is not None else 1
 
     def _read_clip(self, row, length: int) -> np.ndarray:
@@ -234,13 +237,11 @@ class _CropDataset(Dataset):
     def _src_fps(self, row) -> float:
         """The video's frame rate (step 0's boxes), 30 when unknown."""
         manifest = self._manifest(row.video)
-        src = manifest.boxes_from if manifest is not None else row.video
-        if src not in self._boxes:
-            try:
-                self._boxes[src] = FaceBoxes.load(self.work.boxes(src))
-            except (OSError, ValueError, KeyError):
-                return 30.0
-        return float(self._boxes[src].fps or 30.0)
+        try:
+            boxes = self._video_boxes(manifest.boxes_from if manifest is not None else row.video)
+        except (OSError, ValueError, KeyError):
+            return 30.0
+        return float(boxes.fps or 30.0)
 
 
 class _BalancedEpochs:
@@ -386,10 +387,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         if manifest is None or abs(manifest.margin - self.margin) < 1e-9:
             return points
         # landmarks are in step-1 crop pixels: shift them into the tighter crop
-        src = manifest.boxes_from
-        if src not in self._boxes:
-            self._boxes[src] = FaceBoxes.load(self.work.boxes(src))
-        boxes = self._boxes[src]
+        boxes = self._video_boxes(manifest.boxes_from)
         box = boxes.frames[int(row.frame)][int(row.face)]
         from preprocessing.crops import crop_box
 
@@ -441,8 +439,7 @@ class PairDataset(_CropDataset):
         return real, fake
 
     def _reencoded_pair(self, row, real: np.ndarray, fake: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-        length = min(self._clip_offsets_available(row), self._clip_offsets_available(
-            pd.Series({"video": row.original})) if row.original else 1)
+        length = min(self._clip_len(row.video), self._clip_len(row.original))
         clips = None
         if length > 1:
             try:
@@ -532,7 +529,7 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         if self.rows.empty:
             return
         row = self.rows.iloc[0]
-        have = self._clip_offsets_available(row)
+        have = self._clip_len(row.video)
         self.use_clip_crops = have > 1
         if have == 1:
             warnings.warn(f"no clip crops (step 1 ran with --clip-len 1): clips are made of detected frames; "
