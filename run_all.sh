@@ -86,7 +86,7 @@ else
     fi
 fi
 
-echo "[run_all] DATA_DIR=$DATA_DIR WORK_DIR=$WORK_DIR CONFIGS='$CONFIGS' FOLDS='$FOLDS' SEEDS='$SEEDS' NUM_GPUS=$NUM_GPUS"
+echo "[run_all] DATA_DIR=$DATA_DIR WORK_DIR=$WORK_DIR CONFIGS='$CONFIGS' FOLDS='$FOLDS' SEEDS='${SEEDS:-default}' NUM_GPUS=$NUM_GPUS"
 COMMON=(--data-dir "$DATA_DIR" --work-dir "$WORK_DIR" --workers "$WORKERS" ${EXTRA_ARGS:-})
 python 0_detect_faces.py "${COMMON[@]}" --frame-step "$FRAME_STEP"
 python 1_extract_crops.py "${COMMON[@]}" --clip-len "$CLIP_LEN"
