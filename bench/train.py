@@ -56,7 +56,7 @@ def main() -> int:
 
     s = cfg["size"]
     h, w = input_hw(cfg)
-    shape = (bs, cfg["data"]["seq_len"], 3, h, w) if cfg["data"]["dataset"] == "sequences" else (bs, 3, h, w)
+    shape = (bs, cfg["data"]["seq_len"], 3, h, w) if cfg["data"]["dataset"] in ("sequences", "sequence_pairs") else (bs, 3, h, w)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, 2, (bs, 1), device=device).float()
     frames = bs * (shape[1] if len(shape) == 5 else 1)

@@ -95,5 +95,7 @@ def test_ntech_configs_are_their_recipes(name, short_side, erasing, network):
     assert o["head_warmup_steps"] == 100 and o["schedule"]["params"]["power"] == 1.0  # linear decay
     assert o["schedule"]["epochs"] * cfg["batches_per_epoch"] == 100_000
     assert cfg["inference"]["flip"] == "half" and cfg["label_smoothing"] == 0.0
+    # all three train on aligned real/fake pairs mixed up: frames, or whole clips
+    assert d["dataset"] == ("sequence_pairs" if network == "DeepFakeClassifierSeq3D" else "pairs")
     if network == "DeepFakeClassifierSeq3D":
         assert d["seq_len"] == 7 and d["clip_fps"] == 15

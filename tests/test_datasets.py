@@ -15,7 +15,7 @@ import torch
 
 from preprocessing.artifacts import FOLDS_COLUMNS, WorkDir, atomic_write_bytes, encode_png, read_png
 from training.datasets import (SBI_FORCE, SBI_NEVER, BalancedSampler, FrameDataset, PairDataset,
-                               SequenceDataset, dataset_config, load_folds)
+                               SequenceDataset, SequencePairDataset, dataset_config, load_folds)
 from training.reencode import NTECH_TUNES, ReencodeParams, output_index, reencode_clip
 from training.sbi import self_blend
 from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, Augmenter, IsotropicResize, create_train_transforms,
@@ -394,32 +394,37 @@ def test_sequence_dataset_frames(sample_work):
     assert (ds.labels[idx] == 1).sum() == 5
 
 
+def _with_clip_crops(work, dest, frame):
+    """A copy of a work dir as step 1 --clip-len `span` would leave it: clip crops named
+    by their anchor, `frame(crop, j)` the crop of the anchor's j-th following frame.
+    Returns (dest, df, fps, stride, span) for 3-frame clips at 5 fps."""
+    import json
+    import shutil
+
+    from preprocessing.artifacts import clip_crop_name
+
+    shutil.copytree(work, dest)
+    df = load_folds(dest)
+    fps = json.loads((dest / "boxes" / f"{df.original[df.label == 0].iloc[0]}.json").read_text())["fps"]
+    stride = max(1, round(fps / 5))  # 5 fps clips
+    span = 2 * stride + 1            # 3 frames
+    for video in df.video.unique():
+        manifest = json.loads((dest / "crops" / video / "crops.json").read_text())
+        manifest["clip_len"] = span
+        (dest / "crops" / video / "crops.json").write_text(json.dumps(manifest))
+        for r in df[df.video == video].itertuples():
+            crop = read_png(dest / r.file)
+            for j in range(1, span):
+                (dest / "crops" / video / clip_crop_name(r.frame, r.face, j)).write_bytes(encode_png(frame(crop, j)))
+    return dest, df, fps, stride, span
+
+
 @pytest.mark.slow
 def test_sequence_reads_clip_crops_at_the_clip_frame_rate(sample_work, tmp_path):
     """NTech's clips: seq_len frames 1/clip_fps apart, from step 1's consecutive crops
     (named by their anchor), every frame cut with the anchor's box."""
-    import json
-    import shutil
-
-    from preprocessing.artifacts import clip_crop_name, encode_png, read_png
-    from training.datasets import SequenceDataset, load_folds
-
     work, _ = sample_work
-    w2 = tmp_path / "w"
-    shutil.copytree(work, w2)
-    df = load_folds(w2)
-    fps = json.loads((w2 / "boxes" / f"{df.original[df.label == 0].iloc[0]}.json").read_text())["fps"]
-    stride = max(1, round(fps / 5))  # 5 fps clips
-    span = 2 * stride + 1            # 3 frames
-    for video in df.video.unique():  # as step 1 --clip-len span would write them
-        manifest = json.loads((w2 / "crops" / video / "crops.json").read_text())
-        manifest["clip_len"] = span
-        (w2 / "crops" / video / "crops.json").write_text(json.dumps(manifest))
-        for r in df[df.video == video].itertuples():
-            crop = read_png(w2 / r.file)
-            for j in range(1, span):
-                (w2 / "crops" / video / clip_crop_name(r.frame, r.face, j)).write_bytes(
-                    encode_png(np.full_like(crop, 10 * j)))
+    w2, df, fps, stride, span = _with_clip_crops(work, tmp_path / "w", lambda crop, j: np.full_like(crop, 10 * j))
     cfg = C(64, mean=(0, 0, 0), std=(1, 1, 1), dataset="sequences", seq_len=3, clip_fps=5)
     ds = SequenceDataset(w2, df, fold=0, train=False, cfg=cfg)
     image = ds.get_item(0)["image"]
@@ -429,3 +434,76 @@ def test_sequence_reads_clip_crops_at_the_clip_frame_rate(sample_work, tmp_path)
     too_long = C(64, dataset="sequences", seq_len=3, clip_fps=fps / (stride + 1) if stride < 3 else 1)
     with pytest.raises(ValueError, match="--clip-len"):
         SequenceDataset(w2, df, fold=0, train=False, cfg=too_long)
+
+
+def _brighter(crop, j):
+    """The anchor's crop a little brighter per frame: a clip with visible, aligned motion."""
+    return np.clip(crop.astype(int) + 12 * j, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.slow
+def test_sequence_pairs_mix_aligned_clips_augmented_alike(sample_work, tmp_path):
+    """NTech's sequence model learns from aligned (real clip, fake clip) pairs: the fake's
+    clip and its original's at the same frames, one augmentation for all 2T frames, one
+    re-encoding draw for both clips, and the clips mixed as a whole with the label t."""
+    work, _ = sample_work
+    w2, df, _, _, _ = _with_clip_crops(work, tmp_path / "w", _brighter)
+    cfg = C([64, 56], mean=(0, 0, 0), std=(1, 1, 1), dataset="sequence_pairs", seq_len=3, clip_fps=5,
+            augment="ntech", resize="shortest", random_erasing=0.5)
+    ds = SequencePairDataset(w2, df, fold=-1, train=True, cfg=cfg)
+    assert (ds.rows.label == 1).all() and (ds.rows.original != "").all() and ds.use_clip_crops
+    assert not ds.balanced_epochs  # every item holds a real and a fake: the sampler draws pairs uniformly
+    border = np.ones((64, 56), bool)
+    border[16:-16, 16:-16] = False
+    aligned, misaligned = [], []
+    for i in range(len(ds)):
+        real, fake, row = ds.augmented_pair(i, np.random.default_rng(i))
+        assert real.shape == fake.shape == (3, 3, 64, 56)
+        for t, expected in ((0.0, real), (1.0, fake)):
+            item = ds.get_item(i, rng=np.random.default_rng(i), t=t)
+            assert torch.allclose(item["image"], expected, atol=1e-5) and float(item["label"]) == t
+        for k in range(3):  # every frame of both clips went through the same transform
+            r, f = _pixels(real[k]), _pixels(fake[k])
+            content = border & (r.max(-1) > 0) & (f.max(-1) > 0)
+            aligned.append(np.abs(r - f)[content].mean())
+        r = _pixels(real[0])
+        other = _pixels(ds.augmented_pair(i, np.random.default_rng(i + 100))[1][0])
+        content = border & (r.max(-1) > 0) & (other.max(-1) > 0)
+        misaligned.append(np.abs(r - other)[content].mean())
+    assert np.mean(aligned) < 12 and np.mean(aligned) < np.mean(misaligned) / 2
+    item = ds.get_item(0, rng=np.random.default_rng(5))
+    real, fake, _ = ds.augmented_pair(0, np.random.default_rng(5))
+    t = float(item["label"])
+    assert 0 < t < 1 and torch.allclose(item["image"], (1 - t) * real + t * fake, atol=1e-5)
+
+    # re-encoding: both clips with one draw (frames drop alike), different from the plain clip
+    cfg = C(64, mean=(0, 0, 0), std=(1, 1, 1), dataset="sequence_pairs", seq_len=3, clip_fps=5, reencode_prob=1.0)
+    ds = SequencePairDataset(w2, df, fold=-1, train=True, cfg=cfg)
+    ds.augment = Augmenter(cfg, train=False)
+    real, fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    ds.reencode_prob = 0.0
+    plain, _, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    assert 0 < (real - plain).abs().mean() * 255 < 40
+    r, f = _pixels(real[0]), _pixels(fake[0])
+    border = np.ones((64, 64), bool)
+    border[16:-16, 16:-16] = False
+    assert np.abs(r - f)[border & (r.max(-1) > 0)].mean() < 12  # the same codec settings
+    with pytest.raises(ValueError, match="no paired fakes"):
+        SequencePairDataset(w2, df[df.label == 0], fold=-1, train=True, cfg=cfg)
+
+
+@pytest.mark.slow
+def test_pair_reencodes_whole_clips_from_clip_crops(sample_work, tmp_path):
+    """With clip crops, the frame-pair dataset re-encodes the original's and the fake's
+    clips as videos (no intra-frame-only warning) and takes the anchor's frame."""
+    work, _ = sample_work
+    w2, df, _, _, _ = _with_clip_crops(work, tmp_path / "w", _brighter)
+    cfg = C(64, mean=(0, 0, 0), std=(1, 1, 1), reencode_prob=1.0)
+    ds = PairDataset(w2, df, fold=-1, train=True, cfg=cfg)
+    ds.augment = Augmenter(cfg, train=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        real, fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    ds.reencode_prob = 0.0
+    plain, _, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    assert 0 < (real - plain).abs().mean() * 255 < 40

@@ -57,7 +57,7 @@ DEFAULTS: dict = {
     "losses": {"BinaryCrossentropy": 1.0},
     "model": {},                  # extra keyword arguments of the network (seq_len, vit, ...)
     "data": {
-        "dataset": "frames",      # frames | pairs | sequences
+        "dataset": "frames",      # frames | pairs | sequences | sequence_pairs (NTech's clips, mixed up)
         "resize": "isotropic",    # isotropic: long side to size, pad (selim) | shortest: short side
                                   # to short_side, then crop size (NTech: random in training, centre else)
         "short_side": None,       # shortest: the short side before the crop (default: min(size))
@@ -67,8 +67,8 @@ DEFAULTS: dict = {
         "hardcore": True,         # selim's landmark / hull / bit-mask blackouts
         "sbi": False,             # self-blended fakes from real crops
         "sbi_prob": 0.5,
-        "mixup_alpha": 0.5,       # pairs: t ~ Beta(alpha, alpha)
-        "reencode_prob": 0.0,     # pairs: ffmpeg re-encode augmentation
+        "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
+        "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "seq_len": 8,             # sequences: frames per clip
         "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
@@ -85,12 +85,13 @@ DEFAULTS: dict = {
     },
 }
 
+SEQUENCE_DATASETS = {"sequences", "sequence_pairs"}  # clips for the 3D model
 LOSSES = {"BinaryCrossentropy", "BalancedBinaryCrossentropy"}
 NETWORKS = {"DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill"}
 CHOICES = {
     "optimizer.type": {"SGD", "AdamW"},
     "optimizer.schedule.type": {"poly", "cosine", "step", "constant"},
-    "data.dataset": {"frames", "pairs", "sequences"},
+    "data.dataset": {"frames", "pairs", "sequences", "sequence_pairs"},
     "data.resize": {"isotropic", "shortest"},
     "data.augment": {"selim", "ntech"},
     "distill.loss": {"hard", "soft"},
@@ -171,10 +172,11 @@ def validate(config: dict) -> dict:
         raise ConfigError("config key 'label_smoothing' must be in [0, 0.5)")
     if cfg["network"] == "DeepFakeClassifierDistill" and not cfg["distill"]["teacher"]:
         raise ConfigError("network DeepFakeClassifierDistill needs 'distill.teacher' (a DeepFakeClassifier checkpoint)")
-    if cfg["network"] == "DeepFakeClassifierSeq3D" and cfg["data"]["dataset"] != "sequences":
-        raise ConfigError("network DeepFakeClassifierSeq3D needs 'data.dataset': 'sequences'")
-    if cfg["data"]["dataset"] == "sequences" and cfg["network"] != "DeepFakeClassifierSeq3D":
-        raise ConfigError("'data.dataset': 'sequences' is for network DeepFakeClassifierSeq3D")
+    clips = cfg["data"]["dataset"] in SEQUENCE_DATASETS
+    if cfg["network"] == "DeepFakeClassifierSeq3D" and not clips:
+        raise ConfigError("network DeepFakeClassifierSeq3D needs 'data.dataset': 'sequences' or 'sequence_pairs'")
+    if clips and cfg["network"] != "DeepFakeClassifierSeq3D":
+        raise ConfigError(f"'data.dataset': '{cfg['data']['dataset']}' is for network DeepFakeClassifierSeq3D")
     return cfg
 
 

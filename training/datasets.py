@@ -86,7 +86,7 @@ def dataset_config(size: int | list = 64, mean: Sequence[float] = IMAGENET_MEAN,
     for building datasets outside a training run (tests, notebooks)."""
     from .config import validate
 
-    network = "DeepFakeClassifierSeq3D" if data.get("dataset") == "sequences" else "DeepFakeClassifier"
+    network = "DeepFakeClassifierSeq3D" if data.get("dataset") in ("sequences", "sequence_pairs") else "DeepFakeClassifier"
     margin = data.pop("margin", None)
     return validate({"network": network, "size": size, "margin": margin,
                      "normalize": {"mean": list(mean), "std": list(std)}, "data": data})
@@ -228,11 +228,24 @@ class _CropDataset(Dataset):
     def _read_clip(self, row, length: int) -> np.ndarray:
         """The anchor's crop and the `length`-1 consecutive frames after it (step 1's
         --clip-len crops, cut with the anchor's box), (length, H, W, 3)."""
-        frames = [self._fit_margin(read_png(self._crop_path(row)), row)]
+        frames = [self._fit_margin(read_png(self.work.crop(row.video, int(row.frame), int(row.face))), row)]
         for j in range(1, length):
             path = self.work.crops_dir(row.video) / clip_crop_name(int(row.frame), int(row.face), j)
             frames.append(self._fit_margin(read_png(path), row))
         return np.stack(frames)
+
+    def _keep_paired_fakes(self, what: str) -> None:
+        """Keep the FAKE rows whose original is known (the aligned pairs)."""
+        self.rows = self.rows[(self.rows.label == 1) & (self.rows.original != "")].reset_index(drop=True)
+        self.labels = self.rows.label.to_numpy(dtype=np.int64)
+        if self.rows.empty:
+            raise ValueError(f"no paired fakes (a FAKE with its original) {'outside' if self.train else 'in'} "
+                             f"fold {self.fold}: {what} needs them")
+
+    @staticmethod
+    def _original_of(row) -> pd.Series:
+        """The original's crop at a paired fake's frame and face (what `_read_clip` needs)."""
+        return pd.Series({"video": row.original, "frame": row.frame, "face": row.face})
 
     def _src_fps(self, row) -> float:
         """The video's frame rate (step 0's boxes), 30 when unknown."""
@@ -246,6 +259,8 @@ class _CropDataset(Dataset):
 
 class _BalancedEpochs:
     """Real/fake balanced epochs for datasets with `labels` (one per row)."""
+
+    balanced_epochs = True  # the training sampler draws `epoch_indices`
 
     labels: np.ndarray
     seed: int
@@ -418,11 +433,7 @@ class PairDataset(_CropDataset):
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         super().__init__(work_dir, df, fold, train, cfg, seed)
-        self.rows = self.rows[(self.rows.label == 1) & (self.rows.original != "")].reset_index(drop=True)
-        self.labels = self.rows.label.to_numpy(dtype=np.int64)
-        if self.rows.empty:
-            raise ValueError(f"no paired fakes (a FAKE with its original) {'outside' if self.train else 'in'} "
-                             f"fold {self.fold}: PairDataset needs them")
+        self._keep_paired_fakes("PairDataset")
         self.mixup_alpha = float(cfg["data"]["mixup_alpha"])
         self.reencode_prob = float(cfg["data"]["reencode_prob"]) if self.train else 0.0
         self._warned_single = False
@@ -443,9 +454,7 @@ class PairDataset(_CropDataset):
         clips = None
         if length > 1:
             try:
-                clips = (self._read_clip(pd.Series({"video": row.original, "frame": row.frame, "face": row.face}),
-                                         length),
-                         self._read_clip(row, length))
+                clips = (self._read_clip(self._original_of(row), length), self._read_clip(row, length))
             except LOAD_ERRORS:
                 clips = None
         if clips is None:
@@ -516,6 +525,9 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         super().__init__(work_dir, df, fold, train, cfg, seed)
+        self._init_sequences(cfg)
+
+    def _init_sequences(self, cfg: dict) -> None:
         self.use_clip_crops = False
         d = cfg["data"]
         self.seq_len, self.clip_fps = int(d["seq_len"]), float(d["clip_fps"])
@@ -552,38 +564,99 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
                 sequences[anchor] = seq + [seq[-1]] * (self.seq_len - len(seq))
         return sequences
 
-    def _read_sequence(self, anchor: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    def _stream_rows(self, row) -> list:
+        """The rows whose clips make one item: the row (a pair: its original's, then it)."""
+        return [row]
+
+    def _read_frame(self, j: int) -> list[np.ndarray]:
+        """Row j's crop in every stream (the fallback without clip crops)."""
+        return [self._read_crop(j)]
+
+    def _read_sequence(self, anchor: int, rng: np.random.Generator | None = None) -> list[list[np.ndarray]]:
+        """One list of seq_len frames per stream; with `rng` (training) every stream is
+        re-encoded with the same settings, with probability reencode_prob."""
         row = self.rows.iloc[anchor]
         if self.use_clip_crops:
             stride = clip_stride(self._src_fps(row), self.clip_fps)
             span = (self.seq_len - 1) * stride + 1
-            clip = self._read_clip(row, span)
+            clips = [self._read_clip(r, span) for r in self._stream_rows(row)]
+            if len({c.shape for c in clips}) > 1:
+                raise ValueError(f"the clips of {row.file} differ in shape: {[c.shape for c in clips]}")
             if rng is not None and self.reencode_prob > 0 and rng.random() < self.reencode_prob:
-                out = reencode_clip(clip, np.random.default_rng(int(rng.integers(2**63))), src_fps=self._src_fps(row))
-                return [out[output_index(j * stride, span, len(out))] for j in range(self.seq_len)]
-            return [clip[j * stride] for j in range(self.seq_len)]
-        frames = [self._read_crop(anchor)]  # the anchor must load, else a substitute row
-        h, w = frames[0].shape[:2]
-        cache = {anchor: frames[0]}
-        for j in self.sequences[anchor][1:]:
+                seed, fps = int(rng.integers(2**63)), self._src_fps(row)
+                out = [reencode_clip(c, np.random.default_rng(seed), src_fps=fps) for c in clips]
+                return [[o[output_index(j * stride, span, len(o))] for j in range(self.seq_len)] for o in out]
+            return [[c[j * stride] for j in range(self.seq_len)] for c in clips]
+        first = self._read_frame(anchor)  # the anchor must load, else a substitute row
+        h, w = first[0].shape[:2]
+        fit = lambda c: cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA) if c.shape[:2] != (h, w) else c  # noqa: E731
+        frames, cache = [], {anchor: [fit(c) for c in first]}
+        for j in self.sequences[anchor]:
             if j not in cache:
                 try:
-                    crop = self._read_crop(j)
-                    cache[j] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA) if crop.shape[:2] != (h, w) else crop
+                    cache[j] = [fit(c) for c in self._read_frame(j)]
                 except LOAD_ERRORS as e:
                     warnings.warn(f"skipping {self.rows.file[j]} in a sequence ({e}); repeating the previous frame")
                     cache[j] = frames[-1]
             frames.append(cache[j])
-        return frames
+        return [list(stream) for stream in zip(*frames)]
 
     def get_item(self, index: int, rng: np.random.Generator | None = None) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} rows")
         rng = self._item_rng() if rng is None else rng
-        anchor, frames = self._load_with_substitute(
+        anchor, (frames,) = self._load_with_substitute(
             index, lambda j: self._read_sequence(j, rng if self.train else None))
         if self.train:
             self.augment.reseed(rng)
         row = self.rows.iloc[anchor]
         return {"image": self.augment(frames), "label": torch.tensor(float(row.label)),
+                "video": row.video, "file": row.file}
+
+
+class SequencePairDataset(SequenceDataset):
+    """NTech's sequence model trained as their frame models: an aligned (real clip, fake
+    clip) pair per item -- the fake's clip and its original's at the same frames, cut with
+    the same (the original's) box -- re-encoded with the same settings and given the same
+    augmentation (all 2T frames at once), then mixed up as whole clips:
+    image = (1 - t) * real + t * fake, t ~ Beta(mixup_alpha, mixup_alpha), label t (every
+    frame's target). mixup_alpha <= 0 gives t in {0, 1}. Training only: validate with
+    `SequenceDataset` (every clip with its own label).
+    """
+
+    balanced_epochs = False  # every row is a pair: nothing to balance
+
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
+        _CropDataset.__init__(self, work_dir, df, fold, train, cfg, seed)
+        self._keep_paired_fakes("SequencePairDataset")
+        self.mixup_alpha = float(cfg["data"]["mixup_alpha"])
+        self._init_sequences(cfg)
+
+    def _stream_rows(self, row) -> list:
+        return [self._original_of(row), row]
+
+    def _read_frame(self, j: int) -> list[np.ndarray]:
+        row = self.rows.iloc[j]
+        real = self.work.crop(row.original, int(row.frame), int(row.face))
+        return [self._fit_margin(read_png(real), self._original_of(row)), self._read_crop(j)]
+
+    def augmented_pair(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, pd.Series]:
+        """(real, fake, row): the two (T, 3, h, w) clips after the shared re-encoding and
+        augmentation, before mixup."""
+        anchor, (real, fake) = self._load_with_substitute(
+            index, lambda j: self._read_sequence(j, rng if self.train else None))
+        if self.train:
+            self.augment.reseed(rng)
+        x = self.augment(real + fake)
+        return x[:self.seq_len], x[self.seq_len:], self.rows.iloc[anchor]
+
+    def get_item(self, index: int, rng: np.random.Generator | None = None, t: float | None = None) -> dict:
+        """`t` overrides the mixup weight (0: the real clip, 1: the fake)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} pairs")
+        rng = self._item_rng() if rng is None else rng
+        real, fake, row = self.augmented_pair(index, rng)
+        if t is None:
+            t = float(rng.beta(self.mixup_alpha, self.mixup_alpha)) if self.mixup_alpha > 0 else float(rng.integers(2))
+        return {"image": (1.0 - t) * real + t * fake, "label": torch.tensor(float(t)),
                 "video": row.video, "file": row.file}

@@ -169,7 +169,7 @@ def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Modu
 
 # --------------------------------------------------------------------------- data
 def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
-    from .datasets import FrameDataset, PairDataset, SequenceDataset, load_folds
+    from .datasets import FrameDataset, PairDataset, SequenceDataset, SequencePairDataset, load_folds
 
     df = load_folds(work_dir)
     if fold not in set(df.fold):
@@ -177,6 +177,9 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
     d = cfg["data"]
     if d["dataset"] == "sequences":
         train = SequenceDataset(work_dir, df, fold, True, cfg, seed=seed)
+        val = SequenceDataset(work_dir, df, fold, False, cfg, seed=seed)
+    elif d["dataset"] == "sequence_pairs":
+        train = SequencePairDataset(work_dir, df, fold, True, cfg, seed=seed)
         val = SequenceDataset(work_dir, df, fold, False, cfg, seed=seed)
     elif d["dataset"] == "pairs":
         train = PairDataset(work_dir, df, fold, True, cfg, seed=seed)
@@ -192,7 +195,7 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
 
 
 def make_train_sampler(dataset, num_samples: int, seed: int, d: Dist) -> Sampler:
-    if hasattr(dataset, "epoch_indices"):  # real/fake balanced epochs (frame and sequence datasets)
+    if getattr(dataset, "balanced_epochs", False):  # real/fake balanced epochs (frame and sequence datasets)
         from .datasets import BalancedSampler
 
         return BalancedSampler(dataset, num_samples, seed=seed, rank=d.rank, world_size=d.world_size)
