@@ -31,7 +31,7 @@ from preprocessing.detection import (DEFAULT_DETECT_LONG_SIDE, FaceDetector, det
 from preprocessing.video import FrameReader  # noqa: E402
 
 # (name, detect_every, long side): the prediction default first.
-SETTINGS = [("every4_512", 4, 512), ("every2_512", 2, 512), ("every1_512", 1, 512), ("every4_960", 4, 960)]
+SETTINGS = [("every1_512", 1, 512), ("every2_512", 2, 512), ("every4_512", 4, 512), ("every4_960", 4, 960)]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

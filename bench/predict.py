@@ -43,7 +43,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--detect-every", type=int, default=4)
+    p.add_argument("--detect-every", type=int, default=1)
+    p.add_argument("--detect-size", type=int, default=512)
     p.add_argument("--min-height", type=int, default=0, help="only videos at least this tall (e.g. 1080)")
     a = p.parse_args()
     models = a.models
@@ -75,13 +76,14 @@ def main() -> int:
     # 4000-video test set sees
     warm = Path(tempfile.mkdtemp(prefix="bench-predict-warm-"))
     (warm / videos[0].name).symlink_to(videos[0].resolve())
-    predict_dir(warm, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every, progress=False)
+    predict_dir(warm, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
+                detect_long_side=a.detect_size, progress=False)
     result = predict_dir(tmp, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
-                         progress=False)
+                         detect_long_side=a.detect_size, progress=False)
     n = len(videos)
     seconds = result.seconds - result.timings["load_models_s"]  # a one-time cost, not per video
     out = {"test_dir": str(a.test_dir), "videos": n, "models": [Path(m).name for m in models],
-           "frames": a.frames, "clip_len": clip_len, "threads": torch.get_num_threads(),
+           "frames": a.frames, "clip_len": clip_len, "detect_every": a.detect_every, "detect_size": a.detect_size, "threads": torch.get_num_threads(),
            "s_per_video": round(seconds / n, 3), "decode_floor_s_per_video": round(floor_s / n, 3),
            "ratio_to_floor": round(seconds / max(floor_s, 1e-9), 2),
            "frames_decoded_per_video": round(decoded / n, 1), "failed": len(result.errors),
