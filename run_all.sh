@@ -3,8 +3,10 @@
 #
 #   bash run_all.sh                      built-in sample: generate a train set and a held-out set,
 #                                        run steps 0-6 with the CPU configs, evaluate on the held-out set
-#   bash run_all.sh DATA_DIR [WORK_DIR]  the full recipe on a DFDC-shaped dataset; set TEST_DIR to also
-#                                        predict (and, if it has metadata.json, evaluate) a test folder
+#   bash run_all.sh DATA_DIR [DATA_DIR ...]  the full recipe on DFDC-shaped datasets (several: trained as one,
+#                                        through WORK_DIR/data_links/NAME -> DATA_DIR links, no copy); set
+#                                        TEST_DIR to also predict (and, with metadata.json, evaluate) a test folder
+#   bash run_all.sh DATA_DIR WORK_DIR    (when WORK_DIR holds no metadata.json) the same as WORK_DIR=... below
 #
 # Environment (defaults in brackets):
 #   CONFIGS    configs to train, in order [GPU: selim's b7, NTech's three, deit_distill; CPU: the *_cpu configs];
@@ -15,7 +17,8 @@
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
 #   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  consecutive frames per crop [8]
 #   WORKERS    processes per preprocessing step [1]      FRAME_STEP  [10]
-#   WEIGHTS_DIR [weights]   DATA_ROOT, WORK_ROOT: where the sample run writes [data, work]
+#   WEIGHTS_DIR [weights]   WORK_DIR [work/NAME, NAME the DATA_DIRs' folder names joined by +]
+#   DATA_ROOT, WORK_ROOT: where the sample run writes [data, work]
 #   EXTRA_ARGS (every preprocessing step), TRAIN_ARGS (5_train.py), PREDICT_ARGS (6_predict.py)
 # Every step skips what it already finished, so a killed run resumes where it stopped.
 set -euo pipefail
@@ -56,17 +59,45 @@ for config in $CONFIGS; do
         done
     done
 done
-if [ "${PLAN_ONLY:-0}" = "1" ]; then
-    printf '%s\n' "${PLAN[@]}"
-    exit 0
-fi
 
+is_dataset() {  # a folder with a metadata.json somewhere under it (links followed)
+    [ -d "$1" ] && find -L "$1" -name metadata.json -print -quit 2>/dev/null | grep -q .
+}
 SAMPLE=0
 if [ $# -ge 1 ]; then
-    DATA_DIR="$1"
-    WORK_DIR="${2:-work/$(basename "$DATA_DIR")}"
+    DATA_DIRS=("$@")
+    if [ $# -eq 2 ] && ! is_dataset "$2"; then  # the old form: DATA_DIR WORK_DIR
+        WORK_DIR="$2"; DATA_DIRS=("$1")
+    fi
+    names=()
+    for d in "${DATA_DIRS[@]}"; do names+=("$(basename "$(realpath -m "$d")")"); done
+    joined="$(IFS=+; echo "${names[*]}")"
+    WORK_DIR="${WORK_DIR:-work/$joined}"
+    if [ ${#DATA_DIRS[@]} -eq 1 ]; then
+        DATA_DIR="${DATA_DIRS[0]}"
+    else  # several datasets: one folder of links to them (no copy); video ids become NAME/...
+        DATA_DIR="$WORK_DIR/data_links"
+    fi
+    if [ "${PLAN_ONLY:-0}" = "1" ]; then
+        echo "[run_all] DATA_DIR=$DATA_DIR WORK_DIR=$WORK_DIR" >&2
+        printf '%s\n' "${PLAN[@]}"
+        exit 0
+    fi
+    for d in "${DATA_DIRS[@]}"; do
+        [ -d "$d" ] || { echo "run_all.sh: DATA_DIR $d does not exist" >&2; exit 1; }
+    done
+    if [ ${#DATA_DIRS[@]} -gt 1 ]; then
+        if [ "$(printf '%s\n' "${names[@]}" | sort | uniq -d)" ]; then
+            echo "run_all.sh: the DATA_DIRs must have different folder names (${names[*]})" >&2; exit 1
+        fi
+        mkdir -p "$DATA_DIR"
+        for i in "${!DATA_DIRS[@]}"; do
+            ln -sfn "$(realpath "${DATA_DIRS[$i]}")" "$DATA_DIR/${names[$i]}"
+        done
+    fi
     NUM_FOLDS="${NUM_FOLDS:-5}"
 else
+    if [ "${PLAN_ONLY:-0}" = "1" ]; then printf '%s\n' "${PLAN[@]}"; exit 0; fi
     SAMPLE=1
     DATA_DIR="${DATA_ROOT:-data}/sample"
     TEST_DIR="${DATA_ROOT:-data}/sample_heldout"

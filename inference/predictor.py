@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from preprocessing.crops import DEFAULT_MARGIN, crop_box
-from preprocessing.dataset import VIDEO_EXTENSIONS
+from preprocessing.dataset import VIDEO_EXTENSIONS, walk_files
 from preprocessing.detection import FaceDetector, detection_scale, min_face_size
 from preprocessing.video import FrameReader
 
@@ -106,8 +106,7 @@ def list_videos(test_dir: str | Path) -> list[Path]:
     test_dir = Path(test_dir)
     if not test_dir.is_dir():
         raise FileNotFoundError(f"test dir {test_dir} does not exist or is not a folder")
-    return sorted(p for p in test_dir.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-                  and not any(part.startswith(".") for part in p.relative_to(test_dir).parts))
+    return [p for p in walk_files(test_dir) if p.suffix.lower() in VIDEO_EXTENSIONS]
 
 
 def sample_indices(num_frames: int, n: int) -> list[int]:

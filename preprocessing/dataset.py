@@ -54,6 +54,25 @@ def is_video_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
 
 
+def walk_files(root: Path) -> list[Path]:
+    """Every file under `root`, sorted, following symlinked folders (a DATA_DIR may be a
+    folder of links to other datasets: `run_all.sh DIR1 DIR2`), each real folder once;
+    hidden files and folders are left out."""
+    import os
+
+    root = Path(root)
+    out, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link cycle, or two links to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(Path(folder) / f for f in files if not f.startswith("."))
+    return sorted(out)
+
+
 def video_id(data_dir: Path, path: Path) -> str:
     return path.relative_to(data_dir).with_suffix("").as_posix()
 
@@ -93,11 +112,11 @@ def load_dataset(data_dir: str | Path) -> Dataset:
         raise FileNotFoundError(f"DATA_DIR {data_dir} does not exist or is not a folder")
 
     folders: dict[Path, list[Path]] = {}
-    for path in sorted(data_dir.rglob("*")):
-        if is_video_file(path) and not any(p.startswith(".") for p in path.relative_to(data_dir).parts):
+    for path in walk_files(data_dir):
+        if path.name == "metadata.json":
+            folders.setdefault(path.parent, [])
+        elif path.suffix.lower() in VIDEO_EXTENSIONS:
             folders.setdefault(path.parent, []).append(path)
-    for meta_path in sorted(data_dir.rglob("metadata.json")):
-        folders.setdefault(meta_path.parent, [])
 
     videos: list[Video] = []
     errors: list[dict] = []

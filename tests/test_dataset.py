@@ -31,6 +31,29 @@ def test_ids_labels_and_originals(tmp_path):
     assert ds.errors == []
 
 
+def test_a_folder_of_links_combines_datasets_without_copying(tmp_path):
+    """run_all.sh DIR1 DIR2 trains on WORK_DIR/data_links/{DIR1,DIR2} -> the datasets:
+    links are followed, each real folder is read once (a cycle does not loop), hidden
+    folders are left out, and ids get the dataset's name in front."""
+    for name in ("train-videos", "dev-videos"):
+        write_metadata(tmp_path / name / "part", {"a.mp4": {"label": "REAL", "original": None},
+                                                  "b.mp4": {"label": "FAKE", "original": "a.mp4"}})
+        for n in "ab":
+            _touch(tmp_path / name / "part" / f"{n}.mp4")
+    _touch(tmp_path / "dev-videos" / ".cache" / "x.mp4")
+    (tmp_path / "dev-videos" / "part" / "loop").symlink_to(tmp_path / "dev-videos")  # a cycle
+    links = tmp_path / "work" / "data_links"
+    links.mkdir(parents=True)
+    for name in ("train-videos", "dev-videos"):
+        (links / name).symlink_to(tmp_path / name)
+    ds = load_dataset(links)
+    v = ds.by_id()
+    assert set(v) == {"train-videos/part/a", "train-videos/part/b", "dev-videos/part/a", "dev-videos/part/b"}
+    assert v["dev-videos/part/b"].original == "dev-videos/part/a" and v["dev-videos/part/b"].original_present
+    assert ds.errors == []
+    StepOptions(data_dir=links, work_dir=tmp_path / "work")  # the links live inside WORK_DIR: allowed
+
+
 def test_missing_metadata_is_reported_with_the_file_name(tmp_path):
     _touch(tmp_path / "no_meta" / "x.mp4")
     write_metadata(tmp_path / "ok", {"y.mp4": {"label": "REAL", "original": None}})

@@ -25,6 +25,25 @@ def test_gpu_default_is_selims_five_seeds_then_ntechs_three_and_the_distilled_vi
     assert [p[0] for p in _plan(NUM_GPUS="0")] == ["lite0_cpu", "lite0_seq3d_cpu", "deit_distill_cpu"]
 
 
+def test_several_data_dirs_train_as_one_through_links(tmp_path):
+    env = dict(os.environ, PLAN_ONLY="1", NUM_GPUS="0")
+    env.pop("WORK_DIR", None)
+    for name in ("train-videos", "dev-videos"):
+        (tmp_path / name / "part").mkdir(parents=True)
+        (tmp_path / name / "part" / "metadata.json").write_text("{}")
+
+    def resolved(*args):
+        proc = subprocess.run(["bash", "run_all.sh", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stderr
+
+    assert ("DATA_DIR=work/train-videos+dev-videos/data_links WORK_DIR=work/train-videos+dev-videos"
+            in resolved(tmp_path / "train-videos", tmp_path / "dev-videos"))
+    # the old form: a second argument that is not a dataset is the WORK_DIR
+    assert f"DATA_DIR=/x WORK_DIR={tmp_path / 'w'}" in resolved("/x", tmp_path / "w")
+
+
 @pytest.mark.slow
 def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     env = dict(os.environ, DATA_ROOT=str(tmp_path / "data"), WORK_ROOT=str(tmp_path / "work"),
