@@ -67,8 +67,9 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
     f+clip_len-1 cut with f's rectangle, named `{f}_{face}_t{j}.png` (NTech's sequence
     model and the whole-clip re-encoding need consecutive frames; a face moves little in
     half a second, and the margin absorbs it). A clip may overlap the next detected frame:
-    it is cropped with its own anchor's box all the same. Returns (anchor crop names, clip
-    crop names, counters).
+    it is cropped with its own anchor's box all the same. A clip that runs past the last
+    decodable frame repeats it (as 6_predict's clips do), so every anchor has a whole clip.
+    Returns (anchor crop names, clip crop names, counters).
     """
     plan = crop_plan(boxes, margin)
     wanted: dict[int, list[tuple[int, int]]] = {}  # frame -> [(anchor, offset)]
@@ -77,6 +78,7 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
             wanted.setdefault(f + j, []).append((f, j))
     frames, reader = read_frames(path, wanted.keys())
     anchors, clips = [], []
+    written: dict[tuple[int, int, int], bytes] = {}  # (anchor, face, offset) -> PNG
     for frame_idx in sorted(wanted):
         frame = frames.get(frame_idx)
         if frame is None:  # a fake shorter than its original, or past the end
@@ -87,10 +89,25 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
         for anchor, offset in wanted[frame_idx]:
             for face, (x1, y1, x2, y2) in plan[anchor]:
                 name = crop_name(anchor, face) if offset == 0 else clip_crop_name(anchor, face, offset)
-                (out_dir / name).write_bytes(encode_png(frame[y1:y2, x1:x2]))
+                data = encode_png(frame[y1:y2, x1:x2])
+                (out_dir / name).write_bytes(data)
                 (anchors if offset == 0 else clips).append(name)
+                if clip_len > 1:
+                    written[(anchor, face, offset)] = data
+    padded = 0
+    for anchor in plan:  # a clip past the end repeats its last frame, as 6_predict's clips do
+        for face, _ in plan[anchor]:
+            if (anchor, face, 0) not in written:
+                continue
+            for offset in range(1, clip_len):
+                if (anchor, face, offset) not in written:
+                    written[(anchor, face, offset)] = written[(anchor, face, offset - 1)]
+                    name = clip_crop_name(anchor, face, offset)
+                    (out_dir / name).write_bytes(written[(anchor, face, offset)])
+                    clips.append(name)
+                    padded += 1
     return anchors, clips, {"frames_decoded": reader.frames_decoded, "crops": len(anchors),
-                            "clip_crops": len(clips)}
+                            "clip_crops": len(clips), "clip_crops_padded": padded}
 
 
 def _process(task: Task) -> dict:

@@ -81,6 +81,28 @@ def test_clips_longer_than_the_frame_step_keep_their_own_box(tmp_path):
     assert not np.array_equal(read_png(out / "0_0_t10.png"), read_png(out / "10_0.png")[:30, :30])
 
 
+def test_a_clip_past_the_end_repeats_its_last_frame(tmp_path):
+    """Anchor 20 of a 25-frame video with 8-frame clips: frames 25-27 do not exist, so
+    t5..t7 repeat frame 24 (t4), as 6_predict pads its clips; every anchor has a whole clip."""
+    import numpy as np
+
+    from preprocessing.artifacts import read_png
+    from preprocessing.crops import extract_video_crops
+    from preprocessing.video import encode_video
+
+    frames = np.random.default_rng(2).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
+    encode_video(tmp_path / "v.mp4", frames, 15)
+    boxes = FaceBoxes(80, 64, 15.0, 25, {10: [[10, 10, 40, 40, 0.99]], 20: [[20, 12, 50, 42, 0.99]]})
+    out = tmp_path / "out"
+    out.mkdir()
+    anchors, clips, counters = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=8)
+    assert sorted(clips) == sorted(f"{a}_0_t{j}.png" for a in (10, 20) for j in range(1, 8))
+    assert counters["clip_crops_padded"] == 3
+    last = read_png(out / "20_0_t4.png")
+    assert all(np.array_equal(read_png(out / f"20_0_t{j}.png"), last) for j in (5, 6, 7))
+    assert not np.array_equal(read_png(out / "20_0_t3.png"), last)
+
+
 def test_recrop_equals_cropping_the_frame_with_the_smaller_margin():
     import numpy as np
 
