@@ -48,9 +48,11 @@ def main() -> int:
         return 1
     if result.history:
         h = result.history[-1]
-        best = min(x["log_loss"] for x in result.history)
-        print(f"[5_train] {cfg['name']} fold {a.fold}: {len(result.history)} epochs, last val log loss "
-              f"{h['log_loss']:.4f}, best {best:.4f} -> {result.best}")
+        key = "balanced_log_loss" if all("balanced_log_loss" in x for x in result.history) else "log_loss"
+        best = min(result.history, key=lambda x: x[key])  # the epoch saved as _best
+        print(f"[5_train] {cfg['name']} fold {a.fold}: {len(result.history)} epochs, last val {key} "
+              f"{h[key]:.4f}, best {best[key]:.4f} (epoch {best.get('epoch', '?')}, log loss {best['log_loss']:.4f}, "
+              f"AUC {best.get('auc', float('nan')):.4f}) -> {result.best}")
     return 0
 
 

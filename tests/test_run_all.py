@@ -61,7 +61,12 @@ def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     assert len(sub) == 6 and sub.label.between(0, 1).all()
     report = tmp_path / "work" / "sample" / "submission_sample_heldout_report"
     metrics = json.loads((report / "metrics.json").read_text())["metrics"]
-    assert metrics["videos"] == 6 and 0 <= metrics["log_loss"] < 5
+    # Held-out videos (another seed) of a model trained for one epoch: it must rank them better
+    # than chance -- a constant or a coin scores AUC 0.5 (measured here: 0.78, both with
+    # --epochs 1 and with the configs' own epochs). Its log loss (0.96-1.08) is still worse than
+    # a constant 0.5's (0.693): the CPU models overfit the sample's few identities (#8).
+    assert metrics["videos"] == 6 and metrics["auc"] > 0.5 and sub.label.nunique() > 1
+    assert metrics["log_loss"] < 2.0
     assert (report / "report.html").stat().st_size > 1000
 
     # a second run finds everything done and only predicts again

@@ -5,6 +5,8 @@
 - `PairDataset`: an aligned (real, fake) crop pair per item (NTech, 3rd place), the same
   augmentation for both, mixed up with a Beta-distributed weight that is the label.
 - `SequenceDataset`: the crops of one face over several frames, for the 3D model.
+- `SequencePairDataset`: an aligned (real clip, fake clip) pair, mixed up as whole clips
+  (NTech's sequence model).
 
 Randomness. Every item draws its randomness from one numpy Generator (`get_item(...,
 rng=...)` accepts one explicitly), which also seeds the albumentations pipeline

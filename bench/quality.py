@@ -1,0 +1,284 @@
+#!/usr/bin/env python
+"""Generalisation to unseen manipulation methods: leave-one-method-out cross-validation.
+
+    python bench/quality.py --data-dir ../shared/data/train-videos --work-dir WORK \\
+        [--config configs/lite0_cpu.json] [--epochs N] [--methods A B] [--dev-dir ../shared/data/dev-videos]
+
+WORK holds steps 0-4 of DATA_DIR (`run_all.sh DATA_DIR` leaves them). Every FAKE's
+`method` in metadata.json is reduced to its family (the text before " (": SadTalker's
+five variants are one method). For each family M:
+
+- held out (scored): M's fakes, every REAL of the folders that hold them (their own
+  sources: the same people, cameras and encodes), and a fixed REAL reserve -- the reals of
+  step 4's fold 0 (grouped by face identity), so that every method is scored against more
+  than its own folder's reals;
+- trained on: every other video, except the folders of M's fakes (their reals and other
+  fakes share M's people and capture) and the reserve's fold (its fakes show its people).
+
+The model is trained with the config (5_train's code) and its LAST checkpoint is scored:
+the training's own validation runs on the held-out set, so choosing the best epoch there
+would peek. A video's score comes from its step-1 crops (the crops 6_predict cuts, see
+tests/test_crop_parity.py), pooled with 6_predict's strategy (`--strategy`).
+
+With --dev-dir, a model trained on all of DATA_DIR scores that folder end to end with
+6_predict's pipeline (decode, detect, crop, score) against its metadata labels.
+
+Shortcut check (unless --no-reencode-check): 6_predict scores the held-out videos end to end,
+and the held-out reals once more after re-encoding them the corpus's way (libx264 CRF 18):
+`auc_vs_reencoded_reals` far below `auc_e2e`, or a large `reencode_shift` of the reals'
+scores, means the model separates encodings, not faces.
+
+Prints one JSON object: `methods` (per held-out family: auc, log_loss, balanced_log_loss,
+videos, real, fake, the mean score of its fakes and of the held-out reals, reencode_check),
+`mean_auc`, `mean_balanced_log_loss` (means over methods), `dev_auc` and `dev` metrics,
+the protocol, the config and the seconds taken.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESERVE_FOLD = 0
+LINKED = ("crops", "boxes", "landmarks", "diffs", "face_descriptors")
+
+
+def method_family(method: str | None) -> str:
+    """'SadTalker (one image + audio, GFPGAN)' -> 'SadTalker'; a REAL's 'none' stays."""
+    return re.sub(r"\s*\(.*\)\s*$", "", str(method or "unknown")).strip() or "unknown"
+
+
+def video_methods(data_dir: Path) -> dict[str, str]:
+    """video id -> method family, from every metadata.json under data_dir."""
+    from preprocessing.dataset import load_dataset, walk_files
+
+    ids = {v.path.resolve(): v.id for v in load_dataset(data_dir).videos}
+    out = {}
+    for meta_path in (p for p in walk_files(data_dir) if p.name == "metadata.json"):
+        for name, entry in json.loads(meta_path.read_text()).items():
+            vid = ids.get((meta_path.parent / name).resolve())
+            if vid is not None:
+                out[vid] = "REAL" if entry.get("label") == "REAL" else method_family(entry.get("method"))
+    return out
+
+
+def folder_of(video: str) -> str:
+    return video.split("/", 1)[0] if "/" in video else ""
+
+
+def lomo_splits(df: pd.DataFrame, methods: dict[str, str], reserve_fold: int = RESERVE_FOLD) -> dict:
+    """{family: (test videos, train videos)} for every family with a FAKE (see module doc)."""
+    videos = df.drop_duplicates("video").set_index("video")
+    fam = videos.index.map(lambda v: methods.get(v, "unknown"))
+    folders = videos.index.map(folder_of)
+    reserve_reals = set(videos.index[(videos.label == 0) & (videos.fold == reserve_fold)])
+    reserve_fold_videos = set(videos.index[videos.fold == reserve_fold])
+    out = {}
+    for m in sorted(set(fam[videos.label == 1])):
+        fakes = set(videos.index[(fam == m) & (videos.label == 1)])
+        held_folders = {folder_of(v) for v in fakes}
+        in_folders = set(videos.index[folders.isin(held_folders)])
+        test = fakes | {v for v in in_folders if videos.label[v] == 0} | reserve_reals
+        train = set(videos.index) - in_folders - reserve_fold_videos
+        out[m] = (sorted(test), sorted(train))
+    return out
+
+
+def round_dir(work: Path, dest: Path, df: pd.DataFrame, test: list[str], train: list[str]) -> Path:
+    """A work dir of links to WORK's artifacts and a folds.csv: fold 0 = test, 1 = train."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        link, target = dest / name, (work / name).resolve()
+        if target.exists() and not link.exists():
+            link.symlink_to(target)
+    sub = df[df.video.isin(set(test) | set(train))].copy()
+    sub["fold"] = np.where(sub.video.isin(set(test)), 0, 1)
+    sub.to_csv(dest / "folds.csv", index=False)
+    return dest
+
+
+def video_scores(checkpoint: Path, work: Path, strategy: str, seed: int = 0) -> pd.DataFrame:
+    """Score fold 0 of `work` from its crops with a checkpoint: one row per video."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from inference.aggregation import aggregate
+    from training.engine import build_datasets, model_from_checkpoint
+
+    model, cfg = model_from_checkpoint(checkpoint)
+    _, val = build_datasets(cfg, work, 0, seed)
+    per: dict[str, list] = {}
+    with torch.inference_mode():
+        for batch in DataLoader(val, batch_size=32, shuffle=False, num_workers=0):
+            probs = torch.sigmoid(model(batch["image"]).float()).reshape(len(batch["video"]), -1).numpy()
+            for v, y, p in zip(batch["video"], batch["label"].tolist(), probs):
+                per.setdefault(v, [y, []])[1].extend(p.tolist())
+    return pd.DataFrame([{"video": v, "label": int(round(y)), "pred": float(aggregate(np.array(p), strategy))}
+                         for v, (y, p) in per.items()])
+
+
+def reencode(src: Path, dst: Path) -> Path:
+    """The corpus's own encode (train-videos/README: libx264 -crf 18 -preset medium,
+    yuv420p), applied once more; cached."""
+    import subprocess
+
+    from preprocessing.video import ffmpeg_exe
+
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.stem + ".tmp.mp4")
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-map", "0:v:0", "-c:v", "libx264",
+                        "-crf", "18", "-preset", "medium", "-pix_fmt", "yuv420p", str(tmp)], check=True)
+        tmp.replace(dst)
+    return dst
+
+
+def reencode_check(checkpoint: Path, paths: dict[str, Path], test: list[str], labels: dict[str, int],
+                   cache: Path, strategy: str) -> dict:
+    """Is it the encoding? 6_predict scores the held-out fakes, the held-out reals, and the
+    same reals re-encoded the corpus's way: a detector of faces gives the re-encoded reals
+    the reals' scores; one of encodings moves them toward the fakes."""
+    import shutil
+    import tempfile
+
+    from inference.predictor import predict_dir
+
+    tmp = Path(tempfile.mkdtemp(prefix="quality-reencode-"))
+    try:
+        names = {}
+        for v in test:
+            kinds = [("orig", paths[v])] + ([("reenc", reencode(paths[v], cache / f"{v}.mp4"))] if labels[v] == 0 else [])
+            for kind, src in kinds:
+                name = f"{kind}__{v.replace('/', '__')}{src.suffix}"
+                (tmp / name).symlink_to(src.resolve())
+                names[name] = (kind, v)
+        pred = predict_dir(tmp, [checkpoint], strategy=strategy, progress=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    score = {names[n]: p for n, p in pred.rows}
+    fakes = [score[("orig", v)] for v in test if labels[v] == 1]
+    reals = [score[("orig", v)] for v in test if labels[v] == 0]
+    reenc = [score[("reenc", v)] for v in test if labels[v] == 0]
+    vs = lambda r: metrics([1] * len(fakes) + [0] * len(r), fakes + r)["auc"]  # noqa: E731
+    return {"auc_e2e": vs(reals), "auc_vs_reencoded_reals": vs(reenc),
+            "real_score": float(np.mean(reals)), "reencoded_real_score": float(np.mean(reenc)),
+            "reencode_shift": float(np.mean(np.array(reenc) - np.array(reals))), "failed": len(pred.errors)}
+
+
+def metrics(y, p) -> dict:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from training.engine import balanced_log_loss
+
+    y, p = np.asarray(y, int), np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    two = len(set(y.tolist())) == 2
+    return {"auc": float(roc_auc_score(y, p)) if two else float("nan"),
+            "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
+            "balanced_log_loss": balanced_log_loss(y, p),
+            "videos": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
+            "mean_fake_score": float(p[y == 1].mean()) if (y == 1).any() else float("nan"),
+            "mean_real_score": float(p[y == 0].mean()) if (y == 0).any() else float("nan")}
+
+
+def _round(x):
+    return round(x, 4) if isinstance(x, float) and math.isfinite(x) else (None if isinstance(x, float) else x)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, required=True, help="the corpus (metadata.json with `method`)")
+    p.add_argument("--work-dir", type=Path, required=True, help="its steps 0-4")
+    p.add_argument("--config", type=Path, default=Path("configs/lite0_cpu.json"))
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.add_argument("--methods", nargs="*", default=None, help="only these held-out families")
+    p.add_argument("--strategy", default="confident", choices=["confident", "ntech", "mean"])
+    p.add_argument("--dev-dir", type=Path, default=None, help="also train on all of DATA_DIR, score this folder")
+    p.add_argument("--out-dir", type=Path, default=None, help="round work dirs and checkpoints "
+                   "(default WORK/quality)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-reencode-check", dest="reencode_check", action="store_false",
+                   help="skip scoring the held-out reals re-encoded the corpus's way (6_predict end to end)")
+    a = p.parse_args()
+
+    from training.config import load_config
+    from training.datasets import load_folds
+    from training.engine import train
+
+    t0 = time.time()
+    cfg = load_config(a.config)
+    df = load_folds(a.work_dir)
+    methods = video_methods(a.data_dir)
+    out_dir = a.out_dir or a.work_dir / "quality"
+    splits = lomo_splits(df, methods)
+    from preprocessing.dataset import load_dataset
+
+    dataset = load_dataset(a.data_dir).videos
+    paths = {v.id: v.path for v in dataset}
+    labels = {v.id: int(v.is_fake) for v in dataset}
+    if a.methods:
+        unknown = set(a.methods) - set(splits)
+        if unknown:
+            print(f"error: unknown methods {sorted(unknown)}; known: {sorted(splits)}", file=sys.stderr)
+            return 1
+        splits = {m: s for m, s in splits.items() if m in a.methods}
+    per_method = {}
+    for m, (test, train_videos) in splits.items():
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", m).strip("_")
+        rd = round_dir(a.work_dir, out_dir / slug, df, test, train_videos)
+        c = dict(cfg, name=f"lomo_{slug}")
+        t1 = time.time()
+        result = train(c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False)
+        scores = video_scores(result.last, rd, a.strategy, a.seed)
+        scores.to_csv(rd / "scores.csv", index=False)
+        per_method[m] = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
+        if a.reencode_check:
+            check = reencode_check(result.last, paths, test, labels, out_dir / "reencoded", a.strategy)
+            per_method[m]["reencode_check"] = {k: _round(v) for k, v in check.items()}
+        per_method[m]["seconds"] = round(time.time() - t1, 1)
+        print(f"[quality] {m}: {per_method[m]}", file=sys.stderr)
+
+    finite = lambda k: [v[k] for v in per_method.values() if v[k] is not None]  # noqa: E731
+    out = {"data_dir": str(a.data_dir), "config": str(a.config), "epochs": a.epochs, "strategy": a.strategy,
+           "protocol": "leave-one-method-out; held out: the method's fakes, the reals of their folders and the "
+                       f"reals of step 4's fold {RESERVE_FOLD}; trained on the rest minus those folders and that "
+                       "fold; the last checkpoint scored from step-1 crops",
+           "methods": per_method,
+           "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
+           "mean_balanced_log_loss": _round(float(np.mean(finite("balanced_log_loss")))) if per_method else None}
+
+    if a.dev_dir is not None:
+        from inference.predictor import predict_dir
+        from preprocessing.dataset import load_dataset
+
+        rd = round_dir(a.work_dir, out_dir / "all", df, [], sorted(df.video.unique()))
+        folds = pd.read_csv(rd / "folds.csv")
+        # the engine needs a validation fold: one REAL and one FAKE video of the reserve fold
+        # (only logged; the last checkpoint is used)
+        held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
+        folds.loc[folds.video.isin(held), "fold"] = 0
+        folds.to_csv(rd / "folds.csv", index=False)
+        result = train(dict(cfg, name="all"), rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs,
+                       progress=False)
+        pred = predict_dir(a.dev_dir, [result.last], strategy=a.strategy, progress=False)
+        labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
+        rows = [(labels[(a.dev_dir / name).resolve()], p) for name, p in pred.rows
+                if (a.dev_dir / name).resolve() in labels]
+        dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
+        dev["failed"] = len(pred.errors)
+        out["dev"], out["dev_auc"] = dev, dev["auc"]
+    out["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""bench/quality.py's leave-one-method-out protocol: what is held out, what is trained on."""
+import importlib.util
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_method_families(quality):
+    assert quality.method_family("SadTalker (one image + audio, GFPGAN)") == "SadTalker"
+    assert quality.method_family("SadTalker-Video-Lip-Sync (DAIN 50 fps)") == "SadTalker-Video-Lip-Sync"
+    assert quality.method_family("Wav2Lip") == "Wav2Lip"
+    assert quality.method_family(None) == "unknown"
+
+
+def _df(rows):
+    return pd.DataFrame([{"video": v, "file": f"crops/{v}/0_0.png", "label": y, "original": o, "frame": 0,
+                          "face": 0, "fold": k} for v, y, o, k in rows])
+
+
+def test_held_out_method_its_folders_and_the_real_reserve_never_train(quality):
+    df = _df([("swap/a", 0, "", 1), ("swap/a_fake", 1, "swap/a", 1), ("swap/b", 0, "", 0),
+              ("swap/b_fake", 1, "swap/b", 0),
+              ("lips/r", 0, "", 2), ("lips/f1", 1, "lips/r", 2), ("lips/f2", 1, "", 3),
+              ("heads/r", 0, "", 4), ("avatar/f", 1, "", 1)])
+    methods = {"swap/a": "REAL", "swap/b": "REAL", "lips/r": "REAL", "heads/r": "REAL",
+               "swap/a_fake": "Swap", "swap/b_fake": "Swap", "lips/f1": "Wav2Lip", "lips/f2": "Retalk",
+               "avatar/f": "Avatar"}
+    splits = quality.lomo_splits(df, methods, reserve_fold=0)
+    assert set(splits) == {"Swap", "Wav2Lip", "Retalk", "Avatar"}
+    for m, (test, train) in splits.items():
+        assert not set(test) & set(train)
+        assert "swap/b" in test and "swap/b" not in train and "swap/b_fake" not in train  # the reserve fold
+        assert all(methods[v] != m for v in train)
+    test, train = splits["Wav2Lip"]
+    assert set(test) == {"lips/f1", "lips/r", "swap/b"}
+    assert "lips/f2" not in train  # another method, but the held-out folder's people
+    assert set(train) == {"swap/a", "swap/a_fake", "heads/r", "avatar/f"}
+    test, train = splits["Avatar"]  # a folder without reals: scored against the reserve
+    assert set(test) == {"avatar/f", "swap/b"}
+
+
+def test_round_dir_links_artifacts_and_writes_its_folds(quality, tmp_path):
+    work = tmp_path / "work"
+    (work / "crops").mkdir(parents=True)
+    df = _df([("x/a", 0, "", 0), ("x/b", 1, "x/a", 0), ("y/c", 0, "", 1)])
+    rd = quality.round_dir(work, tmp_path / "round", df, ["x/a", "x/b"], ["y/c"])
+    assert (rd / "crops").is_symlink() and (rd / "crops").resolve() == (work / "crops").resolve()
+    folds = pd.read_csv(rd / "folds.csv")
+    assert dict(zip(folds.video, folds.fold)) == {"x/a": 0, "x/b": 0, "y/c": 1}
+
+
+def test_video_methods_reads_metadata(quality, tmp_path):
+    from conftest import write_metadata
+
+    write_metadata(tmp_path / "d", {"a.mp4": {"label": "REAL", "method": "none"},
+                                    "b.mp4": {"label": "FAKE", "original": "a.mp4", "method": "SadTalker (still)"}})
+    for n in "ab":
+        (tmp_path / "d" / f"{n}.mp4").write_bytes(b"\0")
+    assert quality.video_methods(tmp_path) == {"d/a": "REAL", "d/b": "SadTalker"}
