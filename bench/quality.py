@@ -57,11 +57,13 @@ def method_family(method: str | None) -> str:
     return re.sub(r"\s*\(.*\)\s*$", "", str(method or "unknown")).strip() or "unknown"
 
 
-def video_methods(data_dir: Path) -> dict[str, str]:
-    """video id -> method family, from every metadata.json under data_dir."""
+def video_methods(data_dir: Path, videos=None) -> dict[str, str]:
+    """video id -> method family, from every metadata.json under data_dir (`videos`: its
+    `load_dataset(data_dir).videos`, when the caller has them)."""
     from preprocessing.dataset import load_dataset, walk_files
 
-    ids = {v.path.resolve(): v.id for v in load_dataset(data_dir).videos}
+    videos = load_dataset(data_dir).videos if videos is None else videos
+    ids = {v.path.resolve(): v.id for v in videos}
     out = {}
     for meta_path in (p for p in walk_files(data_dir) if p.name == "metadata.json"):
         for name, entry in json.loads(meta_path.read_text()).items():
@@ -209,6 +211,7 @@ def main() -> int:
                    help="skip scoring the held-out reals re-encoded the corpus's way (6_predict end to end)")
     a = p.parse_args()
 
+    from preprocessing.dataset import load_dataset
     from training.config import load_config
     from training.datasets import load_folds
     from training.engine import train
@@ -216,14 +219,12 @@ def main() -> int:
     t0 = time.time()
     cfg = load_config(a.config)
     df = load_folds(a.work_dir)
-    methods = video_methods(a.data_dir)
-    out_dir = a.out_dir or a.work_dir / "quality"
-    splits = lomo_splits(df, methods)
-    from preprocessing.dataset import load_dataset
-
     dataset = load_dataset(a.data_dir).videos
     paths = {v.id: v.path for v in dataset}
     labels = {v.id: int(v.is_fake) for v in dataset}
+    methods = video_methods(a.data_dir, dataset)
+    out_dir = a.out_dir or a.work_dir / "quality"
+    splits = lomo_splits(df, methods)
     if a.methods:
         unknown = set(a.methods) - set(splits)
         if unknown:
@@ -257,7 +258,6 @@ def main() -> int:
 
     if a.dev_dir is not None:
         from inference.predictor import predict_dir
-        from preprocessing.dataset import load_dataset
 
         rd = round_dir(a.work_dir, out_dir / "all", df, [], sorted(df.video.unique()))
         folds = pd.read_csv(rd / "folds.csv")
@@ -269,9 +269,9 @@ def main() -> int:
         result = train(dict(cfg, name="all"), rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs,
                        progress=False)
         pred = predict_dir(a.dev_dir, [result.last], strategy=a.strategy, progress=False)
-        labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
-        rows = [(labels[(a.dev_dir / name).resolve()], p) for name, p in pred.rows
-                if (a.dev_dir / name).resolve() in labels]
+        dev_labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
+        rows = [(dev_labels[(a.dev_dir / name).resolve()], p) for name, p in pred.rows
+                if (a.dev_dir / name).resolve() in dev_labels]
         dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
         dev["failed"] = len(pred.errors)
         out["dev"], out["dev_auc"] = dev, dev["auc"]

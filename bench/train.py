@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from training.config import load_config  # noqa: E402
+from training.config import SEQUENCE_DATASETS, load_config  # noqa: E402
 from training.engine import (Dist, amp_dtype, autocast_context, build_model, build_optimizer,  # noqa: E402
                              distill_loss)
 from training.losses import WeightedLoss  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> int:
 
     s = cfg["size"]
     h, w = input_hw(cfg)
-    shape = (bs, cfg["data"]["seq_len"], 3, h, w) if cfg["data"]["dataset"] in ("sequences", "sequence_pairs") else (bs, 3, h, w)
+    shape = (bs, cfg["data"]["seq_len"], 3, h, w) if cfg["data"]["dataset"] in SEQUENCE_DATASETS else (bs, 3, h, w)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, 2, (bs, 1), device=device).float()
     frames = bs * (shape[1] if len(shape) == 5 else 1)

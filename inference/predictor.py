@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from preprocessing.crops import DEFAULT_MARGIN, crop_box
-from preprocessing.dataset import VIDEO_EXTENSIONS, walk_files
+from preprocessing.dataset import is_video_file, walk_files
 from preprocessing.detection import FaceDetector, detection_scale, min_face_size
 from preprocessing.video import FrameReader
 
@@ -106,7 +106,7 @@ def list_videos(test_dir: str | Path) -> list[Path]:
     test_dir = Path(test_dir)
     if not test_dir.is_dir():
         raise FileNotFoundError(f"test dir {test_dir} does not exist or is not a folder")
-    return [p for p in walk_files(test_dir) if p.suffix.lower() in VIDEO_EXTENSIONS]
+    return [p for p in walk_files(test_dir) if is_video_file(p)]
 
 
 def sample_indices(num_frames: int, n: int) -> list[int]:

@@ -78,7 +78,21 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
             wanted.setdefault(f + j, []).append((f, j))
     frames, reader = read_frames(path, wanted.keys())
     anchors, clips = [], []
-    written: dict[tuple[int, int, int], bytes] = {}  # (anchor, face, offset) -> PNG
+    # (anchor, face) -> the latest (offset, PNG) of a clip still open: only that one is kept
+    last: dict[tuple[int, int], tuple[int, bytes]] = {}
+    padded = 0
+
+    def repeat_last(anchor: int, face: int, until: int) -> None:
+        """Write the clip's offsets after its latest one, up to `until` (excluded), as copies
+        of it: frames that could not be decoded, or past the end (as 6_predict's clips)."""
+        nonlocal padded
+        offset, data = last[(anchor, face)]
+        for j in range(offset + 1, until):
+            name = clip_crop_name(anchor, face, j)
+            (out_dir / name).write_bytes(data)
+            clips.append(name)
+            padded += 1
+
     for frame_idx in sorted(wanted):
         frame = frames.get(frame_idx)
         if frame is None:  # a fake shorter than its original, or past the end
@@ -88,24 +102,19 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
                              f"{boxes.width}x{boxes.height} (a fake must match its original)")
         for anchor, offset in wanted[frame_idx]:
             for face, (x1, y1, x2, y2) in plan[anchor]:
+                key = (anchor, face)
+                if offset > 0 and key in last:
+                    repeat_last(anchor, face, offset)  # a gap inside the clip
                 name = crop_name(anchor, face) if offset == 0 else clip_crop_name(anchor, face, offset)
                 data = encode_png(frame[y1:y2, x1:x2])
                 (out_dir / name).write_bytes(data)
                 (anchors if offset == 0 else clips).append(name)
-                if clip_len > 1:
-                    written[(anchor, face, offset)] = data
-    padded = 0
-    for anchor in plan:  # a clip past the end repeats its last frame, as 6_predict's clips do
-        for face, _ in plan[anchor]:
-            if (anchor, face, 0) not in written:
-                continue
-            for offset in range(1, clip_len):
-                if (anchor, face, offset) not in written:
-                    written[(anchor, face, offset)] = written[(anchor, face, offset - 1)]
-                    name = clip_crop_name(anchor, face, offset)
-                    (out_dir / name).write_bytes(written[(anchor, face, offset)])
-                    clips.append(name)
-                    padded += 1
+                if offset == 0 or key in last:  # a clip is padded only when its anchor was decoded
+                    last[key] = (offset, data)
+                if offset == clip_len - 1:
+                    last.pop(key, None)  # complete
+    for anchor, face in last:  # clips past the end
+        repeat_last(anchor, face, clip_len)
     return anchors, clips, {"frames_decoded": reader.frames_decoded, "crops": len(anchors),
                             "clip_crops": len(clips), "clip_crops_padded": padded}
 

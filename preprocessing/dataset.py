@@ -115,7 +115,7 @@ def load_dataset(data_dir: str | Path) -> Dataset:
     for path in walk_files(data_dir):
         if path.name == "metadata.json":
             folders.setdefault(path.parent, [])
-        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+        elif is_video_file(path):
             folders.setdefault(path.parent, []).append(path)
 
     videos: list[Video] = []

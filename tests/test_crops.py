@@ -38,23 +38,30 @@ def test_boxes_source(tmp_path):
     assert (src, paired) == ("p/f2", False) and "failed in step 0" in why
 
 
-def test_clip_crops_follow_each_detected_frame_with_its_box(tmp_path):
+def _clip_crops(tmp_path, seed, frame_boxes, clip_len):
+    """Step 1's crops of a random 25-frame 80x64 clip with the given boxes:
+    (out dir, anchor crop names, clip crop names, counters)."""
     import numpy as np
 
     from preprocessing.crops import extract_video_crops
     from preprocessing.video import encode_video
 
-    frames = np.random.default_rng(0).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
+    frames = np.random.default_rng(seed).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
     encode_video(tmp_path / "v.mp4", frames, 15)
-    boxes = FaceBoxes(80, 64, 15.0, 25, {0: [[10, 10, 40, 40, 0.99]], 10: [[20, 12, 50, 42, 0.99]],
-                                         20: [[20, 12, 50, 42, 0.99]]})
     out = tmp_path / "out"
     out.mkdir()
-    anchors, clips, counters = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=4)
-    assert anchors == ["0_0.png", "10_0.png", "20_0.png"]
-    assert sorted(clips) == sorted(f"{a}_0_t{j}.png" for a in (0, 10, 20) for j in (1, 2, 3))
+    anchors, clips, counters = extract_video_crops(tmp_path / "v.mp4", FaceBoxes(80, 64, 15.0, 25, frame_boxes), out,
+                                                   margin=0, clip_len=clip_len)
+    return out, anchors, clips, counters
+
+
+def test_clip_crops_follow_each_detected_frame_with_its_box(tmp_path):
     from preprocessing.artifacts import read_png
 
+    out, anchors, clips, counters = _clip_crops(tmp_path, 0, {0: [[10, 10, 40, 40, 0.99]], 10: [[20, 12, 50, 42, 0.99]],
+                                                              20: [[20, 12, 50, 42, 0.99]]}, clip_len=4)
+    assert anchors == ["0_0.png", "10_0.png", "20_0.png"]
+    assert sorted(clips) == sorted(f"{a}_0_t{j}.png" for a in (0, 10, 20) for j in (1, 2, 3))
     assert read_png(out / "0_0_t2.png").shape == read_png(out / "0_0.png").shape == (30, 30, 3)
     assert read_png(out / "10_0_t2.png").shape == (30, 30, 3)
     assert counters["clip_crops"] == 9
@@ -66,15 +73,9 @@ def test_clips_longer_than_the_frame_step_keep_their_own_box(tmp_path):
     import numpy as np
 
     from preprocessing.artifacts import read_png
-    from preprocessing.crops import extract_video_crops
-    from preprocessing.video import encode_video
 
-    frames = np.random.default_rng(1).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
-    encode_video(tmp_path / "v.mp4", frames, 15)
-    boxes = FaceBoxes(80, 64, 15.0, 25, {0: [[10, 10, 40, 40, 0.99]], 10: [[20, 12, 60, 52, 0.99]]})
-    out = tmp_path / "out"
-    out.mkdir()
-    anchors, clips, _ = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=13)
+    out, anchors, clips, _ = _clip_crops(tmp_path, 1, {0: [[10, 10, 40, 40, 0.99]], 10: [[20, 12, 60, 52, 0.99]]},
+                                         clip_len=13)
     assert anchors == ["0_0.png", "10_0.png"] and len(clips) == 2 * 12
     assert read_png(out / "0_0_t10.png").shape == (30, 30, 3)   # frame 10, anchor 0's box
     assert read_png(out / "10_0.png").shape == (40, 40, 3)      # frame 10, its own box
@@ -87,15 +88,9 @@ def test_a_clip_past_the_end_repeats_its_last_frame(tmp_path):
     import numpy as np
 
     from preprocessing.artifacts import read_png
-    from preprocessing.crops import extract_video_crops
-    from preprocessing.video import encode_video
 
-    frames = np.random.default_rng(2).integers(0, 255, (25, 64, 80, 3), dtype=np.uint8)
-    encode_video(tmp_path / "v.mp4", frames, 15)
-    boxes = FaceBoxes(80, 64, 15.0, 25, {10: [[10, 10, 40, 40, 0.99]], 20: [[20, 12, 50, 42, 0.99]]})
-    out = tmp_path / "out"
-    out.mkdir()
-    anchors, clips, counters = extract_video_crops(tmp_path / "v.mp4", boxes, out, margin=0, clip_len=8)
+    out, anchors, clips, counters = _clip_crops(tmp_path, 2, {10: [[10, 10, 40, 40, 0.99]],
+                                                              20: [[20, 12, 50, 42, 0.99]]}, clip_len=8)
     assert sorted(clips) == sorted(f"{a}_0_t{j}.png" for a in (10, 20) for j in range(1, 8))
     assert counters["clip_crops_padded"] == 3
     last = read_png(out / "20_0_t4.png")

@@ -86,9 +86,9 @@ def dataset_config(size: int | list = 64, mean: Sequence[float] = IMAGENET_MEAN,
                    std: Sequence[float] = IMAGENET_STD, **data) -> dict:
     """A validated config holding just what a dataset reads (size, normalize, data{...}):
     for building datasets outside a training run (tests, notebooks)."""
-    from .config import validate
+    from .config import SEQUENCE_DATASETS, validate
 
-    network = "DeepFakeClassifierSeq3D" if data.get("dataset") in ("sequences", "sequence_pairs") else "DeepFakeClassifier"
+    network = "DeepFakeClassifierSeq3D" if data.get("dataset") in SEQUENCE_DATASETS else "DeepFakeClassifier"
     margin = data.pop("margin", None)
     return validate({"network": network, "size": size, "margin": margin,
                      "normalize": {"mean": list(mean), "std": list(std)}, "data": data})
