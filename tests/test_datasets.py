@@ -17,7 +17,7 @@ from preprocessing.artifacts import FOLDS_COLUMNS, WorkDir, atomic_write_bytes, 
 from training.datasets import (SBI_FORCE, SBI_NEVER, BalancedSampler, FrameDataset, PairDataset,
                                SequenceDataset, SequencePairDataset, dataset_config, load_folds)
 from training.reencode import NTECH_TUNES, ReencodeParams, output_index, reencode_clip
-from training.sbi import self_blend
+from training.sbi import _region_mask, self_blend
 from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, Augmenter, IsotropicResize, create_train_transforms,
                                  create_val_transforms, isotropic_resize, normalize_to_tensor, reseed)
 
@@ -125,6 +125,37 @@ def test_self_blend_mask_and_determinism():
     assert np.array_equal(fake, again) and np.array_equal(mask, mask2)
     other, _ = self_blend(img, LANDMARKS5, np.random.default_rng(6))
     assert not np.array_equal(fake, other)
+
+
+@pytest.mark.parametrize("points", [LANDMARKS5, None])
+def test_sbi_regions_nest_on_the_face(points, monkeypatch):
+    """The lip-sync regions (beyond the paper): the mouth lies inside the lower face, which
+    lies below the eyes; areas grow mouth < lower < face. The 5-point and the no-landmark
+    geometries (dlib's 68 points are taken away)."""
+    monkeypatch.setattr("training.sbi.face_landmarks68", lambda img, predictor=None: None)
+    img = smooth_image()
+    masks = {r: _region_mask(img.shape[:2], img, points, None, r) > 0 for r in ("face", "lower", "mouth")}
+    area = {r: int(m.sum()) for r, m in masks.items()}
+    assert 0 < area["mouth"] < area["lower"] < area["face"]
+    assert (masks["mouth"] & masks["lower"]).sum() >= 0.9 * area["mouth"]
+    eye_row = int(LANDMARKS5[:2, 1].max()) if points is not None else int(0.4 * img.shape[0])
+    assert not masks["mouth"][:eye_row].any() and not masks["lower"][:eye_row].any()
+    if points is not None:  # the mouth region is centred on the mouth corners' midpoint
+        ys, xs = np.nonzero(masks["mouth"])
+        assert np.allclose([xs.mean(), ys.mean()], LANDMARKS5[3:].mean(0), atol=2)
+
+
+def test_self_blend_mouth_region_changes_only_the_mouth(monkeypatch):
+    monkeypatch.setattr("training.sbi.face_landmarks68", lambda img, predictor=None: None)
+    img = smooth_image()
+    for seed in range(5):
+        fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(seed), regions={"mouth": 1.0})
+        changed = (fake != img).any(-1)
+        assert changed.any() and not (changed & (mask == 0)).any()
+        assert not mask[: int(LANDMARKS5[:2, 1].max())].any()  # nothing at or above the eyes
+    # weights pick the region: face-only weights give the paper's whole-face draw
+    same = self_blend(img, LANDMARKS5, np.random.default_rng(3), regions={"face": 1.0})[1]
+    assert (same > 0).sum() > 2 * (mask > 0).sum()
 
 
 # --------------------------------------------------------------------------- re-encoding

@@ -67,6 +67,8 @@ DEFAULTS: dict = {
         "hardcore": True,         # selim's landmark / hull / bit-mask blackouts
         "sbi": False,             # self-blended fakes from real crops
         "sbi_prob": 0.5,
+        "sbi_regions": None,      # {"face": w, "lower": w, "mouth": w}: blended region weights
+                                  # (lower/mouth: lip-sync traces, beyond the paper); None: face
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "seq_len": 8,             # sequences: frames per clip
@@ -158,6 +160,15 @@ def validate(config: dict) -> dict:
         raise ConfigError("config key 'drop_path_rate' must be in [0, 1)")
     if not 0 <= cfg["data"]["random_erasing"] <= 1:
         raise ConfigError("config key 'data.random_erasing' must be a probability")
+    regions = cfg["data"]["sbi_regions"]
+    if regions is not None:
+        from .sbi import REGIONS
+
+        if not (isinstance(regions, dict) and regions and set(regions) <= set(REGIONS)
+                and all(isinstance(v, (int, float)) and v >= 0 for v in regions.values())
+                and sum(regions.values()) > 0):
+            raise ConfigError(f"config key 'data.sbi_regions' must be null or an object of weights >= 0 "
+                              f"(not all 0) over {list(REGIONS)}, got {regions!r}")
     if cfg["data"]["clip_fps"] < 0:
         raise ConfigError("config key 'data.clip_fps' must be >= 0 (0: consecutive frames)")
     for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs"):

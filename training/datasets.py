@@ -354,6 +354,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         d = cfg["data"]
         self.hardcore = bool(d["hardcore"]) and self.train
         self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
+        self.sbi_regions = d.get("sbi_regions")
 
     def _uses_sbi(self) -> bool:
         return self.sbi
@@ -388,7 +389,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
             make_sbi = self.sbi and label == 0 and (
                 mode == SBI_FORCE or (mode == SBI_AUTO and rng.random() < self.sbi_prob))
             if make_sbi:
-                image, mask = self_blend(image, landmarks, rng)
+                image, mask = self_blend(image, landmarks, rng, regions=self.sbi_regions)
                 label, diff = 1, np.round(mask * 255).astype(np.uint8)
             if self.hardcore:
                 image = apply_hardcore(image, label, landmarks, diff, rng)

@@ -7,6 +7,11 @@ through a soft face mask. The result carries the generic traces of face swapping
 method-specific fingerprint, so a model trained on it generalises to unseen
 manipulations; and a dataset of REAL videos alone can train a detector.
 
+Beyond the paper (README, departures): `regions` can also blend only the LOWER face
+(jaw line and nose up) or only the MOUTH, with a stronger down-and-up resampling: the
+traces of lip-sync methods (Wav2Lip, video-retalking, HyperLips regenerate the mouth at a
+lower resolution and paste it back), which a whole-face blend does not simulate.
+
 Everything random comes from the `rng` argument: the same seed gives the same fake.
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .augmentations import face_landmarks68
 
 # The paper draws the blend ratio from these values; 1 (a full swap) is the most common.
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+REGIONS = ("face", "lower", "mouth")
 
 
 def _jitter_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -35,12 +41,14 @@ def _jitter_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def _frequency_artifact(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _frequency_artifact(img: np.ndarray, rng: np.random.Generator, strong: bool = False) -> np.ndarray:
     """A down-and-up resampling (blur) or a sharpening: the swapped face of most
-    methods went through a generator or a warp at another resolution."""
+    methods went through a generator or a warp at another resolution. `strong` (a
+    lip-sync region): resampling more often and down to a quarter (Wav2Lip draws the
+    whole face at 96 px)."""
     h, w = img.shape[:2]
-    if rng.random() < 0.5:
-        f = rng.uniform(0.5, 0.9)
+    if rng.random() < (0.75 if strong else 0.5):
+        f = rng.uniform(0.25, 0.7) if strong else rng.uniform(0.5, 0.9)
         small = cv2.resize(img, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     amount = rng.uniform(0.2, 0.6)
@@ -81,20 +89,73 @@ def _face_region(shape: tuple[int, int], img: np.ndarray, landmarks5: np.ndarray
     return mask
 
 
+def _sub_region(shape: tuple[int, int], img: np.ndarray, landmarks5: np.ndarray | None, predictor,
+                region: str) -> np.ndarray:
+    """uint8 {0, 255} (H, W) of the LOWER face (jaw from cheek to cheek, up to the nose
+    bridge's end) or the MOUTH (its hull grown by a third of its width): from dlib's 68
+    points; else ellipses on the 5 MTCNN points; else on the crop's centre."""
+    h, w = shape
+    mask = np.zeros((h, w), np.uint8)
+    points = face_landmarks68(img, predictor)
+    if points is not None:
+        if region == "lower":
+            hull = cv2.convexHull(np.round(np.concatenate([points[2:15], points[29:36]])).astype(np.int32))
+            cv2.fillConvexPoly(mask, hull, 255)
+        else:
+            mouth = points[48:68]
+            cv2.fillConvexPoly(mask, cv2.convexHull(np.round(mouth).astype(np.int32)), 255)
+            grow = max(1, int(round((mouth[:, 0].max() - mouth[:, 0].min()) / 3)))
+            mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+        return mask
+    if landmarks5 is not None:
+        pts = np.asarray(landmarks5, np.float32).reshape(5, 2)
+        mouth_c, nose = (pts[3] + pts[4]) / 2, pts[2]
+        mouth_w = max(float(np.linalg.norm(pts[4] - pts[3])), 4.0)
+        eye_dist = max(float(np.linalg.norm(pts[1] - pts[0])), 4.0)
+        angle = np.degrees(np.arctan2(pts[4, 1] - pts[3, 1], pts[4, 0] - pts[3, 0]))
+        if region == "lower":
+            centre = mouth_c + 0.35 * (mouth_c - nose)
+            axes = (eye_dist * 1.1, max(float(np.linalg.norm(mouth_c - nose)), 2.0) * 1.7)
+        else:
+            centre, axes = mouth_c, (mouth_w * 0.85, mouth_w * 0.5)
+    else:
+        centre, angle = ((w / 2, 0.72 * h), 0.0) if region == "lower" else ((w / 2, 0.68 * h), 0.0)
+        axes = (0.3 * w, 0.2 * h) if region == "lower" else (0.14 * w, 0.08 * h)
+    cv2.ellipse(mask, (int(round(centre[0])), int(round(centre[1]))),
+                (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), float(angle), 0, 360, 255, -1)
+    return mask
+
+
+def _region_mask(shape, img, landmarks5, predictor, region: str) -> np.ndarray:
+    if region == "face":
+        return _face_region(shape, img, landmarks5, predictor)
+    return _sub_region(shape, img, landmarks5, predictor, region)
+
+
+def pick_region(regions: dict | None, rng: np.random.Generator) -> str:
+    """A region name drawn with the given weights; None or {} is the paper's whole face
+    (and draws nothing from rng)."""
+    if not regions:
+        return "face"
+    names = [k for k in REGIONS if regions.get(k, 0) > 0]
+    weights = np.array([float(regions[k]) for k in names])
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
 def blend_mask(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
-               predictor=None) -> np.ndarray:
-    """float32 (H, W) in [0, 1]: the face region, randomly eroded or dilated, blurred
-    into a soft edge of random width, and scaled by a random blend ratio."""
+               predictor=None, region: str = "face") -> np.ndarray:
+    """float32 (H, W) in [0, 1]: the region (`REGIONS`), randomly eroded or dilated,
+    blurred into a soft edge of random width, and scaled by a random blend ratio."""
     h, w = img.shape[:2]
-    mask = _face_region((h, w), img, landmarks5, predictor)
+    mask = _region_mask((h, w), img, landmarks5, predictor, region)
     side = min(h, w)
-    k = int(rng.integers(1, max(2, side // 15) + 1))
+    k = int(rng.integers(1, max(2, side // (15 if region == "face" else 40)) + 1))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
     if not mask.any():  # eroded away on a tiny face
-        mask = _face_region((h, w), img, landmarks5, predictor)
+        mask = _region_mask((h, w), img, landmarks5, predictor, region)
     soft = mask.astype(np.float32) / 255.0
-    sigma = rng.uniform(0.01, 0.05) * side
+    sigma = rng.uniform(0.01, 0.05) * side * (1.0 if region == "face" else 0.5)
     soft = cv2.GaussianBlur(soft, (0, 0), sigma)
     soft /= max(float(soft.max()), 1e-6)
     ratio = BLEND_RATIOS[int(rng.integers(len(BLEND_RATIOS)))]
@@ -102,13 +163,15 @@ def blend_mask(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Ge
 
 
 def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
-               predictor=None) -> tuple[np.ndarray, np.ndarray]:
+               predictor=None, regions: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A self-blended fake of an RGB uint8 crop: (fake uint8 (H, W, 3), mask float32
-    (H, W) in [0, 1]); the fake equals the crop wherever the mask is 0."""
+    (H, W) in [0, 1]); the fake equals the crop wherever the mask is 0. `regions`
+    ({"face": w, "lower": w, "mouth": w}) draws the blended region; None: the face."""
+    region = pick_region(regions, rng)
     source = _jitter_colour(img, rng)
-    source = _frequency_artifact(source, rng)
+    source = _frequency_artifact(source, rng, strong=region != "face")
     source = _shift_scale(source, rng)
-    mask = blend_mask(img, landmarks5, rng, predictor)
+    mask = blend_mask(img, landmarks5, rng, predictor, region)
     m = mask[..., None]
     fake = source.astype(np.float32) * m + img.astype(np.float32) * (1.0 - m)
     fake = np.clip(np.round(fake), 0, 255).astype(np.uint8)
