@@ -2,8 +2,9 @@
 # Score a folder of videos with the ensemble:
 #   bash predict_submission.sh TEST_DIR OUT.csv [CHECKPOINT ...]
 # Without checkpoints it uses the ones listed in weights/ensemble.txt (one path per line,
-# written by run_all.sh). Environment: STRATEGY (confident|ntech|mean), FRAMES (32),
-# CALIBRATION (a temperature JSON), EXTRA_ARGS (passed to 6_predict.py).
+# written by run_all.sh), with the temperature run_all.sh fitted for them
+# (weights/calibration.json) when there is one. Environment: STRATEGY (confident|ntech|mean),
+# FRAMES (32), CALIBRATION (a temperature JSON; "none": none), EXTRA_ARGS (passed to 6_predict.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ $# -lt 2 ]; then
@@ -20,7 +21,8 @@ else
         exit 1
     fi
     mapfile -t MODELS < <(grep -v '^\s*#' weights/ensemble.txt | grep -v '^\s*$')
+    if [ -z "${CALIBRATION:-}" ] && [ -f weights/calibration.json ]; then CALIBRATION=weights/calibration.json; fi
 fi
 ARGS=(--test-dir "$TEST_DIR" --output "$OUT" --models "${MODELS[@]}" --strategy "${STRATEGY:-confident}" --frames "${FRAMES:-32}")
-if [ -n "${CALIBRATION:-}" ]; then ARGS+=(--calibration "$CALIBRATION"); fi
+if [ -n "${CALIBRATION:-}" ] && [ "$CALIBRATION" != "none" ]; then ARGS+=(--calibration "$CALIBRATION"); fi
 python 6_predict.py "${ARGS[@]}" ${EXTRA_ARGS:-}

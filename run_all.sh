@@ -14,6 +14,7 @@
 #   FOLDS      validation folds to train ["0"]
 #   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", the others "0"; CPU: "0"]
 #   PLAN_ONLY=1  print the training plan (config fold seed checkpoint) and stop
+#   CALIBRATE  1: fit a temperature on the validation fold's videos (one fold only) [1]
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
 #   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  consecutive frames per crop [8]
 #   WORKERS    processes per preprocessing step [1]      FRAME_STEP  [10]
@@ -149,9 +150,30 @@ done
 printf '%s\n' "${ENSEMBLE[@]}" > "$WEIGHTS_DIR/ensemble.txt"
 echo "[run_all] ensemble: ${ENSEMBLE[*]} (listed in $WEIGHTS_DIR/ensemble.txt)"
 
+# Temperature calibration of the ensemble on its validation fold, scored end to end as a test
+# set would be (balanced log loss); predict_submission.sh applies it with weights/ensemble.txt.
+# Only for one fold: with several, every fold's videos trained some member of the ensemble.
+CALIBRATION="$WEIGHTS_DIR/calibration.json"
+rm -f "$CALIBRATION"  # a stale one belongs to another ensemble
+read -r -a fold_list <<< "$FOLDS"
+if [ "${CALIBRATE:-1}" = "1" ] && [ "${#fold_list[@]}" = "1" ]; then
+    VAL_DIR="$WORK_DIR/val_fold${FOLDS}"
+    VAL_OUT="$WORK_DIR/val_fold${FOLDS}_predictions.csv"
+    if python tools/calibrate.py --link-fold "$VAL_DIR" --work-dir "$WORK_DIR" --data-dir "$DATA_DIR" --fold "$FOLDS" \
+        && python 6_predict.py --test-dir "$VAL_DIR" --output "$VAL_OUT" --models "${ENSEMBLE[@]}" ${PREDICT_ARGS:-} \
+        && python tools/calibrate.py --balanced --submission "$VAL_OUT" --data-dir "$VAL_DIR" --output "$CALIBRATION"; then
+        :
+    else
+        echo "[run_all] no calibration (see the message above): predictions stay uncalibrated" >&2
+        rm -f "$CALIBRATION"
+    fi
+fi
+CAL_ARGS=()
+[ -f "$CALIBRATION" ] && CAL_ARGS=(--calibration "$CALIBRATION")
+
 if [ -n "${TEST_DIR:-}" ]; then
     OUT="$WORK_DIR/submission_$(basename "$TEST_DIR").csv"
-    python 6_predict.py --test-dir "$TEST_DIR" --output "$OUT" --models "${ENSEMBLE[@]}" ${PREDICT_ARGS:-}
+    python 6_predict.py --test-dir "$TEST_DIR" --output "$OUT" --models "${ENSEMBLE[@]}" "${CAL_ARGS[@]}" ${PREDICT_ARGS:-}
     if find "$TEST_DIR" -name metadata.json | grep -q .; then
         python tools/evaluate.py --submission "$OUT" --data-dir "$TEST_DIR"
     fi

@@ -23,13 +23,21 @@ tests/test_crop_parity.py), pooled with 6_predict's strategy (`--strategy`).
 With --dev-dir, a model trained on all of DATA_DIR scores that folder end to end with
 6_predict's pipeline (decode, detect, crop, score) against its metadata labels.
 
+With --calibrate, every round does what run_all.sh does with its validation fold: the
+training videos of step 4's fold CAL (1; identity-grouped, disjoint from the reserve) are
+held out of training, choose the best epoch, and fit a temperature (balanced log loss,
+`tools/calibrate.py --balanced`) that is then applied to the held-out method's scores; the
+best checkpoint is scored, and the uncalibrated `balanced_log_loss_raw` is reported beside.
+
 Shortcut check (unless --no-reencode-check): 6_predict scores the held-out videos end to end,
 and the held-out reals once more after re-encoding them the corpus's way (libx264 CRF 18):
 `auc_vs_reencoded_reals` far below `auc_e2e`, or a large `reencode_shift` of the reals'
 scores, means the model separates encodings, not faces.
 
 Prints one JSON object: `methods` (per held-out family: auc, log_loss, balanced_log_loss,
-videos, real, fake, the mean score of its fakes and of the held-out reals, reencode_check),
+videos, real, fake, the mean score of its fakes and of the held-out reals, reencode_check,
+and the face-size shortcut check: `face_size_auc`, how well the crop side alone would
+separate the held-out set, and `score_size_spearman`, how the score follows it),
 `mean_auc`, `mean_balanced_log_loss` (means over methods), `dev_auc` and `dev` metrics,
 the protocol, the config and the seconds taken.
 """
@@ -49,6 +57,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESERVE_FOLD = 0
+CAL_FOLD = 1  # --calibrate: the training videos of this step-4 fold choose the epoch and fit T
 LINKED = ("crops", "boxes", "landmarks", "diffs", "face_descriptors")
 
 
@@ -108,6 +117,24 @@ def round_dir(work: Path, dest: Path, df: pd.DataFrame, test: list[str], train: 
     return dest
 
 
+def calibration_split(df: pd.DataFrame, train: list[str], cal_fold: int = CAL_FOLD) -> tuple[list[str], list[str]]:
+    """(calibration videos, the rest): the training videos of step 4's fold `cal_fold`
+    (whole identities), when it holds both classes; else ([], train)."""
+    fold = df.drop_duplicates("video").set_index("video")
+    cal = [v for v in train if fold.fold[v] == cal_fold]
+    if len({int(fold.label[v]) for v in cal}) < 2:
+        return [], list(train)
+    return cal, [v for v in train if fold.fold[v] != cal_fold]
+
+
+def calibrated(scores: pd.DataFrame, cal_scores: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """`scores` with the temperature fitted on `cal_scores` (balanced log loss) applied."""
+    from inference.calibration import apply_temperature, fit_temperature
+
+    t = fit_temperature(cal_scores.pred.to_numpy(), cal_scores.label.to_numpy(), balanced=True)
+    return scores.assign(pred=apply_temperature(scores.pred.to_numpy(), t)), t
+
+
 def video_scores(checkpoint: Path, work: Path, strategy: str, seed: int = 0) -> pd.DataFrame:
     """Score fold 0 of `work` from its crops with a checkpoint: one row per video."""
     import torch
@@ -124,8 +151,41 @@ def video_scores(checkpoint: Path, work: Path, strategy: str, seed: int = 0) -> 
             probs = torch.sigmoid(model(batch["image"]).float()).reshape(len(batch["video"]), -1).numpy()
             for v, y, p in zip(batch["video"], batch["label"].tolist(), probs):
                 per.setdefault(v, [y, []])[1].extend(p.tolist())
-    return pd.DataFrame([{"video": v, "label": int(round(y)), "pred": float(aggregate(np.array(p), strategy))}
-                         for v, (y, p) in per.items()])
+    sizes = face_sizes(work, list(per))
+    return pd.DataFrame([{"video": v, "label": int(round(y)), "pred": float(aggregate(np.array(p), strategy)),
+                          "face_size": sizes.get(v, float("nan"))} for v, (y, p) in per.items()])
+
+
+def face_sizes(work: Path, videos: list[str]) -> dict[str, float]:
+    """video -> the median side (px, in the source video) of its step-1 crops, from the
+    PNG headers: how big the face was, the resolution a shortcut could key on."""
+    from PIL import Image
+
+    from training.datasets import load_folds
+
+    df = load_folds(work)
+    df = df[df.video.isin(set(videos))]
+    out = {}
+    for v, g in df.groupby("video"):
+        sides = []
+        for f in g.file.iloc[:: max(1, len(g) // 8)]:
+            with Image.open(work / f) as im:
+                sides.append(max(im.size))
+        out[v] = float(np.median(sides))
+    return out
+
+
+def size_shortcut(scores: pd.DataFrame) -> dict:
+    """How far face size alone separates this held-out set (AUC of the crop side as a
+    FAKE score: 0.5 none, below 0.5 the fakes' faces are smaller) and how the model's
+    score follows it (Spearman over the videos)."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    s = scores.dropna(subset=["face_size"])
+    out = {"face_size_auc": float(roc_auc_score(s.label, s.face_size)) if s.label.nunique() == 2 else None}
+    out["score_size_spearman"] = float(spearmanr(s.pred, s.face_size)[0]) if len(s) > 2 else None
+    return out
 
 
 def reencode(src: Path, dst: Path) -> Path:
@@ -207,6 +267,8 @@ def main() -> int:
     p.add_argument("--out-dir", type=Path, default=None, help="round work dirs and checkpoints "
                    "(default WORK/quality)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibrate", action="store_true",
+                   help=f"hold step 4's fold {CAL_FOLD} of the training videos out: best epoch + temperature (run_all's way)")
     p.add_argument("--no-reencode-check", dest="reencode_check", action="store_false",
                    help="skip scoring the held-out reals re-encoded the corpus's way (6_predict end to end)")
     a = p.parse_args()
@@ -237,44 +299,80 @@ def main() -> int:
         rd = round_dir(a.work_dir, out_dir / slug, df, test, train_videos)
         c = dict(cfg, name=f"lomo_{slug}")
         t1 = time.time()
-        result = train(c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False)
-        scores = video_scores(result.last, rd, a.strategy, a.seed)
+        cal = []
+        if a.calibrate:
+            cal, fit_videos = calibration_split(df, train_videos)
+        if cal:  # train without the calibration videos; they choose the epoch and fit T
+            result = train(c, round_dir(a.work_dir, out_dir / slug / "cal", df, cal, fit_videos), fold=0,
+                           seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False)
+            ckpt = result.best
+            raw = video_scores(ckpt, rd, a.strategy, a.seed)
+            scores, temperature = calibrated(raw, video_scores(ckpt, out_dir / slug / "cal", a.strategy, a.seed))
+        else:
+            result = train(c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False)
+            ckpt, raw, temperature = result.last, None, None
+            scores = video_scores(ckpt, rd, a.strategy, a.seed)
         scores.to_csv(rd / "scores.csv", index=False)
         per_method[m] = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
+        per_method[m].update({k: _round(v) for k, v in size_shortcut(scores).items()})
+        if raw is not None:
+            per_method[m]["balanced_log_loss_raw"] = _round(metrics(raw.label, raw.pred)["balanced_log_loss"])
+            per_method[m].update(temperature=_round(temperature), calibration_videos=len(cal))
         if a.reencode_check:
-            check = reencode_check(result.last, paths, test, labels, out_dir / "reencoded", a.strategy)
+            check = reencode_check(ckpt, paths, test, labels, out_dir / "reencoded", a.strategy)
             per_method[m]["reencode_check"] = {k: _round(v) for k, v in check.items()}
         per_method[m]["seconds"] = round(time.time() - t1, 1)
         print(f"[quality] {m}: {per_method[m]}", file=sys.stderr)
 
-    finite = lambda k: [v[k] for v in per_method.values() if v[k] is not None]  # noqa: E731
+    finite = lambda k: [v[k] for v in per_method.values() if v.get(k) is not None]  # noqa: E731
     out = {"data_dir": str(a.data_dir), "config": str(a.config), "epochs": a.epochs, "strategy": a.strategy,
+           "calibrate": a.calibrate,
            "protocol": "leave-one-method-out; held out: the method's fakes, the reals of their folders and the "
                        f"reals of step 4's fold {RESERVE_FOLD}; trained on the rest minus those folders and that "
-                       "fold; the last checkpoint scored from step-1 crops",
+                       "fold; " + (f"step 4's fold {CAL_FOLD} of the rest chooses the epoch and fits a temperature; "
+                                   "the best checkpoint" if a.calibrate else "the last checkpoint")
+                       + " scored from step-1 crops",
            "methods": per_method,
            "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
            "mean_balanced_log_loss": _round(float(np.mean(finite("balanced_log_loss")))) if per_method else None}
+    if a.calibrate and finite("balanced_log_loss_raw"):
+        out["mean_balanced_log_loss_raw"] = _round(float(np.mean(finite("balanced_log_loss_raw"))))
 
     if a.dev_dir is not None:
         from inference.predictor import predict_dir
 
-        rd = round_dir(a.work_dir, out_dir / "all", df, [], sorted(df.video.unique()))
-        folds = pd.read_csv(rd / "folds.csv")
-        # the engine needs a validation fold: one REAL and one FAKE video of the reserve fold
-        # (only logged; the last checkpoint is used)
-        held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
-        folds.loc[folds.video.isin(held), "fold"] = 0
-        folds.to_csv(rd / "folds.csv", index=False)
+        everything = sorted(df.video.unique())
+        cal = calibration_split(df, everything)[0] if a.calibrate else []
+        if cal:  # run_all's way: train on the rest, best epoch and temperature on the calibration fold
+            rd = round_dir(a.work_dir, out_dir / "all", df, cal, [v for v in everything if v not in set(cal)])
+        else:
+            rd = round_dir(a.work_dir, out_dir / "all", df, [], everything)
+            folds = pd.read_csv(rd / "folds.csv")
+            # the engine needs a validation fold: one REAL and one FAKE video of the reserve fold
+            # (only logged; the last checkpoint is used)
+            held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
+            folds.loc[folds.video.isin(held), "fold"] = 0
+            folds.to_csv(rd / "folds.csv", index=False)
         result = train(dict(cfg, name="all"), rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs,
                        progress=False)
-        pred = predict_dir(a.dev_dir, [result.last], strategy=a.strategy, progress=False)
+        ckpt = result.best if cal else result.last
+        calibration = None
+        if cal:
+            from inference.calibration import fit_temperature, save_calibration
+
+            cal_scores = video_scores(ckpt, rd, a.strategy, a.seed)
+            calibration = rd / "calibration.json"
+            save_calibration(calibration, fit_temperature(cal_scores.pred, cal_scores.label, balanced=True),
+                             {"videos": len(cal_scores), "fit": "balanced_log_loss"})
+        pred = predict_dir(a.dev_dir, [ckpt], strategy=a.strategy, progress=False, calibration=calibration)
         dev_labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
         rows = [(dev_labels[(a.dev_dir / name).resolve()], p) for name, p in pred.rows
                 if (a.dev_dir / name).resolve() in dev_labels]
         dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
         dev["failed"] = len(pred.errors)
         out["dev"], out["dev_auc"] = dev, dev["auc"]
+        if calibration is not None:
+            out["dev"]["temperature"] = _round(json.loads(calibration.read_text())["temperature"])
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out))
     return 0

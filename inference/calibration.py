@@ -55,21 +55,24 @@ def apply_temperature(probs, T) -> np.ndarray:
     return expit(_logits(probs) / _check_temperature(T))
 
 
-def _log_loss_of_logits(z: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary log loss of predictions given as logits z against labels y.
+def _log_loss_of_logits(z: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Mean binary log loss (weighted by w when given) of logits z against labels y.
 
     Written with logaddexp (log(1 + e^z) without overflow) so it stays exact for the
     large logits a small T produces, where computing sigmoid first would round to 0/1.
     """
-    return float(np.mean(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z)))
+    losses = y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z)
+    return float(np.average(losses, weights=w))
 
 
-def fit_temperature(probs, labels) -> float:
+def fit_temperature(probs, labels, balanced: bool = False) -> float:
     """The T in [0.05, 20] that minimises the log loss of sigmoid(logit(p) / T) vs labels.
 
     `probs` are video probabilities of FAKE, `labels` 1 for FAKE and 0 for REAL (soft
     labels in [0, 1] also work). The loss is convex in 1/T, so a bounded scalar search
-    finds the single minimum.
+    finds the single minimum. `balanced`: minimise the balanced log loss (the mean of
+    the REAL and the FAKE videos' log losses, selim's score) instead: each class weighs
+    one half whatever the ratio (hard labels, rounded at 0.5).
     """
     z = _logits(probs).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
@@ -81,7 +84,13 @@ def fit_temperature(probs, labels) -> float:
         raise ValueError("probabilities or labels contain NaN or inf")
     if y.min() < 0 or y.max() > 1:
         raise ValueError("labels must lie in [0, 1] (1 = FAKE)")
-    result = minimize_scalar(lambda T: _log_loss_of_logits(z / T, y),
+    w = None
+    if balanced:
+        hard = y >= 0.5
+        if hard.all() or not hard.any():
+            raise ValueError("a balanced fit needs REAL and FAKE videos")
+        w = np.where(hard, 0.5 / hard.sum(), 0.5 / (~hard).sum())
+    result = minimize_scalar(lambda T: _log_loss_of_logits(z / T, y, w),
                              bounds=T_BOUNDS, method="bounded", options={"xatol": 1e-6})
     return float(result.x)
 

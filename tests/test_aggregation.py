@@ -197,6 +197,23 @@ def test_fit_temperature_sharpens_under_confident_predictions(calibrated_set):
     assert _mean_log_loss(labels, apply_temperature(under_confident, T)) < _mean_log_loss(labels, under_confident)
 
 
+def test_balanced_fit_minimises_the_balanced_log_loss():
+    """With 9 REAL per FAKE the plain fit serves the REALs; the balanced one minimises the
+    mean of the two classes' losses (the project's score), and beats the plain T there."""
+    from training.engine import balanced_log_loss
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.zeros(900), np.ones(100)].astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(0, 1.5, y.size) + np.where(y == 1, 1.0, -1.0)) * 2.5))
+    t_plain, t_bal = fit_temperature(p, y), fit_temperature(p, y, balanced=True)
+    grid = np.exp(np.linspace(np.log(0.2), np.log(10), 400))
+    best = grid[np.argmin([balanced_log_loss(y, apply_temperature(p, t)) for t in grid])]
+    assert t_bal == pytest.approx(best, rel=0.02)
+    assert balanced_log_loss(y, apply_temperature(p, t_bal)) <= balanced_log_loss(y, apply_temperature(p, t_plain))
+    with pytest.raises(ValueError, match="REAL and FAKE"):
+        fit_temperature([0.2, 0.3], [0, 0], balanced=True)
+
+
 def test_fit_temperature_input_errors():
     with pytest.raises(ValueError, match="labels"):
         fit_temperature([0.2, 0.8], [1])
@@ -257,3 +274,41 @@ def test_load_calibration_invalid_file_names_path(tmp_path, text):
 def test_save_calibration_rejects_clashing_meta(tmp_path):
     with pytest.raises(ValueError):
         save_calibration(tmp_path / "c.json", 2.0, {"temperature": 3.0})
+
+
+def test_calibrate_tool_links_a_fold_and_fits_its_predictions(tmp_path):
+    """run_all.sh's calibration: the fold's videos are linked with their labels (and only
+    they), 6_predict's CSV on that folder is matched back, and T lands in the JSON."""
+    import pandas as pd
+
+    from tools.calibrate import main as calibrate
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    labels = {"a": "REAL", "b": "FAKE", "c": "REAL", "d": "FAKE", "e": "REAL"}
+    for part in ("p1", "p2"):
+        (data / part).mkdir(parents=True)
+        (data / part / "metadata.json").write_text(json.dumps({f"{k}.mp4": {"label": v} for k, v in labels.items()}))
+        for k in labels:
+            (data / part / f"{k}.mp4").write_bytes(b"not decoded here")
+    work.mkdir()
+    rows = [{"video": f"{part}/{k}", "fold": int(k in "abc" and part == "p1")} for part in ("p1", "p2") for k in labels]
+    pd.DataFrame(rows).to_csv(work / "folds.csv", index=False)
+
+    links = tmp_path / "val"
+    assert calibrate(["--link-fold", str(links), "--work-dir", str(work), "--data-dir", str(data), "--fold", "1"]) == 0
+    linked = sorted(p.relative_to(links).as_posix() for p in links.rglob("*.mp4"))
+    assert linked == ["p1/a.mp4", "p1/b.mp4", "p1/c.mp4"]
+    assert (links / "p1" / "b.mp4").resolve() == (data / "p1" / "b.mp4").resolve()
+    assert json.loads((links / "p1" / "metadata.json").read_text()) == {
+        "a.mp4": {"label": "REAL"}, "b.mp4": {"label": "FAKE"}, "c.mp4": {"label": "REAL"}}
+
+    sub = tmp_path / "val.csv"  # an over-confident ensemble: right on 2 of 3, a confident mistake on c
+    pd.DataFrame({"filename": ["p1/a.mp4", "p1/b.mp4", "p1/c.mp4"], "label": [0.01, 0.99, 0.97]}).to_csv(sub, index=False)
+    out = tmp_path / "calibration.json"
+    assert calibrate(["--balanced", "--submission", str(sub), "--data-dir", str(links), "--output", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["fit"] == "balanced_log_loss" and record["videos"] == 3 and record["temperature"] > 1
+    assert record["balanced_log_loss_after"] < record["balanced_log_loss_before"]
+    assert load_calibration(out) == record["temperature"]
+    # a fold that does not exist is a clear error, not an empty folder
+    assert calibrate(["--link-fold", str(links), "--work-dir", str(work), "--data-dir", str(data), "--fold", "7"]) == 1

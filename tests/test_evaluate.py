@@ -61,6 +61,14 @@ def test_compute_metrics_hand_computed():
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["eer"] == pytest.approx(0.5)
     assert (m["videos"], m["real"], m["fake"]) == (4, 2, 2)
+    assert m["balanced_log_loss"] == pytest.approx(m["log_loss"])  # two of each: the same
+
+
+def test_balanced_log_loss_weighs_the_classes_equally():
+    m = compute_metrics([0, 0, 0, 1], [0.1, 0.1, 0.1, 0.6])
+    assert m["balanced_log_loss"] == pytest.approx((-math.log(0.9) - math.log(0.6)) / 2)
+    assert m["log_loss"] == pytest.approx((-3 * math.log(0.9) - math.log(0.6)) / 4)
+    assert compute_metrics([0, 1, 1, 1], [0.5] * 4)["balanced_log_loss"] == pytest.approx(math.log(2))
 
 
 def test_compute_metrics_one_class_has_no_ranking_metrics():

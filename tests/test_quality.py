@@ -68,3 +68,27 @@ def test_video_methods_reads_metadata(quality, tmp_path):
     for n in "ab":
         (tmp_path / "d" / f"{n}.mp4").write_bytes(b"\0")
     assert quality.video_methods(tmp_path) == {"d/a": "REAL", "d/b": "SadTalker"}
+
+
+def test_calibration_split_takes_whole_training_identities_of_one_fold(quality):
+    df = _df([("a", 0, "", 1), ("a_f", 1, "a", 1), ("b", 0, "", 2), ("b_f", 1, "b", 2), ("c", 0, "", 1),
+              ("r", 0, "", 0)])
+    cal, rest = quality.calibration_split(df, ["a", "a_f", "b", "b_f", "c"], cal_fold=1)
+    assert cal == ["a", "a_f", "c"] and rest == ["b", "b_f"]
+    # a fold without both classes cannot fit a temperature: nothing is held back
+    assert quality.calibration_split(df, ["b", "b_f", "c"], cal_fold=1) == ([], ["b", "b_f", "c"])
+
+
+def test_calibrated_scores_keep_their_ranking(quality):
+    cal = pd.DataFrame({"label": [0, 0, 1, 1], "pred": [0.01, 0.9, 0.99, 0.2]})  # over-confident
+    scores = pd.DataFrame({"video": list("wxyz"), "label": [0, 1, 0, 1], "pred": [0.05, 0.95, 0.3, 0.7]})
+    out, t = quality.calibrated(scores, cal)
+    assert t > 1 and list(out.video) == list("wxyz")
+    assert (out.pred.rank() == scores.pred.rank()).all() and (abs(out.pred - 0.5) < abs(scores.pred - 0.5)).all()
+
+
+def test_size_shortcut_reads_face_size_against_labels_and_scores(quality):
+    scores = pd.DataFrame({"label": [0, 0, 1, 1], "pred": [0.2, 0.3, 0.6, 0.9], "face_size": [400, 300, 200, 100.0]})
+    out = quality.size_shortcut(scores)
+    assert out["face_size_auc"] == 0.0  # every fake's face is smaller than every real's
+    assert out["score_size_spearman"] == pytest.approx(-1.0)  # and the score follows the size exactly

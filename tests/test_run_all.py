@@ -1,5 +1,6 @@
 """bash run_all.sh end to end on a tiny generated sample (slow; run in CI)."""
 import json
+import math
 import os
 import subprocess
 
@@ -61,12 +62,16 @@ def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     assert len(sub) == 6 and sub.label.between(0, 1).all()
     report = tmp_path / "work" / "sample" / "submission_sample_heldout_report"
     metrics = json.loads((report / "metrics.json").read_text())["metrics"]
-    # Held-out videos (another seed) of a model trained for one epoch: it must rank them better
-    # than chance -- a constant or a coin scores AUC 0.5 (measured here: 0.78, both with
-    # --epochs 1 and with the configs' own epochs). Its log loss (0.96-1.08) is still worse than
-    # a constant 0.5's (0.693): the CPU models overfit the sample's few identities (#8).
+    # Held-out videos (another seed) of an ensemble trained for one epoch: it must rank them
+    # better than chance -- a constant or a coin scores AUC 0.5 (measured: 0.78) -- and, with
+    # the temperature run_all fitted on the validation fold, beat a constant 0.5's log loss,
+    # ln 2 = 0.693 (measured: 0.680; uncalibrated 0.96-1.08, because the 1-epoch models call
+    # every validation video fake at ~0.96 and the fit softens them to the bound, T = 20).
+    cal = json.loads((weights / "calibration.json").read_text())
+    assert cal["fit"] == "balanced_log_loss" and cal["videos"] == 10 and 0.05 <= cal["temperature"] <= 20
+    assert "[calibrate] T=" in proc.stdout  # fitted, then applied to the held-out prediction
     assert metrics["videos"] == 6 and metrics["auc"] > 0.5 and sub.label.nunique() > 1
-    assert metrics["log_loss"] < 2.0
+    assert metrics["balanced_log_loss"] < math.log(2) and metrics["log_loss"] < math.log(2)
     assert (report / "report.html").stat().st_size > 1000
 
     # a second run finds everything done and only predicts again

@@ -188,6 +188,12 @@ def equal_error_rate(y, p) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
+def _balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    from training.engine import balanced_log_loss
+
+    return balanced_log_loss(y, p)
+
+
 def compute_metrics(y, p) -> dict:
     """Video-level metrics: log loss (the DFDC score, sklearn), ROC AUC, average
     precision, accuracy at p >= 0.5, equal error rate, class counts.
@@ -207,6 +213,9 @@ def compute_metrics(y, p) -> dict:
         "real": int((y == 0).sum()),
         "fake": int((y == 1).sum()),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        # the mean of the REAL and the FAKE videos' log losses: a constant 0.5 scores ln 2
+        # whatever the class ratio (selim's validation score); one class present: its loss
+        "balanced_log_loss": _balanced_log_loss(y, p),
         "auc": float(roc_auc_score(y, p)) if both else None,
         "average_precision": float(average_precision_score(y, p)) if both else None,
         "accuracy": float(accuracy_score(y, (p >= FAKE_THRESHOLD).astype(int))),
@@ -371,7 +380,8 @@ def _name_list(title: str, names: list[str]) -> str:
 
 
 METRIC_ROWS = [("videos", "videos evaluated"), ("real", "REAL"), ("fake", "FAKE"),
-               ("log_loss", "log loss"), ("auc", "ROC AUC"), ("average_precision", "average precision"),
+               ("log_loss", "log loss"), ("balanced_log_loss", "balanced log loss (REAL/FAKE mean)"),
+               ("auc", "ROC AUC"), ("average_precision", "average precision"),
                ("accuracy", f"accuracy (p >= {FAKE_THRESHOLD} is FAKE)"), ("eer", "equal error rate")]
 
 PAGE_STYLE = """
@@ -465,7 +475,8 @@ def write_report(out_dir: str | Path, matched: pd.DataFrame, metrics: dict, matc
 # --------------------------------------------------------------------------- CLI
 def summary_line(metrics: dict, match_report: dict, report_path: Path) -> str:
     parts = [f"{metrics['videos']} videos ({metrics['real']} REAL, {metrics['fake']} FAKE):"]
-    parts += [f"{key} {_fmt(metrics[key])}" for key in ("log_loss", "auc", "average_precision", "accuracy", "eer")]
+    parts += [f"{key} {_fmt(metrics[key])}"
+              for key in ("log_loss", "balanced_log_loss", "auc", "average_precision", "accuracy", "eer")]
     extra = f" | {match_report['unknown_count']} unknown, {match_report['missing_count']} missing"
     return f"[evaluate] {' '.join(parts)}{extra} -> {report_path}"
 
