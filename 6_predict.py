@@ -49,12 +49,13 @@ def main() -> int:
         return 1
     write_submission(a.output, result.rows)
     errors_path = a.output.with_name(a.output.stem + "_errors.jsonl")
-    if result.errors:
-        write_errors(errors_path, result.errors)
+    if result.errors or result.notes:  # failures (scored 0.5), then remarks (e.g. the fallback decoder)
+        write_errors(errors_path, result.errors + result.notes)
     n = len(result.rows)
     print(f"[6_predict] {n} videos -> {a.output} in {result.seconds:.1f}s ({result.seconds / max(n, 1):.2f} s/video), "
           f"{len(result.errors)} scored {0.5} (unreadable or no face)"
-          + (f", see {errors_path}" if result.errors else ""))
+          + (f", {len(result.notes)} with notes" if result.notes else "")
+          + (f", see {errors_path}" if result.errors or result.notes else ""))
     return 0
 
 

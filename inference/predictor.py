@@ -29,7 +29,7 @@ import torch
 from preprocessing.crops import DEFAULT_MARGIN, crop_box
 from preprocessing.dataset import is_video_file, walk_files
 from preprocessing.detection import FaceDetector, detection_scale, min_face_size
-from preprocessing.video import FrameReader
+from preprocessing.video import FrameReader, decoder_counters
 
 FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
 # The prediction shortcut, kept because bench/boxes_iou.py measures it: MTCNN on every
@@ -140,6 +140,7 @@ class VideoFaces:
     detect_long_side: int = 0
     decode_s: float = 0.0
     detect_s: float = 0.0
+    decoder_note: str | None = None  # set when the fallback decoder read the file
 
 
 class FaceExtractor:
@@ -205,7 +206,8 @@ class FaceExtractor:
         reader = FrameReader(path)
         anchors, clip_anchors, wanted = self.plan(reader)
         frames = dict(iter(reader.select(wanted)))
-        out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0)
+        out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0,
+                         decoder_note=decoder_counters(reader).get("note"))
         anchors = [a for a in anchors if a in frames]
         if not anchors:
             raise ValueError(f"none of the sampled frames could be decoded ({reader.frames_decoded} decoded)")
@@ -276,6 +278,7 @@ class PredictResult:
     errors: list[dict]
     seconds: float
     timings: dict
+    notes: list[dict] = field(default_factory=list)  # scored, with a remark (the decoder used)
 
 
 def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames: int = 32,
@@ -304,7 +307,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None)
 
-    rows, errors = [], []
+    rows, errors, notes = [], [], []
     timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
     bar = tqdm(total=len(videos), desc="6_predict", unit="video", disable=not progress, file=sys.stderr)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -321,6 +324,8 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
                 timings["decode_s"] += faces.decode_s
                 timings["detect_s"] += faces.detect_s
                 timings["frames_decoded"] += faces.frames_decoded
+                if faces.decoder_note:
+                    notes.append({"video": name, "note": faces.decoder_note})
                 if not any(faces.crops.values()):
                     raise LookupError("no face found on the sampled frames")
                 t1 = time.time()
@@ -337,7 +342,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
             rows.append((name, min(1.0, max(0.0, prob))))
             bar.update(1)
     bar.close()
-    return PredictResult(rows, errors, time.time() - t0, timings)
+    return PredictResult(rows, errors, time.time() - t0, timings, notes)
 
 
 def write_submission(path: str | Path, rows: list[tuple[str, float]]) -> None:

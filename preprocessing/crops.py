@@ -10,7 +10,7 @@ import numpy as np
 from .artifacts import CropManifest, FaceBoxes, WorkDir, atomic_dir, clip_crop_name, crop_name, encode_png
 from .dataset import Dataset, load_dataset
 from .runner import SkipVideo, StepError, StepOptions, StepResult, Task, run_tasks
-from .video import read_frames
+from .video import FrameReader, add_note, decoder_counters
 
 STEP = "1_extract_crops"
 DEFAULT_MARGIN = 1 / 3  # selim: a third of the box side on every side
@@ -76,7 +76,7 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
     for f in plan:
         for j in range(clip_len):
             wanted.setdefault(f + j, []).append((f, j))
-    frames, reader = read_frames(path, wanted.keys())
+    reader = FrameReader(path).select(set(wanted))
     anchors, clips = [], []
     # (anchor, face) -> the latest (offset, PNG) of a clip still open: only that one is kept
     last: dict[tuple[int, int], tuple[int, bytes]] = {}
@@ -93,10 +93,9 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
             clips.append(name)
             padded += 1
 
-    for frame_idx in sorted(wanted):
-        frame = frames.get(frame_idx)
-        if frame is None:  # a fake shorter than its original, or past the end
-            continue
+    # frames stream in order, one at a time (memory does not grow with the video's length);
+    # a frame that is never decoded (a fake shorter than its original, past the end) is skipped
+    for frame_idx, frame in reader:
         if frame.shape[:2] != (boxes.height, boxes.width):
             raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the boxes' "
                              f"{boxes.width}x{boxes.height} (a fake must match its original)")
@@ -116,7 +115,7 @@ def extract_video_crops(path, boxes: FaceBoxes, out_dir, margin: float = DEFAULT
     for anchor, face in last:  # clips past the end
         repeat_last(anchor, face, clip_len)
     return anchors, clips, {"frames_decoded": reader.frames_decoded, "crops": len(anchors),
-                            "clip_crops": len(clips), "clip_crops_padded": padded}
+                            "clip_crops": len(clips), "clip_crops_padded": padded, **decoder_counters(reader)}
 
 
 def _process(task: Task) -> dict:
@@ -136,9 +135,7 @@ def _process(task: Task) -> dict:
                      crops=names, margin=p["margin"], reason=p["reason"], clip_len=p["clip_len"],
                      clip_crops=clips).save(tmp / "crops.json")
     counters["unpaired"] = int(p["label"] == "FAKE" and not p["paired"])
-    if p["reason"]:
-        counters["note"] = p["reason"]
-    return counters
+    return add_note(counters, p["reason"])
 
 
 def plan_boxes_source(video, work: WorkDir) -> tuple[str, bool, str | None]:

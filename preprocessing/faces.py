@@ -5,7 +5,7 @@ from .artifacts import FaceBoxes
 from .dataset import Dataset, load_dataset
 from .detection import DEFAULT_DETECT_LONG_SIDE, FaceDetector, detection_scale, min_face_size
 from .runner import StepError, StepOptions, StepResult, Task, run_tasks, worker_state
-from .video import FrameReader, prefetch
+from .video import FrameReader, add_note, decoder_counters, prefetch
 
 STEP = "0_detect_faces"
 DEFAULT_FRAME_STEP = 10
@@ -52,7 +52,7 @@ def detect_video(detector: FaceDetector, path, frame_step: int = DEFAULT_FRAME_S
     boxes = FaceBoxes(width=info.width, height=info.height, fps=info.fps,
                       num_frames=reader.num_frames, frames=frames)
     return boxes, {"frames_decoded": reader.frames_decoded, "frames_detected": detected,
-                   "faces": boxes.num_faces}
+                   "faces": boxes.num_faces, **decoder_counters(reader)}
 
 
 def _init(state: dict, device: str | None, min_prob: float):
@@ -64,8 +64,8 @@ def _process(task: Task) -> dict:
     boxes, counters = detect_video(worker_state()["detector"], p["path"], p["frame_step"], p["long_side"])
     boxes.save(p["out"])
     if boxes.num_faces == 0:
-        counters["note"] = (f"no face found on {len(boxes.frames)} sampled frames "
-                            f"({boxes.width}x{boxes.height}, {boxes.num_frames} frames)")
+        add_note(counters, f"no face found on {len(boxes.frames)} sampled frames "
+                           f"({boxes.width}x{boxes.height}, {boxes.num_frames} frames)")
         counters["no_face"] = 1
     return counters
 

@@ -1,8 +1,17 @@
-"""Video decoding (OpenCV's FFmpeg backend) and encoding (the imageio-ffmpeg binary).
+"""Video decoding (OpenCV's FFmpeg backend, PyAV as the fallback) and encoding (the
+imageio-ffmpeg binary).
 
 Decoding reads a video once, front to back, without seeking: seeking in long-GOP
 H.264 is slow and, on some files, inexact. Frames that are not wanted are only
-grabbed (no colour conversion, no copy).
+grabbed (no colour conversion, no copy). Frames stream: memory does not grow with
+the length of the video.
+
+One module serves every step (0, 1, 6, evaluation), so a video decodes the same way
+everywhere. OpenCV is the fast path. When it cannot open a file or decodes no frame
+of it (the OpenCV wheel's FFmpeg has no AV1 decoder), PyAV (`av`, FFmpeg with dav1d)
+decodes it; `FrameReader.decoder` says which one did. Rotation metadata (phone videos)
+is applied by both, identically: OpenCV rotates by itself, PyAV's frames are turned
+by their display-matrix `rotation` (tests/test_video.py checks they agree).
 """
 from __future__ import annotations
 
@@ -20,6 +29,10 @@ class VideoReadError(IOError):
     """A video that cannot be decoded; the message says why in plain words."""
 
 
+DEFAULT_DECODER = "opencv"
+FALLBACK_DECODER = "pyav"
+
+
 @dataclass
 class VideoInfo:
     width: int
@@ -30,15 +43,69 @@ class VideoInfo:
 
 def _open(path: Path) -> cv2.VideoCapture:
     path = Path(path)
-    if not path.exists():
-        raise VideoReadError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"empty file (0 bytes): {path}")
+    _check_file(path)
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
         raise VideoReadError(f"cannot open as a video (corrupt, truncated or not a video): {path}")
     return cap
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoReadError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"empty file (0 bytes): {path}")
+
+
+class _PyAVVideo:
+    """The fallback decoder: PyAV's FFmpeg (with dav1d for AV1), frames turned upright."""
+
+    def __init__(self, path: Path):
+        try:
+            import av
+        except ImportError as e:  # pinned in requirements.txt; say what is missing
+            raise VideoReadError(f"OpenCV cannot decode {path} and the fallback decoder PyAV "
+                                 f"is not installed (pip install av)") from e
+        self.av, self.path = av, path
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise VideoReadError(f"no video stream: {path}")
+                stream = container.streams.video[0]
+                first = next(container.decode(stream), None)
+                rate = stream.average_rate or stream.guessed_rate
+                fps = float(rate) if rate else 0.0
+                count = int(stream.frames or 0)
+                if not count and fps > 0:
+                    seconds = (float(stream.duration * stream.time_base) if stream.duration
+                               else (container.duration or 0) / av.time_base)
+                    count = int(round(seconds * fps))
+        except (av.error.FFmpegError, StopIteration) as e:
+            raise VideoReadError(f"cannot open as a video (corrupt, truncated or not a video; OpenCV and PyAV "
+                                 f"tried): {path} ({e})") from e
+        if first is None:
+            raise VideoReadError(f"no decodable frames (OpenCV and PyAV): {path}")
+        self.rotation = int(getattr(first, "rotation", 0) or 0) % 360
+        w, h = first.width, first.height
+        if self.rotation in (90, 270):
+            w, h = h, w
+        self.info = VideoInfo(width=w, height=h, fps=_sane_fps(fps), frame_count=max(count, 0))
+
+    def frames(self, stop: int | None) -> Iterator[tuple[int, object]]:
+        """(index, av.VideoFrame) for every frame up to `stop` (inclusive), streamed."""
+        with self.av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for idx, frame in enumerate(container.decode(stream)):
+                if stop is not None and idx > stop:
+                    break
+                yield idx, frame
+
+    def to_rgb(self, frame) -> np.ndarray:
+        rgb = frame.to_ndarray(format="rgb24")
+        k = self.rotation // 90  # PyAV's rotation is counter-clockwise, as np.rot90 turns
+        return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -49,10 +116,14 @@ def probe(path: str | Path) -> VideoInfo:
         cap.release()
 
 
-def _info(cap: cv2.VideoCapture) -> VideoInfo:
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+def _sane_fps(fps: float) -> float:
     if not np.isfinite(fps) or fps <= 0 or fps > 1000:
-        fps = 25.0  # some .mpg/.avi report nonsense; 25 is the common default
+        return 25.0  # some .mpg/.avi report nonsense; 25 is the common default
+    return float(fps)
+
+
+def _info(cap: cv2.VideoCapture) -> VideoInfo:
+    fps = _sane_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
     return VideoInfo(
         width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
         height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
@@ -66,18 +137,40 @@ class FrameReader:
 
     `wanted(idx) -> bool` selects frames; the reader stops after `max_index` if given.
     After iteration, `num_frames` is the number of frames actually decoded, which for a
-    truncated file is less than the container claims.
+    truncated file is less than the container claims. `decoder` is "opencv", or "pyav"
+    when OpenCV could not open the file or decoded no frame of it (`fallback_reason`).
     """
 
     def __init__(self, path: str | Path, wanted: Callable[[int], bool] | None = None,
-                 max_index: int | None = None):
+                 max_index: int | None = None, decoder: str | None = None):
+        """`decoder`: None tries OpenCV then PyAV; "pyav" goes straight to PyAV (tests,
+        bench/decode.py)."""
+        if decoder not in (None, DEFAULT_DECODER, FALLBACK_DECODER):
+            raise ValueError(f"decoder must be {DEFAULT_DECODER!r} or {FALLBACK_DECODER!r}, got {decoder!r}")
         self.path = Path(path)
         self.wanted = wanted or (lambda i: True)
         self.max_index = max_index
-        self._cap = _open(self.path)
-        self.info = _info(self._cap)
         self.num_frames = 0
         self.frames_decoded = 0
+        self.decoder, self.fallback_reason = DEFAULT_DECODER, None
+        self._cap, self._pyav = None, None
+        _check_file(self.path)
+        if decoder == FALLBACK_DECODER:
+            self._use_fallback("asked for")
+            return
+        try:
+            self._cap = _open(self.path)
+            self.info = _info(self._cap)
+        except VideoReadError as e:
+            self._use_fallback(str(e))
+
+    def _use_fallback(self, reason: str) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        self._pyav = _PyAVVideo(self.path)  # a VideoReadError when PyAV cannot decode it either
+        self.info = self._pyav.info
+        self.decoder, self.fallback_reason = FALLBACK_DECODER, reason
 
     def select(self, wanted: set[int]) -> "FrameReader":
         """Decode exactly these indices, stopping after the last: for callers that need
@@ -87,27 +180,54 @@ class FrameReader:
         return self
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        cap = self._cap
-        try:
-            idx = 0
-            while self.max_index is None or idx <= self.max_index:
-                if not cap.grab():
-                    break
-                self.frames_decoded += 1
-                if self.wanted(idx):
-                    ok, frame = cap.retrieve()
-                    if ok and frame is not None:
-                        if frame.ndim == 2:
-                            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-                        else:
-                            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                        yield idx, frame
-                idx += 1
-            self.num_frames = idx
-        finally:
-            cap.release()
-        if self.num_frames == 0 and (self.max_index is None or self.max_index >= 0):
-            raise VideoReadError(f"no decodable frames: {self.path}")
+        if self.max_index is not None and self.max_index < 0:
+            return
+        if self._cap is not None:
+            cap, idx = self._cap, 0
+            try:
+                while self.max_index is None or idx <= self.max_index:
+                    if not cap.grab():
+                        break
+                    self.frames_decoded += 1
+                    if self.wanted(idx):
+                        ok, frame = cap.retrieve()
+                        if ok and frame is not None:
+                            if frame.ndim == 2:
+                                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+                            else:
+                                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                            yield idx, frame
+                    idx += 1
+            finally:
+                cap.release()
+                self._cap = None
+            if idx > 0:
+                self.num_frames = idx
+                return
+            self._use_fallback("OpenCV decoded no frame (its FFmpeg lacks this codec, e.g. AV1)")
+        idx = -1
+        for idx, frame in self._pyav.frames(self.max_index):
+            self.frames_decoded += 1
+            if self.wanted(idx):
+                yield idx, self._pyav.to_rgb(frame)
+        self.num_frames = idx + 1
+        if self.num_frames == 0:
+            raise VideoReadError(f"no decodable frames (OpenCV and PyAV): {self.path}")
+
+
+def decoder_counters(reader: "FrameReader") -> dict:
+    """A step's counters and note naming the decoder, when it is not the default: the
+    errors file then says which files needed the fallback, and why."""
+    if reader.decoder == DEFAULT_DECODER:
+        return {}
+    return {f"decoded_with_{reader.decoder}": 1, "note": f"decoded with {reader.decoder} ({reader.fallback_reason})"}
+
+
+def add_note(counters: dict, note: str | None) -> dict:
+    """Append a note to the counters' note (several reasons: joined with '; ')."""
+    if note:
+        counters["note"] = f"{counters['note']}; {note}" if counters.get("note") else note
+    return counters
 
 
 def prefetch(iterable, size: int = 32) -> Iterator:

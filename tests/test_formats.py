@@ -1,0 +1,202 @@
+"""Every video a user has decodes (#12): AV1, HEVC 10-bit, VP9/WebM and rotated phone
+clips, made at test time from a face image with the shipped ffmpeg.
+
+OpenCV's wheel has no AV1 decoder: such a file falls back to PyAV (FFmpeg with dav1d).
+Rotation metadata is applied identically by both decoders, so step 0's boxes land on the
+face in step 1's crops whatever decoded the file.
+"""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import read_errors, write_metadata
+from helpers import portrait_clip
+from preprocessing.video import FrameReader, VideoReadError, ffmpeg_exe
+
+FRAMES = 16
+# name -> (file name, ffmpeg output arguments, the decoder that reads it)
+FORMATS = {
+    "av1": ("av1.mp4", ["-c:v", "libaom-av1", "-cpu-used", "8", "-crf", "30", "-b:v", "0", "-pix_fmt", "yuv420p"],
+            "pyav"),
+    "hevc10": ("hevc10.mp4", ["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error"],
+               "opencv"),
+    "vp9": ("vp9.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-crf", "30", "-b:v", "0"],
+            "opencv"),
+}
+
+
+def transcode(src, dst, out_args, in_args=()):
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", *in_args, "-i", str(src), *out_args, str(dst)],
+                   check=True)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """{name: path}: the H.264 source, its AV1 / HEVC 10-bit / VP9 re-encodes, and the source
+    with 90 and 270 degree display rotations (stream copy: the same pixels, turned)."""
+    d = tmp_path_factory.mktemp("formats")
+    out = {"h264": d / "source.mp4"}
+    portrait_clip(out["h264"], size=(256, 192), frames=FRAMES, fps=15)
+    for name, (fname, args, _) in FORMATS.items():
+        out[name] = transcode(out["h264"], d / fname, args)
+    for deg in (90, 270):
+        out[f"rot{deg}"] = transcode(out["h264"], d / f"rot{deg}.mp4", ["-c", "copy"],
+                                     ["-display_rotation", str(deg)])
+    # a phone clip: pixels stored sideways (turned clockwise), shown upright by its metadata
+    sideways = transcode(out["h264"], d / "sideways.mp4", ["-vf", "transpose=1", "-c:v", "libx264", "-crf", "12"])
+    out["phone"] = transcode(sideways, d / "phone.mp4", ["-c", "copy"], ["-display_rotation", "90"])
+    return out
+
+
+def frames_of(path, **kw):
+    reader = FrameReader(path, **kw)
+    frames = [f for _, f in reader]
+    return np.stack(frames), reader
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_codec_decodes_every_frame_close_to_the_source(clips, name):
+    source, _ = frames_of(clips["h264"])
+    frames, reader = frames_of(clips[name])
+    assert reader.decoder == FORMATS[name][2]
+    assert frames.shape == source.shape and frames.dtype == np.uint8 and reader.num_frames == FRAMES
+    assert reader.info.width == 256 and reader.info.height == 192 and reader.info.fps == pytest.approx(15, abs=0.1)
+    assert np.abs(frames.astype(int) - source).mean() < 6  # a re-encode of the same pictures
+    if reader.decoder == "pyav":
+        assert "no frame" in reader.fallback_reason
+
+
+def test_pyav_decodes_like_opencv(clips):
+    """The fallback gives OpenCV's pixels (same YUV->RGB) on a file both can read."""
+    cv, _ = frames_of(clips["h264"])
+    av, reader = frames_of(clips["h264"], decoder="pyav")
+    assert reader.decoder == "pyav" and np.array_equal(av, cv)
+    wanted = {3, 7, 15}
+    picked = dict(FrameReader(clips["h264"], decoder="pyav").select(wanted))
+    assert sorted(picked) == sorted(wanted) and all(np.array_equal(picked[i], cv[i]) for i in wanted)
+
+
+@pytest.mark.parametrize("deg", [90, 270])
+def test_rotation_is_applied_identically_by_both_decoders(clips, deg):
+    source, _ = frames_of(clips["h264"])
+    upright = np.stack([np.rot90(f, deg // 90) for f in source])  # display rotation is counter-clockwise
+    for decoder in ("opencv", "pyav"):
+        frames, reader = frames_of(clips[f"rot{deg}"], decoder=decoder)
+        assert reader.decoder == decoder
+        assert (reader.info.width, reader.info.height) == (192, 256)
+        assert np.array_equal(frames, upright), decoder
+
+
+def test_a_file_neither_decoder_reads_is_a_clear_error(tmp_path):
+    bad = tmp_path / "noise.webm"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoReadError, match="OpenCV and PyAV"):
+        list(FrameReader(bad))
+    with pytest.raises(ValueError, match="decoder"):
+        FrameReader(bad, decoder="gstreamer")
+
+
+def test_a_phone_clip_decodes_upright(clips):
+    source, _ = frames_of(clips["h264"])
+    for decoder in ("opencv", "pyav"):
+        frames, reader = frames_of(clips["phone"], decoder=decoder)
+        assert frames.shape == source.shape, decoder
+        assert np.abs(frames.astype(int) - source).mean() < 4, decoder
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.slow
+def test_steps_0_to_2_and_prediction_on_every_format(clips, tmp_path):
+    """Boxes found on every sampled frame, at the source's place (the phone clip too),
+    crops with a face in them (step 2 finds its landmarks), the fallback decoder named in
+    the errors files, and 6_predict's scores from faces, not the 0.5 fallback."""
+    from conftest import make_opts
+    from preprocessing.artifacts import FaceBoxes, WorkDir
+    from preprocessing.crops import extract_crops
+    from preprocessing.faces import detect_faces
+    from preprocessing.landmarks import generate_landmarks
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    names = {k: (k + clips[k].suffix) for k in ("h264", "av1", "hevc10", "vp9", "phone")}
+    write_metadata(data / "fmt", {n: {"label": "REAL"} for n in names.values()})
+    for k, n in names.items():
+        shutil.copy(clips[k], data / "fmt" / n)
+    opts = make_opts(data, work)
+    steps = {"0": detect_faces(opts), "1": extract_crops(opts), "2": generate_landmarks(opts)}
+    for step, r in steps.items():
+        assert r.failed == 0 and r.done == 5, (step, read_errors(r.errors_file))
+    assert steps["2"].counters["crops_without_landmarks"] == 0  # a face in every crop
+    for step in ("0", "1"):
+        notes = {e["video"]: e["note"] for e in read_errors(steps[step].errors_file)}
+        assert set(notes) == {"fmt/av1"} and "decoded with pyav" in notes["fmt/av1"], (step, notes)
+        assert steps[step].counters["decoded_with_pyav"] == 1
+    w = WorkDir(work)
+    ref = FaceBoxes.load(w.boxes("fmt/h264"))
+    for k in names:
+        boxes = FaceBoxes.load(w.boxes(f"fmt/{k}"))
+        assert (boxes.width, boxes.height) == (256, 192) and boxes.frames.keys() == ref.frames.keys()
+        for f, faces in ref.frames.items():
+            assert len(boxes.frames[f]) == len(faces) == 1, (k, f)
+            assert _iou(boxes.frames[f][0], faces[0]) > 0.9, (k, f)
+
+    from test_train import tiny
+    from inference.predictor import predict_dir
+    from training.engine import build_model, save_checkpoint
+
+    cfg = tiny()
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, build_model(cfg, pretrained=False), cfg, 0, {})
+    result = predict_dir(data, [ckpt], num_frames=4, progress=False)
+    assert result.errors == [] and len(result.rows) == 5
+    assert [n["video"] for n in result.notes] == ["fmt/" + names["av1"]]
+
+
+PEAK_RSS = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+from preprocessing.video import FrameReader
+from preprocessing.artifacts import FaceBoxes
+from preprocessing.crops import extract_video_crops
+import numpy as np
+FrameReader({path!r}, decoder={decoder!r}).select({{0}})  # imports and the decoder's libraries loaded
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+n = 0
+for i, frame in FrameReader({path!r}, decoder={decoder!r}):
+    n += 1
+boxes = FaceBoxes(width=1280, height=720, fps=30.0, num_frames=n,
+                  frames={{f: [[500.0, 200.0, 700.0, 450.0, 0.99]] for f in range(0, n, 10)}})
+anchors, clips, _ = extract_video_crops({path!r}, boxes, __import__("pathlib").Path({out!r}), clip_len=4)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(n, len(anchors), len(clips), (peak - base) / 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
+def test_memory_stays_bounded_on_a_long_video(tmp_path, decoder):
+    """A minute of 720p (1800 frames, 5 GB as RGB): decoding every frame and step 1's
+    crops of 180 anchors x 4-frame clips (720 frames wanted, 2 GB if held) stay within
+    a few frames' worth of memory: frames stream."""
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "long.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=30", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    (tmp_path / "crops").mkdir()
+    code = PEAK_RSS.format(repo=str(REPO), path=str(path), decoder=decoder, out=str(tmp_path / "crops"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    frames, anchors, clip_crops, growth_mb = int(out[0]), int(out[1]), int(out[2]), float(out[3])
+    assert frames == 1800 and anchors == 180 and clip_crops == 540
+    assert growth_mb < 300, f"peak RSS grew by {growth_mb:.0f} MB while decoding {frames} frames"
