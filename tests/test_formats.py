@@ -115,34 +115,56 @@ def _iou(a, b):
 
 
 @pytest.mark.slow
-def test_steps_0_to_2_and_prediction_on_every_format(clips, tmp_path):
+def test_steps_0_to_4_and_prediction_on_every_format(clips, tmp_path):
     """Boxes found on every sampled frame, at the source's place (the phone clip too),
-    crops with a face in them (step 2 finds its landmarks), the fallback decoder named in
-    the errors files, and 6_predict's scores from faces, not the 0.5 fallback."""
+    crops with a face in them (step 2 finds its landmarks), an AV1 fake pixel-aligned with
+    its H.264 original (step 3), folds (step 4), the fallback decoder named in the errors
+    files, and 6_predict's scores from faces, not the 0.5 fallback. Step 5 trains from
+    the crops, whatever decoded them."""
     from conftest import make_opts
-    from preprocessing.artifacts import FaceBoxes, WorkDir
+    import pandas as pd
+
+    from preprocessing.artifacts import FaceBoxes, WorkDir, read_png
     from preprocessing.crops import extract_crops
+    from preprocessing.diffs import generate_diffs
     from preprocessing.faces import detect_faces
+    from preprocessing.folds import generate_folds
     from preprocessing.landmarks import generate_landmarks
 
     data, work = tmp_path / "data", tmp_path / "work"
     names = {k: (k + clips[k].suffix) for k in ("h264", "av1", "hevc10", "vp9", "phone")}
-    write_metadata(data / "fmt", {n: {"label": "REAL"} for n in names.values()})
+    meta = {n: {"label": "REAL"} for n in names.values()}
+    meta[names["av1"]] = {"label": "FAKE", "original": names["h264"]}  # a fake decoded by the fallback
+    write_metadata(data / "fmt", meta)
     for k, n in names.items():
         shutil.copy(clips[k], data / "fmt" / n)
     opts = make_opts(data, work)
-    steps = {"0": detect_faces(opts), "1": extract_crops(opts), "2": generate_landmarks(opts)}
+    steps = {"0": detect_faces(opts), "1": extract_crops(opts), "2": generate_landmarks(opts),
+             "3": generate_diffs(opts), "4": generate_folds(opts, folds=1)}  # one person: one group
     for step, r in steps.items():
-        assert r.failed == 0 and r.done == 5, (step, read_errors(r.errors_file))
+        assert r.failed == 0, (step, read_errors(r.errors_file))
+    assert steps["1"].done == 5 and steps["3"].counters["diffs"] > 0
     assert steps["2"].counters["crops_without_landmarks"] == 0  # a face in every crop
-    for step in ("0", "1"):
-        notes = {e["video"]: e["note"] for e in read_errors(steps[step].errors_file)}
-        assert set(notes) == {"fmt/av1"} and "decoded with pyav" in notes["fmt/av1"], (step, notes)
-        assert steps[step].counters["decoded_with_pyav"] == 1
+    assert read_errors(steps["1"].errors_file)[0]["note"].startswith("decoded with pyav")
+    assert steps["1"].counters["decoded_with_pyav"] == 1  # the AV1 fake
+    assert not steps["0"].counters.get("decoded_with_pyav")  # step 0 detects on the fake's original
     w = WorkDir(work)
+    # the AV1 fake is cut with its H.264 original's boxes: pixel-aligned, so its SSIM diff
+    # against the original is small (a re-encode, not a shifted or rotated picture)
+    diffs = sorted(w.diffs_dir("fmt/av1").glob("*.png"))
+    assert diffs and max(read_png(d).mean() for d in diffs) < 40
+    assert set(pd.read_csv(w.folds).video) == {f"fmt/{k}" for k in names}
+    # the AV1 file as a REAL of its own: step 0 decodes it with the fallback and finds the face
+    solo = tmp_path / "solo"
+    write_metadata(solo / "fmt", {"av1.mp4": {"label": "REAL"}})
+    shutil.copy(clips["av1"], solo / "fmt" / "av1.mp4")
+    r0 = detect_faces(make_opts(solo, tmp_path / "solo_work"))
+    assert r0.done == 1 and r0.counters["decoded_with_pyav"] == 1 and r0.counters["faces"] >= 2
+    assert "decoded with pyav" in read_errors(r0.errors_file)[0]["note"]
     ref = FaceBoxes.load(w.boxes("fmt/h264"))
-    for k in names:
-        boxes = FaceBoxes.load(w.boxes(f"fmt/{k}"))
+    for k in [k for k in names if k != "av1"] + ["solo"]:
+        where = WorkDir(tmp_path / "solo_work").boxes("fmt/av1") if k == "solo" else w.boxes(f"fmt/{k}")
+        boxes = FaceBoxes.load(where)
         assert (boxes.width, boxes.height) == (256, 192) and boxes.frames.keys() == ref.frames.keys()
         for f, faces in ref.frames.items():
             assert len(boxes.frames[f]) == len(faces) == 1, (k, f)
@@ -158,6 +180,7 @@ def test_steps_0_to_2_and_prediction_on_every_format(clips, tmp_path):
     result = predict_dir(data, [ckpt], num_frames=4, progress=False)
     assert result.errors == [] and len(result.rows) == 5
     assert [n["video"] for n in result.notes] == ["fmt/" + names["av1"]]
+    assert "decoded with pyav" in result.notes[0]["note"]
 
 
 PEAK_RSS = """
