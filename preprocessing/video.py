@@ -93,14 +93,20 @@ class _PyAVVideo:
         self.info = VideoInfo(width=w, height=h, fps=_sane_fps(fps), frame_count=max(count, 0))
 
     def frames(self, stop: int | None) -> Iterator[tuple[int, object]]:
-        """(index, av.VideoFrame) for every frame up to `stop` (inclusive), streamed."""
+        """(index, av.VideoFrame) for every frame up to `stop` (inclusive), streamed. A
+        decoding error ends the stream there, as OpenCV ends a truncated file."""
         with self.av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for idx, frame in enumerate(container.decode(stream)):
-                if stop is not None and idx > stop:
-                    break
+            decoded = container.decode(stream)
+            idx = 0
+            while stop is None or idx <= stop:
+                try:
+                    frame = next(decoded)
+                except (StopIteration, self.av.error.FFmpegError):
+                    return
                 yield idx, frame
+                idx += 1
 
     def to_rgb(self, frame) -> np.ndarray:
         rgb = frame.to_ndarray(format="rgb24")
@@ -109,7 +115,13 @@ class _PyAVVideo:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    cap = _open(Path(path))
+    """Size, frame rate and frame count, from OpenCV, or PyAV when OpenCV cannot open it."""
+    try:
+        cap = _open(Path(path))
+    except VideoReadError as e:
+        if "cannot open" not in str(e):
+            raise  # not found, empty
+        return _PyAVVideo(Path(path)).info
     try:
         return _info(cap)
     finally:

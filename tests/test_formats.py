@@ -223,3 +223,16 @@ def test_memory_stays_bounded_on_a_long_video(tmp_path, decoder):
     frames, anchors, clip_crops, growth_mb = int(out[0]), int(out[1]), int(out[2]), float(out[3])
     assert frames == 1800 and anchors == 180 and clip_crops == 540
     assert growth_mb < 300, f"peak RSS grew by {growth_mb:.0f} MB while decoding {frames} frames"
+
+
+def test_a_truncated_av1_file_yields_its_first_frames(clips, tmp_path):
+    """Matroska streams (no index at the end): a cut file still holds its first frames,
+    which the fallback decodes; the decoding error at the cut ends the stream cleanly."""
+    from helpers import truncate
+
+    mkv = transcode(clips["h264"], tmp_path / "av1.mkv", FORMATS["av1"][1])
+    cut = tmp_path / "av1_cut.mkv"
+    truncate(mkv, cut, 0.6)
+    reader = FrameReader(cut)
+    frames = [f for _, f in reader]
+    assert reader.decoder == "pyav" and 0 < len(frames) < FRAMES and reader.num_frames == len(frames)
