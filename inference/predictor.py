@@ -289,6 +289,8 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
     """Score every video under test_dir; returns one (filename, probability) per video."""
     from tqdm import tqdm
 
+    from preprocessing.progress import progress_bar
+
     from .aggregation import ensemble
     from .calibration import apply_temperature, load_calibration
 
@@ -309,7 +311,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
 
     rows, errors, notes = [], [], []
     timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
-    bar = tqdm(total=len(videos), desc="6_predict", unit="video", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(videos), desc="6_predict", unit="video", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         ahead = max(1, workers) + 1
         futures = [pool.submit(extract, v) for v in videos[:ahead]]

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from .progress import progress_bar
 
 from .artifacts import CropManifest, WorkDir, atomic_write_bytes, parse_crop_name, read_png
 from .sample_data import shape_predictor_path
@@ -147,8 +146,8 @@ def compute_descriptors(work_dir: str | os.PathLike, video_ids: list[str], force
     have none, the reason. About 0.1 s per crop on one CPU core."""
     work_dir = str(work_dir)
     found, failed = {}, {}
-    bar = tqdm(total=len(video_ids), desc="face descriptors", unit="video", file=sys.stderr,
-               disable=not progress or not video_ids, dynamic_ncols=True)
+    bar = progress_bar(total=len(video_ids), desc="face descriptors", unit="video",
+                       disable=not progress or not video_ids)
 
     def record(video_id, rows, error):
         if rows is None:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .artifacts import WorkDir, write_errors
 from .dataset import shard
+from .progress import progress_bar
 
 
 class StepError(RuntimeError):
@@ -181,8 +182,7 @@ def run_tasks(step: str, tasks: list[Task], process: Callable[[Task], dict],
                 result.noted += 1
                 entries.append({"step": step, "video": video, "note": detail or note})
 
-    bar = tqdm(total=len(todo), desc=step, unit="video", disable=not opts.progress or not todo,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=len(todo), desc=step, unit="video", disable=not opts.progress or not todo)
     if opts.workers == 1 or len(todo) <= 1:
         _worker_init(init, init_kwargs or {}, None)
         for t in todo:

@@ -1,6 +1,5 @@
 """bench/quality.py's leave-one-method-out protocol: what is held out, what is trained on."""
 import importlib.util
-import json
 
 import pandas as pd
 import pytest

@@ -150,7 +150,7 @@ def validate(config: dict) -> dict:
     if cfg["network"] == "DeepFakeClassifierDistill" and not isinstance(size, int):
         raise ConfigError("config key 'size' must be one integer (a square input) for a distill model")
     if cfg["network"] == "DeepFakeClassifierDistill" and size % 16:
-        raise ConfigError(f"config key 'size' must be a multiple of 16 (the ViT patch) for a distill model")
+        raise ConfigError("config key 'size' must be a multiple of 16 (the ViT patch) for a distill model")
     if cfg["data"]["resize"] == "isotropic" and not isinstance(size, int):
         raise ConfigError("'data.resize': 'isotropic' pads to a square: 'size' must be one integer "
                           "(use 'shortest' for [height, width])")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
+from preprocessing.progress import progress_bar
 
 from preprocessing.artifacts import atomic_write_bytes
 from .config import validate
@@ -374,13 +374,13 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     best_path, last_path = checkpoint_paths(weights_dir, name, fold)
     total_epochs = o["schedule"]["epochs"]
 
+    run_start = time.time()
     for epoch in range(start_epoch, total_epochs):
         sampler.set_epoch(epoch)
         model.train()
         if teacher is not None:
             teacher.eval()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", disable=not (progress and d.is_main),
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch}", disable=not (progress and d.is_main))
         t0, seen, running = time.time(), 0, 0.0
         for step, batch in enumerate(loader):
             if step >= steps_per_epoch:
@@ -443,6 +443,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
             print(f"[train] epoch {epoch}: train_loss {running:.4f} val_balanced_log_loss "
                   f"{metrics['balanced_log_loss']:.4f} val_log_loss {metrics['log_loss']:.4f} "
                   f"auc {metrics['auc']:.4f} ({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
+                  + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
                   + (" *best*" if improved else ""), file=sys.stderr)
         if d.enabled:
             dist.barrier()
@@ -450,6 +451,14 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         writer.close()
     return TrainResult(best_path if best_path.exists() else None, last_path if last_path.exists() else None,
                        history, model.module if hasattr(model, "module") else model)
+
+
+def format_eta(seconds: float) -> str:
+    """'ETA 1h02m', 'ETA 4m05s', 'ETA 0s' (the last epoch)."""
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"ETA {h}h{m:02d}m" if h else (f"ETA {m}m{s:02d}s" if m else f"ETA {s}s")
 
 
 def set_head_warmup(model: torch.nn.Module, head_params: set[int], warming: bool) -> None:
