@@ -136,11 +136,15 @@ def build_model(cfg: dict, pretrained=None) -> torch.nn.Module:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: dict, epoch: int, metrics: dict,
                     extra: dict | None = None) -> None:
-    """Self-describing checkpoint {config, state_dict, epoch, metrics} (+ resume state)."""
+    """Self-describing checkpoint {config, state_dict, epoch, metrics, fingerprint} (+ resume
+    state); the fingerprint is the model's logits on a fixed input (training/fingerprint.py)."""
     import io
 
+    from . import fingerprint
+
     module = model.module if hasattr(model, "module") else model
-    payload = {"config": cfg, "state_dict": module.state_dict(), "epoch": epoch, "metrics": metrics}
+    payload = {"config": cfg, "state_dict": module.state_dict(), "epoch": epoch, "metrics": metrics,
+               "fingerprint": fingerprint.make(module, cfg)}
     payload.update(extra or {})
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -159,12 +163,19 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from its checkpoint alone (strict load, eval mode); no download."""
+    """Rebuild a model from its checkpoint alone (strict load, eval mode); no download.
+    Its fingerprint, when it has one, is recomputed: a model that no longer computes what
+    it computed when saved raises `fingerprint.FingerprintError`."""
+    from . import fingerprint
+
     ckpt = load_checkpoint(path)
     cfg = validate(ckpt["config"])
     model = build_model(cfg, pretrained=False)
     model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model.to(device).eval(), cfg
+    model = model.to(device).eval()
+    if ckpt.get("fingerprint"):
+        fingerprint.verify(model, cfg, ckpt["fingerprint"], str(path))
+    return model, cfg
 
 
 # --------------------------------------------------------------------------- data
