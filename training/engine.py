@@ -151,15 +151,22 @@ def save_checkpoint(path: Path, model: torch.nn.Module, cfg: dict, epoch: int, m
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
+def _read_checkpoint_file(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _checked(ckpt, path: Path) -> dict:
     for key in ("config", "state_dict", "epoch", "metrics"):
-        if key not in ckpt:
+        if not isinstance(ckpt, dict) or key not in ckpt:
             raise ValueError(f"{path} is not a checkpoint of this project (no '{key}')")
     return ckpt
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    return _checked(_read_checkpoint_file(path), path)
 
 
 def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -168,7 +175,14 @@ def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Modu
     it computed when saved raises `fingerprint.FingerprintError`."""
     from . import fingerprint
 
-    ckpt = load_checkpoint(path)
+    from .imports import import_checkpoint, is_foreign
+
+    path = Path(path)
+    raw = _read_checkpoint_file(path)
+    if is_foreign(raw):  # selim's released files, a plain state dict: imported on the fly
+        imported = import_checkpoint(path, raw=raw)
+        return imported.model.to(device).eval(), imported.cfg
+    ckpt = _checked(raw, path)
     cfg = validate(ckpt["config"])
     model = build_model(cfg, pretrained=False)
     model.load_state_dict(ckpt["state_dict"], strict=True)

@@ -1,0 +1,82 @@
+"""Published weights (#9): selim's released layout imports into this project's checkpoint
+and computes exactly what his model computes with the same weights."""
+import hashlib
+
+import pytest
+import timm
+import torch
+
+from training.engine import load_checkpoint, model_from_checkpoint
+from training.imports import encoder_from_name
+
+HIS_NAME = "final_111_DeepFakeClassifier_tf_efficientnet_b0_ns_0_36"  # his naming, a small encoder
+
+
+@pytest.fixture(scope="module")
+def his_file(tmp_path_factory):
+    """A random-weight checkpoint in selim's exact layout: DataParallel's `module.` prefix,
+    timm's EfficientNet with its 1000-class ImageNet classifier, his `fc` head."""
+    torch.manual_seed(0)
+    encoder = timm.create_model("tf_efficientnet_b0.ns_jft_in1k", pretrained=False, drop_path_rate=0.2).eval()
+    fc = torch.nn.Linear(encoder.num_features, 1)
+    state = {f"module.encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state.update({"module.fc.weight": fc.weight.detach().clone(), "module.fc.bias": fc.bias.detach().clone()})
+    path = tmp_path_factory.mktemp("selim") / HIS_NAME
+    torch.save({"state_dict": state, "epoch": 36, "bce_best": 0.1934}, path)
+
+    def his_forward(x):  # his DeepFakeClassifier.forward, weights loaded by hand
+        with torch.no_grad():
+            return fc(torch.nn.functional.adaptive_avg_pool2d(encoder.forward_features(x), 1).flatten(1))
+    return path, his_forward
+
+
+def test_names_map_to_timm_encoders():
+    assert encoder_from_name("final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36") == \
+        "tf_efficientnet_b7.ns_jft_in1k"
+    assert encoder_from_name("final_999_DeepFakeClassifier_tf_efficientnet_b7_ns_0_23.pt") == \
+        "tf_efficientnet_b7.ns_jft_in1k"
+    assert encoder_from_name("some_weights.pth") is None
+
+
+def test_imported_on_the_fly_gives_his_logits(his_file):
+    path, his_forward = his_file
+    model, cfg = model_from_checkpoint(path)
+    assert cfg["encoder"] == "tf_efficientnet_b0.ns_jft_in1k" and cfg["size"] == 380
+    assert cfg["normalize"]["mean"] == [0.485, 0.456, 0.406] and cfg["data"]["resize"] == "isotropic"
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), his_forward(x), atol=1e-5)
+
+
+def test_import_tool_writes_a_fingerprinted_checkpoint_with_its_provenance(his_file, tmp_path):
+    from tools.import_weights import main
+
+    path, his_forward = his_file
+    out = tmp_path / "selim_111.pt"
+    assert main([str(path), str(out), "--source", "https://example.org/weights"]) == 0
+    ckpt = load_checkpoint(out)
+    imp = ckpt["imported"]
+    assert imp["format"] == "selim" and imp["source"] == "https://example.org/weights"
+    assert imp["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert imp["original_epoch"] == 36 and ckpt["metrics"]["bce_best"] == pytest.approx(0.1934)
+    assert imp["preprocessing"]["size"] == 380 and ckpt["fingerprint"]["logits"]
+    assert "encoder.classifier.weight" not in ckpt["state_dict"] and "head.weight" in ckpt["state_dict"]
+    model, _ = model_from_checkpoint(out)  # the fingerprint is verified here
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), his_forward(x), atol=1e-5)
+
+
+def test_a_file_in_no_known_layout_is_refused_with_the_reason(tmp_path):
+    from tools.import_weights import main
+
+    bad = tmp_path / "final_1_DeepFakeClassifier_tf_efficientnet_b0_ns_0_1"
+    torch.save({"state_dict": {"encoder.conv_stem.weight": torch.zeros(3), "fc.weight": torch.zeros(1, 3),
+                               "fc.bias": torch.zeros(1)}}, bad)
+    assert main([str(bad), str(tmp_path / "o.pt")]) == 1 and not (tmp_path / "o.pt").exists()
+    with pytest.raises(ValueError, match="do not fit"):
+        model_from_checkpoint(bad)
+    nameless = tmp_path / "weights.pth"
+    torch.save({"head.weight": torch.zeros(1, 3)}, nameless)
+    with pytest.raises(ValueError, match="which encoder"):
+        model_from_checkpoint(nameless)
