@@ -3,8 +3,10 @@
 #   bash predict_submission.sh TEST_DIR OUT.csv [CHECKPOINT ...]
 # Without checkpoints it uses the ones listed in weights/ensemble.txt (one path per line,
 # written by run_all.sh), with the temperature run_all.sh fitted for them
-# (weights/calibration.json) when there is one. Environment: STRATEGY (confident|ntech|mean),
-# FRAMES (32), CALIBRATION (a temperature JSON; "none": none), EXTRA_ARGS (passed to 6_predict.py).
+# (weights/calibration.json) when there is one; ENSEMBLE=selim uses selim's released seven
+# (weights/selim_ensemble.txt, from bash weights/download_selim.sh). Environment: STRATEGY
+# (confident|ntech|mean), FRAMES (32), CALIBRATION (a temperature JSON; "none": none),
+# WEIGHTS_DIR (weights), EXTRA_ARGS (passed to 6_predict.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ $# -lt 2 ]; then
@@ -16,12 +18,17 @@ source scripts/ensure_venv.sh
 if [ $# -gt 0 ]; then
     MODELS=("$@")
 else
-    if [ ! -s weights/ensemble.txt ]; then
-        echo "error: no checkpoints given and weights/ensemble.txt is missing: train first (bash run_all.sh)" >&2
-        exit 1
+    WEIGHTS_DIR="${WEIGHTS_DIR:-weights}"
+    if [ "${ENSEMBLE:-}" = "selim" ]; then  # selim's released seven (bash weights/download_selim.sh)
+        LIST="$WEIGHTS_DIR/selim_ensemble.txt"
+        [ -s "$LIST" ] || { echo "error: $LIST is missing: run bash weights/download_selim.sh (online)" >&2; exit 1; }
+    else
+        LIST="$WEIGHTS_DIR/ensemble.txt"
+        [ -s "$LIST" ] || { echo "error: no checkpoints given and $LIST is missing: train first (bash run_all.sh)" >&2; exit 1; }
+        # the temperature run_all.sh fitted for this ensemble
+        if [ -z "${CALIBRATION:-}" ] && [ -f "$WEIGHTS_DIR/calibration.json" ]; then CALIBRATION="$WEIGHTS_DIR/calibration.json"; fi
     fi
-    mapfile -t MODELS < <(grep -v '^\s*#' weights/ensemble.txt | grep -v '^\s*$')
-    if [ -z "${CALIBRATION:-}" ] && [ -f weights/calibration.json ]; then CALIBRATION=weights/calibration.json; fi
+    mapfile -t MODELS < <(grep -v '^\s*#' "$LIST" | grep -v '^\s*$')
 fi
 ARGS=(--test-dir "$TEST_DIR" --output "$OUT" --models "${MODELS[@]}" --strategy "${STRATEGY:-confident}" --frames "${FRAMES:-32}")
 if [ -n "${CALIBRATION:-}" ] && [ "$CALIBRATION" != "none" ]; then ARGS+=(--calibration "$CALIBRATION"); fi

@@ -80,3 +80,103 @@ def test_a_file_in_no_known_layout_is_refused_with_the_reason(tmp_path):
     torch.save({"head.weight": torch.zeros(1, 3)}, nameless)
     with pytest.raises(ValueError, match="which encoder"):
         model_from_checkpoint(nameless)
+
+
+# --------------------------------------------------------------------------- download
+@pytest.fixture()
+def serve(tmp_path):
+    """serve(folder) -> base URL of a local HTTP server (127.0.0.1) over that folder."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    def start(folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a, **k: None
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+    yield start
+    for s in servers:
+        s.shutdown()
+
+
+def _script(args, env_over, timeout=300):
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    env = dict(os.environ, **env_over)
+    return subprocess.run(["bash", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_download_selim_script_downloads_imports_and_lists(his_file, serve, tmp_path):
+    from helpers import portrait_clip
+
+    path, his_forward = his_file
+    base = serve(path.parent)
+    weights = tmp_path / "w"
+    env = {"SELIM_BASE_URL": base, "SELIM_NAMES": HIS_NAME, "WEIGHTS_DIR": str(weights)}
+    proc = _script(["weights/download_selim.sh"], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    listed = (weights / "selim_ensemble.txt").read_text().split()
+    assert listed == [str(weights / "selim" / f"{HIS_NAME}.pt")]
+    assert (weights / "selim" / "original" / HIS_NAME).read_bytes() == path.read_bytes()
+    assert load_checkpoint(listed[0])["imported"]["source"] == f"{base}/{HIS_NAME}"
+    again = _script(["weights/download_selim.sh"], env)  # everything there: nothing fetched again
+    assert again.returncode == 0 and "exists: kept" in again.stderr
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    portrait_clip(videos / "a.mp4", frames=8)
+    out = tmp_path / "sub.csv"
+    proc = _script(["predict_submission.sh", str(videos), str(out)],
+                   {"ENSEMBLE": "selim", "WEIGHTS_DIR": str(weights), "EXTRA_ARGS": "--no-progress --frames 4"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_text().splitlines()[1].startswith("a.mp4,") and "0 scored 0.5" in proc.stdout
+
+
+def test_offline_download_fails_at_once_and_leaves_nothing(tmp_path, serve):
+    import socket
+    import threading
+    import time
+
+    from tools.download_weights import main
+
+    out = tmp_path / "dl"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused, as offline
+    t0 = time.time()
+    assert main(["--base-url", f"http://127.0.0.1:{port}", "--out-dir", str(out), "a", "b"]) == 1
+    assert time.time() - t0 < 10
+    assert not out.exists() or not any(out.rglob("*"))
+
+    # a server that accepts and never answers: the timeout ends it, no .part left
+    stall = socket.socket()
+    stall.bind(("127.0.0.1", 0))
+    stall.listen(1)
+    threading.Thread(target=lambda: stall.accept(), daemon=True).start()
+    t0 = time.time()
+    assert main(["--base-url", f"http://127.0.0.1:{stall.getsockname()[1]}", "--out-dir", str(out),
+                 "--timeout", "1", "a"]) == 1
+    assert time.time() - t0 < 10 and not list(out.glob("*"))
+    stall.close()
+
+    base = serve(tmp_path)  # reachable, but the file is not there
+    assert main(["--base-url", base, "--out-dir", str(out), "missing_file"]) == 1
+    assert not list(out.glob("*"))
+
+
+def test_offline_download_script_message(tmp_path):
+    proc = _script(["weights/download_selim.sh"], {"SELIM_BASE_URL": "http://127.0.0.1:9", "WEIGHTS_DIR":
+                                                   str(tmp_path / "w"), "TIMEOUT": "3"}, timeout=120)
+    assert proc.returncode != 0 and "cannot download http://127.0.0.1:9/final_111_" in proc.stderr
+    assert not (tmp_path / "w" / "selim_ensemble.txt").exists()
+    assert not [p for p in (tmp_path / "w").rglob("*") if p.is_file()]
