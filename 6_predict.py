@@ -1,7 +1,14 @@
 #!/usr/bin/env python
-"""Step 6: score every video of a folder with an ensemble of checkpoints -> CSV filename,label.
+"""Step 6: score videos with an ensemble of checkpoints.
 
-    python 6_predict.py --test-dir DIR --output OUT.csv --models weights/a.pt weights/b.pt
+    python 6_predict.py --test-dir DIR --output OUT.csv --models weights/a.pt weights/b.pt   # a submission
+    python 6_predict.py VIDEO [VIDEO or FOLDER ...] [--models ...] [--json]                 # check videos
+
+The first form writes the CSV `filename,label` (a row per video, 0.5 for one that cannot
+be scored) and OUT_errors.jsonl. The second prints one line per video: its name, P(fake),
+the verdict (FAKE at >= 0.5) and the faces used; with --json, one JSON object per video
+holding every model's score of every frame and face. Without --models both use
+weights/ensemble.txt, with weights/calibration.json when run_all.sh fitted one.
 """
 import argparse
 import sys
@@ -10,10 +17,15 @@ from pathlib import Path
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--test-dir", required=True, type=Path)
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--models", required=True, nargs="+", help="checkpoints (*_best.pt) of any family")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("videos", nargs="*", type=Path, help="video files or folders to check (instead of --test-dir)")
+    p.add_argument("--test-dir", type=Path, default=None)
+    p.add_argument("--output", type=Path, default=None, help="the CSV (required with --test-dir)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="checkpoints (*_best.pt) of any family, or published weight files; "
+                        "default: weights/ensemble.txt")
+    p.add_argument("--json", action="store_true", help="print per-frame, per-face scores as JSON lines")
     p.add_argument("--frames", type=int, default=32, help="frames sampled evenly per video (default 32)")
     p.add_argument("--strategy", default="confident", choices=["confident", "ntech", "mean"],
                    help="how face probabilities become a video's (default: selim's confident strategy)")
@@ -32,31 +44,81 @@ def main() -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
+    if bool(a.videos) == bool(a.test_dir):
+        p.error("give either VIDEO/FOLDER arguments or --test-dir (with --output)")
+    if a.test_dir and not a.output:
+        p.error("--test-dir needs --output")
 
-    from inference.predictor import list_videos, predict_dir, write_errors, write_submission
+    from inference.predictor import list_videos, predict_videos, write_errors, write_submission
 
-    try:
-        if not list_videos(a.test_dir):
-            print(f"error: no video files under {a.test_dir}", file=sys.stderr)
+    if a.models is None:
+        ensemble = Path(__file__).resolve().parent / "weights" / "ensemble.txt"
+        if not ensemble.is_file():
+            print("error: no --models and weights/ensemble.txt is missing: train first (bash run_all.sh)",
+                  file=sys.stderr)
             return 1
-        result = predict_dir(a.test_dir, a.models, num_frames=a.frames, strategy=a.strategy,
-                             batch_size=a.batch_size, device=a.device, calibration=a.calibration,
-                             workers=a.workers, detect_every=a.detect_every, num_clips=a.clips,
-                             detect_long_side=a.detect_size,
-                             progress=not a.no_progress)
+        a.models = [l.strip() for l in ensemble.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        default_cal = ensemble.with_name("calibration.json")
+        if a.calibration is None and default_cal.is_file():
+            a.calibration = default_cal
+    try:
+        if a.test_dir:
+            videos = [(v.relative_to(a.test_dir).as_posix(), v) for v in list_videos(a.test_dir)]
+            if not videos:
+                print(f"error: no video files under {a.test_dir}", file=sys.stderr)
+                return 1
+        else:
+            videos = []
+            for item in a.videos:
+                if item.is_dir():
+                    videos += [(v.as_posix(), v) for v in list_videos(item)]
+                elif item.exists():
+                    videos.append((item.as_posix(), item))
+                else:
+                    print(f"error: {item} does not exist", file=sys.stderr)
+                    return 1
+        result = predict_videos(videos, a.models, num_frames=a.frames, strategy=a.strategy,
+                                batch_size=a.batch_size, device=a.device, calibration=a.calibration,
+                                workers=a.workers, detect_every=a.detect_every, num_clips=a.clips,
+                                detect_long_side=a.detect_size, progress=not a.no_progress and bool(a.test_dir),
+                                details=not a.test_dir)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    write_submission(a.output, result.rows)
-    errors_path = a.output.with_name(a.output.stem + "_errors.jsonl")
-    if result.errors or result.notes:  # failures (scored 0.5), then remarks (e.g. the fallback decoder)
-        write_errors(errors_path, result.errors + result.notes)
-    n = len(result.rows)
-    print(f"[6_predict] {n} videos -> {a.output} in {result.seconds:.1f}s ({result.seconds / max(n, 1):.2f} s/video), "
-          f"{len(result.errors)} scored {0.5} (unreadable or no face)"
-          + (f", {len(result.notes)} with notes" if result.notes else "")
-          + (f", see {errors_path}" if result.errors or result.notes else ""))
+    if not a.test_dir:
+        print_verdicts(result, a.json)
+    if a.output:
+        write_submission(a.output, result.rows)
+        errors_path = a.output.with_name(a.output.stem + "_errors.jsonl")
+        if result.errors or result.notes:  # failures (scored 0.5), then remarks (e.g. the fallback decoder)
+            write_errors(errors_path, result.errors + result.notes)
+        n = len(result.rows)
+        print(f"[6_predict] {n} videos -> {a.output} in {result.seconds:.1f}s ({result.seconds / max(n, 1):.2f} "
+              f"s/video), {len(result.errors)} scored {0.5} (unreadable or no face)"
+              + (f", {len(result.notes)} with notes" if result.notes else "")
+              + (f", see {errors_path}" if result.errors or result.notes else ""))
     return 0
+
+
+def print_verdicts(result, as_json: bool) -> None:
+    """One line per video: name, P(fake), verdict, faces used (or why none); or JSON lines."""
+    import json
+
+    errors = {e["video"]: e["error"] for e in result.errors}
+    notes = {e["video"]: e["note"] for e in result.notes}
+    for name, prob in result.rows:
+        d = result.details.get(name)
+        if as_json:
+            print(json.dumps({"video": name, "p_fake": round(prob, 5),
+                              "verdict": "UNKNOWN" if name in errors else ("FAKE" if prob >= 0.5 else "REAL"),
+                              **({"error": errors[name]} if name in errors else {}),
+                              **({"note": notes[name]} if name in notes else {}), **(d or {})}))
+        elif name in errors:
+            print(f"{name}\t{prob:.4f}\tUNKNOWN\t{errors[name]}")
+        else:
+            verdict = "FAKE" if prob >= 0.5 else "REAL"
+            print(f"{name}\t{prob:.4f}\t{verdict}\t{d['faces']} faces on {d['frames']} frames"
+                  + (f"\t({notes[name]})" if name in notes else ""))
 
 
 if __name__ == "__main__":

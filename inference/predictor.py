@@ -141,6 +141,9 @@ class VideoFaces:
     decode_s: float = 0.0
     detect_s: float = 0.0
     decoder_note: str | None = None  # set when the fallback decoder read the file
+    # per margin, parallel to crops / clips: (frame, face index on that frame, box in pixels)
+    keys: dict[float, list[tuple[int, int, list[float]]]] = field(default_factory=dict)
+    clip_keys: dict[float, list[tuple[int, int, list[float]]]] = field(default_factory=dict)
 
 
 class FaceExtractor:
@@ -219,13 +222,16 @@ class FaceExtractor:
         out.fps = float(reader.info.fps or 30.0)
         for margin in self.margins:
             crops, clips = out.crops.setdefault(margin, []), out.clips.setdefault(margin, [])
+            keys, clip_keys = out.keys.setdefault(margin, []), out.clip_keys.setdefault(margin, [])
             for a in anchors:
-                for box in boxes[a]:
+                for k, box in enumerate(boxes[a]):
                     if min(box[2] - box[0], box[3] - box[1]) < 4:
                         continue  # the same faces for every margin: judged on the box itself
                     x1, y1, x2, y2 = crop_box(box, w, h, margin)
                     crops.append(frames[a][y1:y2, x1:x2])
+                    keys.append((a, k, [round(float(v), 1) for v in box[:4]]))
                     if a in clip_anchors:
+                        clip_keys.append(keys[-1])
                         clip, last = [], frames[a]
                         for j in range(self.span(out.fps)):
                             last = frames.get(a + j, last)  # past the end: the last decoded frame again
@@ -248,6 +254,32 @@ def _model_inputs(faces: VideoFaces, m: LoadedModel) -> list[list[np.ndarray]]:
     if m.flip_half:
         items = [[np.ascontiguousarray(f[:, ::-1]) for f in it] if k % 2 == 0 else it for k, it in enumerate(items)]
     return items
+
+
+def _model_keys(faces: VideoFaces, m: LoadedModel) -> list[tuple[int, int, list[float]]]:
+    """(frame, face, box) of each prediction `score_faces` makes for model m, in order: one
+    per crop for a frame model; one per frame of each clip for a sequence model (the
+    anchor's face and box, the frame anchor + offset)."""
+    if m.is_sequence:
+        offsets = m.clip_offsets(faces.fps)
+        if faces.clips.get(m.margin):
+            return [(f + o, k, box) for f, k, box in faces.clip_keys.get(m.margin, []) for o in offsets]
+        return [(f, k, box) for f, k, box in faces.keys.get(m.margin, []) for _ in offsets]
+    return list(faces.keys.get(m.margin, []))
+
+
+def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.ndarray], strategy: str) -> dict:
+    """Per model: its video score and each prediction with its frame, face and box."""
+    from .aggregation import aggregate
+
+    out = {}
+    for m, p in zip(models, preds):
+        keys = _model_keys(faces, m)
+        out[m.name] = {"video_score": float(aggregate(p, strategy if strategy != "ntech" else "mean")) if p.size
+                       else None,
+                       "faces": [{"frame": int(f), "face": int(k), "box": box, "prob": round(float(x), 5)}
+                                 for (f, k, box), x in zip(keys, p.tolist())]}
+    return out
 
 
 @torch.inference_mode()
@@ -279,14 +311,24 @@ class PredictResult:
     seconds: float
     timings: dict
     notes: list[dict] = field(default_factory=list)  # scored, with a remark (the decoder used)
+    details: dict = field(default_factory=dict)  # with details=True: video -> faces used, per-model scores
 
 
-def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames: int = 32,
-                strategy: str = "confident", batch_size: int = 32, device: str | None = None,
-                calibration: str | Path | None = None, workers: int = 2, detect_every: int = DEFAULT_DETECT_EVERY,
-                num_clips: int = 8, progress: bool = True,
-                detect_long_side: int = DEFAULT_DETECT_LONG_SIDE) -> PredictResult:
-    """Score every video under test_dir; returns one (filename, probability) per video."""
+def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], **kwargs) -> PredictResult:
+    """Score every video under test_dir; returns one (filename relative to test_dir,
+    probability) per video. Keyword arguments: those of `predict_videos`."""
+    test_dir = Path(test_dir)
+    return predict_videos([(p.relative_to(test_dir).as_posix(), p) for p in list_videos(test_dir)],
+                          checkpoints, **kwargs)
+
+
+def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path], num_frames: int = 32,
+                   strategy: str = "confident", batch_size: int = 32, device: str | None = None,
+                   calibration: str | Path | None = None, workers: int = 2,
+                   detect_every: int = DEFAULT_DETECT_EVERY, num_clips: int = 8, progress: bool = True,
+                   detect_long_side: int = DEFAULT_DETECT_LONG_SIDE, details: bool = False) -> PredictResult:
+    """Score (name, path) videos; returns one (name, probability) per video, in order.
+    `details`: also each video's faces and every model's prediction per frame and face."""
     from tqdm import tqdm
 
     from preprocessing.progress import progress_bar
@@ -295,8 +337,8 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
     from .calibration import apply_temperature, load_calibration
 
     t0 = time.time()
-    test_dir = Path(test_dir)
-    videos = list_videos(test_dir)
+    names = [n for n, _ in videos]
+    videos = [Path(p) for _, p in videos]
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     models = load_models(checkpoints, dev)
     if not models:
@@ -309,7 +351,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None)
 
-    rows, errors, notes = [], [], []
+    rows, errors, notes, info = [], [], [], {}
     timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
     bar = progress_bar(total=len(videos), desc="6_predict", unit="video", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -318,7 +360,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
         for i, path in enumerate(videos):
             if i + ahead < len(videos):
                 futures.append(pool.submit(extract, videos[i + ahead]))
-            name = path.relative_to(test_dir).as_posix()
+            name = names[i]
             prob = FALLBACK
             try:
                 faces = futures[i].result()
@@ -336,6 +378,11 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
                 prob = float(ensemble(preds, strategy))
                 if temperature is not None:
                     prob = float(apply_temperature(np.array([prob]), temperature)[0])
+                if details:
+                    first = min(faces.keys)
+                    info[name] = {"faces": len(faces.keys[first]),
+                                  "frames": len({f for f, _, _ in faces.keys[first]}),
+                                  "models": face_details(faces, models, preds, strategy)}
             except Exception as e:  # every input still gets a row
                 futures[i] = None
                 reason = f"{type(e).__name__}: {e}"
@@ -344,7 +391,7 @@ def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], num_frames:
             rows.append((name, min(1.0, max(0.0, prob))))
             bar.update(1)
     bar.close()
-    return PredictResult(rows, errors, time.time() - t0, timings, notes)
+    return PredictResult(rows, errors, time.time() - t0, timings, notes, info)
 
 
 def write_submission(path: str | Path, rows: list[tuple[str, float]]) -> None:

@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,6 +90,38 @@ def test_cli_writes_the_csv_and_errors(test_dir, ensemble, tmp_path):
     proc = subprocess.run([sys.executable, "6_predict.py", "--test-dir", str(empty), "--output", str(out),
                            "--models", *ensemble], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1 and "no video files" in proc.stderr
+
+
+def test_one_video_check_prints_a_verdict_per_video_and_json_details(test_dir, ensemble):
+    """`6_predict.py VIDEO ...` (#9): a line per video (name, P(fake), verdict, faces used),
+    and with --json every model's score of every frame and face, consistent with the CSV path."""
+    from inference.predictor import predict_dir
+
+    good = sorted(p for p in test_dir.glob("*.mp4") if p.name not in {"corrupt.mp4", "zero.mp4", "text.mp4",
+                                                                       "cup.mp4"})[0]
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "6_predict.py", str(good), str(test_dir / "cup.mp4"), "--models", *ensemble,
+         "--frames", "8", *extra], cwd=REPO, capture_output=True, text=True)
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    lines = [l.split("\t") for l in proc.stdout.strip().splitlines()]
+    assert [l[0] for l in lines] == [str(good), str(test_dir / "cup.mp4")]
+    assert lines[0][2] in {"FAKE", "REAL"} and (float(lines[0][1]) >= 0.5) == (lines[0][2] == "FAKE")
+    assert lines[0][3].endswith("frames") and int(lines[0][3].split()[0]) > 0
+    assert lines[1][1:3] == ["0.5000", "UNKNOWN"] and "no face" in lines[1][3]
+
+    details = [json.loads(l) for l in run("--json").stdout.strip().splitlines()]
+    d = details[0]
+    assert d["video"] == str(good) and d["verdict"] == lines[0][2] and d["p_fake"] == pytest.approx(float(lines[0][1]),
+                                                                                                   abs=1e-4)
+    frame_model, seq_model = (d["models"][Path(c).stem] for c in ensemble)
+    assert len(frame_model["faces"]) == d["faces"] > 0  # one prediction per face crop
+    assert all({"frame", "face", "box", "prob"} <= set(f) and 0 <= f["prob"] <= 1 for f in frame_model["faces"])
+    assert len(seq_model["faces"]) % 3 == 0  # the 3-frame sequence model: one per frame of each clip
+    assert details[1]["verdict"] == "UNKNOWN" and "error" in details[1]
+    # the same score as the submission path for the same video
+    rows = dict(predict_dir(test_dir, ensemble, num_frames=8, progress=False).rows)
+    assert rows[good.name] == pytest.approx(d["p_fake"], abs=1e-4)
 
 
 def test_predict_submission_script_uses_the_ensemble_file(test_dir, ensemble, tmp_path):
