@@ -275,8 +275,7 @@ def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.nd
     out = {}
     for m, p in zip(models, preds):
         keys = _model_keys(faces, m)
-        out[m.name] = {"video_score": float(aggregate(p, strategy if strategy != "ntech" else "mean")) if p.size
-                       else None,
+        out[m.name] = {"video_score": float(aggregate(p, strategy)) if p.size else None,
                        "faces": [{"frame": int(f), "face": int(k), "box": box, "prob": round(float(x), 5)}
                                  for (f, k, box), x in zip(keys, p.tolist())]}
     return out

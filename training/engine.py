@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
-from preprocessing.progress import progress_bar
 
 from preprocessing.artifacts import atomic_write_bytes
+from preprocessing.progress import progress_bar
 from .config import validate
 from .losses import WeightedLoss
 from .schedules import create_scheduler
@@ -174,7 +174,6 @@ def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Modu
     Its fingerprint, when it has one, is recomputed: a model that no longer computes what
     it computed when saved raises `fingerprint.FingerprintError`."""
     from . import fingerprint
-
     from .imports import import_checkpoint, is_foreign
 
     path = Path(path)

@@ -19,8 +19,9 @@ VERSION = "sin-v1"
 ATOL, RTOL = 1e-2, 1e-2  # CPU vs GPU float32 differ by ~1e-5; drift is of order 1
 
 
-class FingerprintError(RuntimeError):
-    """The model built from a checkpoint does not compute what it computed when saved."""
+class FingerprintError(ValueError):
+    """The model built from a checkpoint does not compute what it computed when saved (a
+    ValueError: the CLIs report it as a bad checkpoint, with its message)."""
 
 
 def fingerprint_input(cfg: dict) -> torch.Tensor:
