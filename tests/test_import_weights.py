@@ -180,3 +180,33 @@ def test_offline_download_script_message(tmp_path):
     assert proc.returncode != 0 and "cannot download http://127.0.0.1:9/final_111_" in proc.stderr
     assert not (tmp_path / "w" / "selim_ensemble.txt").exists()
     assert not [p for p in (tmp_path / "w").rglob("*") if p.is_file()]
+
+
+def test_ntech_layout_imports_by_position_and_gives_their_logits(tmp_path):
+    """NTech-Lab's snapshots: fp16 state dicts of lukemelas' EfficientNet (num_classes=1),
+    loaded as their predict.py does (.float()); imported, the same logits at their 224x192."""
+    from efficientnet_pytorch import EfficientNet
+
+    from training.imports import import_checkpoint
+
+    torch.manual_seed(0)
+    theirs = EfficientNet.from_name("efficientnet-b0", num_classes=1).eval()
+    for m in theirs.modules():  # BN statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = {k: v.half() for k, v in theirs.state_dict().items()}
+    path = tmp_path / "snapshot_100000.fp16.pth"
+    torch.save(state, path)
+    theirs.load_state_dict({k: v.float() for k, v in state.items()})
+
+    imp = import_checkpoint(path, encoder="tf_efficientnet_b0.ns_jft_in1k")
+    assert imp.imported["format"] == "ntech" and imp.cfg["size"] == [224, 192]
+    assert imp.cfg["margin"] == 0.25 and imp.cfg["data"]["resize"] == "shortest"
+    x = torch.randn(2, 3, 224, 192)
+    with torch.no_grad():
+        assert torch.allclose(imp.model(x), theirs(x), atol=1e-4)
+    other = EfficientNet.from_name("efficientnet-b1", num_classes=1).state_dict()
+    torch.save(other, tmp_path / "b1.pth")  # another network: refused, not half-loaded
+    with pytest.raises(ValueError, match="not the same network|do not fit"):
+        import_checkpoint(tmp_path / "b1.pth", encoder="tf_efficientnet_b0.ns_jft_in1k")

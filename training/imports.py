@@ -7,6 +7,14 @@ DataParallel). His DeepFakeClassifier is encoder.forward_features -> average poo
 dropout -> fc, which is this project's DeepFakeClassifier with `fc` named `head`: the
 weights map one to one. A plain state dict in this project's own names also imports.
 
+NTech-Lab (3rd place) released fp16 state dicts of lukemelas' EfficientNet-PyTorch B7
+(`_conv_stem`, `_blocks.N._expand_conv`, ..., `_fc`): the same tensors as timm's
+tf_efficientnet_b7 in the same order, so they map by position, every shape checked; the
+config is configs/b7_ntech_large_crop.json (or b7_ntech_seq.json when the expand convs
+are their 3D SeqExpandConv; `--config` picks b7_ntech_re.json). Their 3D convs pad time
+with zeros, this project's with the edge frame (README, departures): an imported
+sequence model differs from theirs at a clip's first and last frame.
+
     python tools/import_weights.py final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36 OUT.pt
     python 6_predict.py --models final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36 ...  # on the fly
 
@@ -56,6 +64,25 @@ def _state_dict(raw) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def is_ntech(state: dict) -> bool:
+    """lukemelas' EfficientNet-PyTorch names (NTech-Lab's released snapshots)."""
+    return "_conv_stem.weight" in state and "_fc.weight" in state
+
+
+def by_position(state: dict, model: torch.nn.Module, path) -> dict:
+    """lukemelas' EfficientNet and timm's tf_efficientnet hold the same tensors in the same
+    order (stem, blocks: expand, depthwise, SE, project, each with its BN; head conv, BN,
+    classifier): the file's tensors renamed to the model's, after checking every shape."""
+    target = model.state_dict()
+    if len(state) != len(target):
+        raise ValueError(f"{path}: {len(state)} tensors, the model has {len(target)}: not the same network")
+    for i, ((src_key, src), (dst_key, dst)) in enumerate(zip(state.items(), target.items())):
+        if src.shape != dst.shape:  # dtypes may differ: their snapshots are fp16 throughout
+            raise ValueError(f"{path}: the weights do not fit: tensor #{i} {src_key} {tuple(src.shape)} "
+                             f"against {dst_key} {tuple(dst.shape)}")
+    return {k: v.to(target[k].dtype) for k, v in zip(target.keys(), state.values())}
+
+
 def selim_to_project(state: dict) -> dict:
     """His key names -> this project's: fc.* -> head.*, the encoder's ImageNet classifier dropped."""
     if not any(k.startswith("encoder.") for k in state) or not {"fc.weight", "fc.bias"} <= set(state):
@@ -92,16 +119,24 @@ def import_checkpoint(path: str | Path, encoder: str | None = None, source: str 
     if not is_foreign(raw):
         raise ValueError(f"{path} is already a checkpoint of this project")
     state = _state_dict(raw)
-    layout = "selim" if "fc.weight" in state and any(k.startswith("encoder.") for k in state) else "project"
+    if is_ntech(state):
+        layout = "ntech"
+        seq = any(k.endswith("_expand_conv.conv.weight") for k in state)  # their SeqExpandConv
+        base_config = base_config or REPO_ROOT / "configs" / ("b7_ntech_seq.json" if seq else
+                                                              "b7_ntech_large_crop.json")
+    else:
+        layout = "selim" if "fc.weight" in state and any(k.startswith("encoder.") for k in state) else "project"
     if layout == "selim":
         state = selim_to_project(state)
-    encoder = encoder or encoder_from_name(path.name)
+    cfg = load_config(base_config or REPO_ROOT / "configs" / "b7.json")
+    encoder = encoder or (cfg["encoder"] if layout == "ntech" else encoder_from_name(path.name))
     if not encoder:
         raise ValueError(f"{path}: which encoder? The file name does not say (selim's names end in "
                          f"DeepFakeClassifier_<encoder>_<epoch>_<score>); pass --encoder")
-    cfg = load_config(base_config or REPO_ROOT / "configs" / "b7.json")
     cfg.update(name=path.name.removesuffix(".pth").removesuffix(".pt"), encoder=encoder, pretrained=False)
     model = build_model(cfg, pretrained=False)
+    if layout == "ntech":
+        state = by_position(state, model, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes that differ
@@ -111,8 +146,10 @@ def import_checkpoint(path: str | Path, encoder: str | None = None, source: str 
         raise ValueError(f"{path}: the weights do not fit {encoder} as a DeepFakeClassifier: "
                          f"{len(missing)} missing (first {missing[:3]}), {len(unexpected)} unexpected "
                          f"(first {unexpected[:3]})")
-    meta = {k: raw[k] for k in ("epoch", "bce_best") if k in raw}
+    meta = {k: raw[k] for k in ("epoch", "bce_best") if k in raw and not isinstance(raw[k], torch.Tensor)}
     metrics = {"bce_best": float(meta["bce_best"])} if "bce_best" in meta else {}
+    preprocessing = PREPROCESSING if layout != "ntech" else {
+        "size": cfg["size"], "normalize": "imagenet", "margin": cfg["margin"], "resize": cfg["data"]["resize"]}
     info = {"source": source or str(path.resolve()), "sha256": sha256(path), "format": layout,
-            "encoder": encoder, "preprocessing": PREPROCESSING, **{f"original_{k}": v for k, v in meta.items()}}
+            "encoder": encoder, "preprocessing": preprocessing, **{f"original_{k}": v for k, v in meta.items()}}
     return Imported(model.eval(), cfg, int(meta.get("epoch", 0) or 0), metrics, info)
