@@ -203,9 +203,19 @@ print(n, len(anchors), len(clips), (peak - base) / 1024)
 """
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """A minute of 720p at 30 fps (ffmpeg's testsrc2)."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=30", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["opencv", "pyav"])
-def test_memory_stays_bounded_on_a_long_video(tmp_path, decoder):
+def test_memory_stays_bounded_on_a_long_video(long_clip, tmp_path, decoder):
     """A minute of 720p (1800 frames, 5 GB as RGB): decoding every frame and step 1's
     crops of 180 anchors x 4-frame clips (720 frames wanted, 2 GB if held) stay within
     a few frames' worth of memory: frames stream."""
@@ -213,10 +223,7 @@ def test_memory_stays_bounded_on_a_long_video(tmp_path, decoder):
 
     from conftest import REPO
 
-    path = tmp_path / "long.mp4"
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc2=size=1280x720:rate=30", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    path = long_clip
     (tmp_path / "crops").mkdir()
     code = PEAK_RSS.format(repo=str(REPO), path=str(path), decoder=decoder, out=str(tmp_path / "crops"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
