@@ -49,7 +49,8 @@ def main() -> int:
     if a.test_dir and not a.output:
         p.error("--test-dir needs --output")
 
-    from inference.predictor import list_videos, predict_videos, write_errors, write_submission
+    from inference.predictor import (dir_videos, list_videos, predict_videos, read_ensemble, write_errors,
+                                     write_submission)
 
     if a.models is None:
         ensemble = Path(__file__).resolve().parent / "weights" / "ensemble.txt"
@@ -57,13 +58,13 @@ def main() -> int:
             print("error: no --models and weights/ensemble.txt is missing: train first (bash run_all.sh)",
                   file=sys.stderr)
             return 1
-        a.models = [l.strip() for l in ensemble.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        a.models = read_ensemble(ensemble)
         default_cal = ensemble.with_name("calibration.json")
         if a.calibration is None and default_cal.is_file():
             a.calibration = default_cal
     try:
         if a.test_dir:
-            videos = [(v.relative_to(a.test_dir).as_posix(), v) for v in list_videos(a.test_dir)]
+            videos = dir_videos(a.test_dir)
             if not videos:
                 print(f"error: no video files under {a.test_dir}", file=sys.stderr)
                 return 1

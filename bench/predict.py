@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import FaceExtractor, clip_span, list_videos, load_models, predict_dir  # noqa: E402
+from inference.predictor import (FaceExtractor, clip_span, list_videos, load_models, predict_dir,  # noqa: E402
+                                 read_ensemble)
 from preprocessing.video import FrameReader  # noqa: E402
 
 
@@ -49,8 +50,7 @@ def main() -> int:
     a = p.parse_args()
     models = a.models
     if not models:
-        ens = Path(__file__).resolve().parents[1] / "weights" / "ensemble.txt"
-        models = [l.strip() for l in ens.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        models = read_ensemble(Path(__file__).resolve().parents[1] / "weights" / "ensemble.txt")
     videos = list_videos(a.test_dir)
     if a.min_height:
         from preprocessing.video import probe

@@ -127,11 +127,18 @@ def calibration_split(df: pd.DataFrame, train: list[str], cal_fold: int = CAL_FO
     return cal, [v for v in train if fold.fold[v] != cal_fold]
 
 
+def fit_balanced_temperature(cal_scores: pd.DataFrame) -> float:
+    """run_all's temperature (`tools/calibrate.py --balanced`) fitted on video scores."""
+    from inference.calibration import fit_temperature
+
+    return fit_temperature(cal_scores.pred.to_numpy(), cal_scores.label.to_numpy(), balanced=True)
+
+
 def calibrated(scores: pd.DataFrame, cal_scores: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """`scores` with the temperature fitted on `cal_scores` (balanced log loss) applied."""
-    from inference.calibration import apply_temperature, fit_temperature
+    from inference.calibration import apply_temperature
 
-    t = fit_temperature(cal_scores.pred.to_numpy(), cal_scores.label.to_numpy(), balanced=True)
+    t = fit_balanced_temperature(cal_scores)
     return scores.assign(pred=apply_temperature(scores.pred.to_numpy(), t)), t
 
 
@@ -358,11 +365,11 @@ def main() -> int:
         ckpt = result.best if cal else result.last
         calibration = None
         if cal:
-            from inference.calibration import fit_temperature, save_calibration
+            from inference.calibration import save_calibration
 
             cal_scores = video_scores(ckpt, rd, a.strategy, a.seed)
             calibration = rd / "calibration.json"
-            save_calibration(calibration, fit_temperature(cal_scores.pred, cal_scores.label, balanced=True),
+            save_calibration(calibration, fit_balanced_temperature(cal_scores),
                              {"videos": len(cal_scores), "fit": "balanced_log_loss"})
         pred = predict_dir(a.dev_dir, [ckpt], strategy=a.strategy, progress=False, calibration=calibration)
         dev_labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}

@@ -109,6 +109,19 @@ def list_videos(test_dir: str | Path) -> list[Path]:
     return [p for p in walk_files(test_dir) if is_video_file(p)]
 
 
+def dir_videos(test_dir: str | Path) -> list[tuple[str, Path]]:
+    """(name relative to test_dir, path) of every video under it: predict_videos' input."""
+    test_dir = Path(test_dir)
+    return [(p.relative_to(test_dir).as_posix(), p) for p in list_videos(test_dir)]
+
+
+def read_ensemble(path: str | Path) -> list[str]:
+    """The checkpoint paths of an ensemble list (weights/ensemble.txt: one per line, '#'
+    comments and blank lines skipped)."""
+    return [line.strip() for line in Path(path).read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
 def sample_indices(num_frames: int, n: int) -> list[int]:
     """n frame indices spread evenly over the video (all of them if it is shorter)."""
     if num_frames <= 0:
@@ -316,9 +329,7 @@ class PredictResult:
 def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], **kwargs) -> PredictResult:
     """Score every video under test_dir; returns one (filename relative to test_dir,
     probability) per video. Keyword arguments: those of `predict_videos`."""
-    test_dir = Path(test_dir)
-    return predict_videos([(p.relative_to(test_dir).as_posix(), p) for p in list_videos(test_dir)],
-                          checkpoints, **kwargs)
+    return predict_videos(dir_videos(test_dir), checkpoints, **kwargs)
 
 
 def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path], num_frames: int = 32,

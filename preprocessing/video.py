@@ -42,8 +42,7 @@ class VideoInfo:
 
 
 def _open(path: Path) -> cv2.VideoCapture:
-    path = Path(path)
-    _check_file(path)
+    """OpenCV's capture of a file `_check_file` has passed."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
@@ -115,17 +114,11 @@ class _PyAVVideo:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Size, frame rate and frame count, from OpenCV, or PyAV when OpenCV cannot open it."""
-    try:
-        cap = _open(Path(path))
-    except VideoReadError as e:
-        if "cannot open" not in str(e):
-            raise  # not found, empty
-        return _PyAVVideo(Path(path)).info
-    try:
-        return _info(cap)
-    finally:
-        cap.release()
+    """Size, frame rate and frame count, from OpenCV, or PyAV when OpenCV cannot open it
+    (FrameReader's choice of decoder; nothing is decoded)."""
+    reader = FrameReader(path)
+    reader.close()
+    return reader.info
 
 
 def _sane_fps(fps: float) -> float:
@@ -177,12 +170,16 @@ class FrameReader:
             self._use_fallback(str(e))
 
     def _use_fallback(self, reason: str) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self.close()
         self._pyav = _PyAVVideo(self.path)  # a VideoReadError when PyAV cannot decode it either
         self.info = self._pyav.info
         self.decoder, self.fallback_reason = FALLBACK_DECODER, reason
+
+    def close(self) -> None:
+        """Release OpenCV's capture without decoding (iteration releases it by itself)."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
 
     def select(self, wanted: set[int]) -> "FrameReader":
         """Decode exactly these indices, stopping after the last: for callers that need
@@ -211,8 +208,7 @@ class FrameReader:
                             yield idx, frame
                     idx += 1
             finally:
-                cap.release()
-                self._cap = None
+                self.close()
             if idx > 0:
                 self.num_frames = idx
                 return

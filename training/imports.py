@@ -35,7 +35,6 @@ import torch
 SELIM_ENCODERS = {f"tf_efficientnet_b{i}_ns": f"tf_efficientnet_b{i}.ns_jft_in1k" for i in range(0, 8)}
 SELIM_ENCODERS.update({f"{k}_0{d}d": v for k, v in list(SELIM_ENCODERS.items()) for d in (3, 4)})
 SELIM_ENCODERS.update({"se50": "seresnext50_32x4d", "sk50": "skresnext50_32x4d", "dpn92": "dpn92", "dpn131": "dpn131"})
-PREPROCESSING = {"size": 380, "normalize": "imagenet", "margin": 1 / 3, "resize": "isotropic (long side, zero pad)"}
 
 
 def sha256(path: str | Path) -> str:
@@ -83,9 +82,14 @@ def by_position(state: dict, model: torch.nn.Module, path) -> dict:
     return {k: v.to(target[k].dtype) for k, v in zip(target.keys(), state.values())}
 
 
+def is_selim(state: dict) -> bool:
+    """selim's names: his encoder's tensors under encoder.*, his head fc.weight/fc.bias."""
+    return any(k.startswith("encoder.") for k in state) and {"fc.weight", "fc.bias"} <= set(state)
+
+
 def selim_to_project(state: dict) -> dict:
     """His key names -> this project's: fc.* -> head.*, the encoder's ImageNet classifier dropped."""
-    if not any(k.startswith("encoder.") for k in state) or not {"fc.weight", "fc.bias"} <= set(state):
+    if not is_selim(state):
         raise ValueError("not selim's layout (encoder.* and fc.weight/fc.bias)")
     out = {}
     for k, v in state.items():
@@ -125,7 +129,7 @@ def import_checkpoint(path: str | Path, encoder: str | None = None, source: str 
         base_config = base_config or REPO_ROOT / "configs" / ("b7_ntech_seq.json" if seq else
                                                               "b7_ntech_large_crop.json")
     else:
-        layout = "selim" if "fc.weight" in state and any(k.startswith("encoder.") for k in state) else "project"
+        layout = "selim" if is_selim(state) else "project"
     if layout == "selim":
         state = selim_to_project(state)
     cfg = load_config(base_config or REPO_ROOT / "configs" / "b7.json")
@@ -148,8 +152,11 @@ def import_checkpoint(path: str | Path, encoder: str | None = None, source: str 
                          f"(first {unexpected[:3]})")
     meta = {k: raw[k] for k in ("epoch", "bce_best") if k in raw and not isinstance(raw[k], torch.Tensor)}
     metrics = {"bce_best": float(meta["bce_best"])} if "bce_best" in meta else {}
-    preprocessing = PREPROCESSING if layout != "ntech" else {
-        "size": cfg["size"], "normalize": "imagenet", "margin": cfg["margin"], "resize": cfg["data"]["resize"]}
+    from preprocessing.crops import DEFAULT_MARGIN
+
+    # what the weights expect, read off the config they run with (b7.json: selim's; the NTech ones: theirs)
+    expects = {"size": cfg["size"], "normalize": cfg["normalize"], "resize": cfg["data"]["resize"],
+               "margin": DEFAULT_MARGIN if cfg["margin"] is None else cfg["margin"]}
     info = {"source": source or str(path.resolve()), "sha256": sha256(path), "format": layout,
-            "encoder": encoder, "preprocessing": preprocessing, **{f"original_{k}": v for k, v in meta.items()}}
+            "encoder": encoder, "preprocessing": expects, **{f"original_{k}": v for k, v in meta.items()}}
     return Imported(model.eval(), cfg, int(meta.get("epoch", 0) or 0), metrics, info)
