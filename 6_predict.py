@@ -9,6 +9,9 @@ be scored) and OUT_errors.jsonl. The second prints one line per video: its name,
 the verdict (FAKE at >= 0.5) and the faces used; with --json, one JSON object per video
 holding every model's score of every frame and face. Without --models both use
 weights/ensemble.txt, with weights/calibration.json when run_all.sh fitted one.
+Either form with --explain DIR also writes DIR/index.html and a page per video: the sampled
+frames with their boxes, the scores over time, and Grad-CAM (CNNs) or attention-rollout
+(ViT) heatmaps over the faces each model scored.
 """
 import argparse
 import sys
@@ -26,6 +29,8 @@ def main() -> int:
                    help="checkpoints (*_best.pt) of any family, or published weight files; "
                         "default: weights/ensemble.txt")
     p.add_argument("--json", action="store_true", help="print per-frame, per-face scores as JSON lines")
+    p.add_argument("--explain", type=Path, default=None, metavar="OUT_DIR",
+                   help="write an HTML page per video (frames, boxes, scores over time, heatmaps) and index.html")
     p.add_argument("--frames", type=int, default=32, help="frames sampled evenly per video (default 32)")
     p.add_argument("--strategy", default="confident", choices=["confident", "ntech", "mean"],
                    help="how face probabilities become a video's (default: selim's confident strategy)")
@@ -82,12 +87,15 @@ def main() -> int:
                                 batch_size=a.batch_size, device=a.device, calibration=a.calibration,
                                 workers=a.workers, detect_every=a.detect_every, num_clips=a.clips,
                                 detect_long_side=a.detect_size, progress=not a.no_progress and bool(a.test_dir),
-                                details=not a.test_dir)
+                                details=not a.test_dir, explain_dir=a.explain)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not a.test_dir:
         print_verdicts(result, a.json)
+    if a.explain:
+        print(f"[6_predict] explanations: {a.explain / 'index.html'} ({result.timings.get('explain_s', 0):.1f}s)",
+              file=sys.stderr if not a.test_dir else sys.stdout)
     if a.output:
         write_submission(a.output, result.rows)
         errors_path = a.output.with_name(a.output.stem + "_errors.jsonl")

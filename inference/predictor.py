@@ -157,6 +157,8 @@ class VideoFaces:
     # per margin, parallel to crops / clips: (frame, face index on that frame, box in pixels)
     keys: dict[float, list[tuple[int, int, list[float]]]] = field(default_factory=dict)
     clip_keys: dict[float, list[tuple[int, int, list[float]]]] = field(default_factory=dict)
+    # with FaceExtractor(keep_thumbs=True), for explanations: anchor frame -> (downscaled frame, its scale)
+    thumbs: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
 
 
 class FaceExtractor:
@@ -165,7 +167,7 @@ class FaceExtractor:
     def __init__(self, num_frames: int = 32, clip_len: int = 1, margins=(DEFAULT_MARGIN,),
                  detect_every: int = DEFAULT_DETECT_EVERY, detect_long_side: int = DEFAULT_DETECT_LONG_SIDE,
                  device: str | None = None, batch_size: int = 16, num_clips: int = 8,
-                 retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES):
+                 retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES, keep_thumbs: bool = False):
         # clip_len: frames decoded from a clip anchor on (itself included), or a function of the fps
         self.num_frames, self.clip_len = num_frames, clip_len
         self.margins = sorted({float(m) for m in (margins if isinstance(margins, (list, tuple, set)) else [margins])})
@@ -175,6 +177,7 @@ class FaceExtractor:
         self.detect_every, self.long_side, self.batch_size = max(1, detect_every), detect_long_side, batch_size
         self.retry_long_sides = tuple(retry_long_sides)
         self.device = device
+        self.keep_thumbs = keep_thumbs  # keep a small copy of every anchor frame (explanation pages)
         self._local = threading.local()
 
     def _detector(self) -> FaceDetector:
@@ -233,6 +236,10 @@ class FaceExtractor:
         out.detect_s = time.time() - t1
         h, w = frames[anchors[0]].shape[:2]
         out.fps = float(reader.info.fps or 30.0)
+        if self.keep_thumbs:
+            from .explain import thumbnail
+
+            out.thumbs = {a: thumbnail(frames[a]) for a in anchors}
         for margin in self.margins:
             crops, clips = out.crops.setdefault(margin, []), out.clips.setdefault(margin, [])
             keys, clip_keys = out.keys.setdefault(margin, []), out.clip_keys.setdefault(margin, [])
@@ -336,9 +343,11 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                    strategy: str = "confident", batch_size: int = 32, device: str | None = None,
                    calibration: str | Path | None = None, workers: int = 2,
                    detect_every: int = DEFAULT_DETECT_EVERY, num_clips: int = 8, progress: bool = True,
-                   detect_long_side: int = DEFAULT_DETECT_LONG_SIDE, details: bool = False) -> PredictResult:
+                   detect_long_side: int = DEFAULT_DETECT_LONG_SIDE, details: bool = False,
+                   explain_dir: str | Path | None = None) -> PredictResult:
     """Score (name, path) videos; returns one (name, probability) per video, in order.
-    `details`: also each video's faces and every model's prediction per frame and face."""
+    `details`: also each video's faces and every model's prediction per frame and face.
+    `explain_dir`: also write an HTML page per video there (`inference.explain`), and index.html."""
     from tqdm import tqdm
 
     from preprocessing.progress import progress_bar
@@ -359,10 +368,18 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     if dev.type == "cuda":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
-                            detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None)
+                            detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None,
+                            keep_thumbs=explain_dir is not None)
+    if explain_dir is not None:
+        from . import explain
+
+        explain_dir = Path(explain_dir)
+        explain_dir.mkdir(parents=True, exist_ok=True)
 
     rows, errors, notes, info = [], [], [], {}
     timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
+    if explain_dir is not None:
+        timings["explain_s"] = 0.0
     bar = progress_bar(total=len(videos), desc="6_predict", unit="video", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         ahead = max(1, workers) + 1
@@ -371,7 +388,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
             if i + ahead < len(videos):
                 futures.append(pool.submit(extract, videos[i + ahead]))
             name = names[i]
-            prob = FALLBACK
+            prob, faces, page = FALLBACK, None, None
             try:
                 faces = futures[i].result()
                 futures[i] = None  # free the frames
@@ -388,19 +405,42 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                 prob = float(ensemble(preds, strategy))
                 if temperature is not None:
                     prob = float(apply_temperature(np.array([prob]), temperature)[0])
-                if details:
+                if details or explain_dir is not None:
                     first = min(faces.keys)
                     info[name] = {"faces": len(faces.keys[first]),
                                   "frames": len({f for f, _, _ in faces.keys[first]}),
                                   "models": face_details(faces, models, preds, strategy)}
+                if explain_dir is not None:
+                    t2 = time.time()
+                    try:
+                        page = explain.explain_video(name, faces, models, preds, prob, strategy=strategy, device=dev,
+                                                     calibrated=temperature is not None, details=info[name])
+                    except Exception as e:  # a picture that fails never changes the prediction
+                        notes.append({"video": name, "note": f"no explanation page: {type(e).__name__}: {e}"})
+                        page = explain.failure_page(name, f"the explanation failed ({type(e).__name__}: {e})",
+                                                    faces)
+                    timings["explain_s"] += time.time() - t2
             except Exception as e:  # every input still gets a row
                 futures[i] = None
                 reason = f"{type(e).__name__}: {e}"
                 errors.append({"video": name, "error": reason, "prediction": FALLBACK})
                 tqdm.write(f"[6_predict] {name}: {reason} -> {FALLBACK}", file=sys.stderr)
+                if explain_dir is not None:
+                    page = explain.failure_page(name, reason, faces)
+            if page is not None:
+                from preprocessing.artifacts import atomic_write_text
+
+                try:
+                    atomic_write_text(explain_dir / explain.page_name(name), page)
+                except OSError as e:
+                    notes.append({"video": name, "note": f"no explanation page: {type(e).__name__}: {e}"})
+            if not details:
+                info.pop(name, None)
             rows.append((name, min(1.0, max(0.0, prob))))
             bar.update(1)
     bar.close()
+    if explain_dir is not None:
+        explain.write_index(explain_dir, rows, {e["video"]: e["error"] for e in errors})
     return PredictResult(rows, errors, time.time() - t0, timings, notes, info)
 
 

@@ -212,8 +212,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", required=True, type=Path, help="DFDC-shaped dataset (read only)")
     parser.add_argument("--work-dir", required=True, type=Path, help="where artifacts are written")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    parser.add_argument("--part", type=int, default=0, help="this machine's shard, 0-based")
-    parser.add_argument("--num-parts", type=int, default=1, help="number of shards")
+    parser.add_argument("--part", type=int, default=None,
+                        help="this machine's shard, 0-based (default: from SLURM_ARRAY_TASK_ID in a SLURM array "
+                             "job, else 0)")
+    parser.add_argument("--num-parts", type=int, default=None,
+                        help="number of shards (default: SLURM_ARRAY_TASK_COUNT in a SLURM array job, else 1)")
     parser.add_argument("--limit", type=int, default=None, help="process at most N videos (a quick try)")
     parser.add_argument("--force", action="store_true", help="redo videos whose outputs exist")
     parser.add_argument("--device", default=None, help="torch device for models (default: cuda if available)")
@@ -221,9 +224,37 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def slurm_shard(env=None) -> tuple[int, int] | None:
+    """(part, num_parts) of a SLURM array task, or None outside one. The array's indices
+    need not start at 0 (`--array=1-8`): the part is the task id minus SLURM_ARRAY_TASK_MIN.
+    A stepped or sparse array (`--array=0-15:2`, `1,5,9`) cannot be mapped onto contiguous
+    shards and is refused."""
+    env = os.environ if env is None else env
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return None
+    try:
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        lo, hi = int(env.get("SLURM_ARRAY_TASK_MIN", 0)), int(env.get("SLURM_ARRAY_TASK_MAX", task))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"SLURM array variables are set but unusable ({e}); pass --part/--num-parts") from None
+    if env.get("SLURM_ARRAY_TASK_MAX") is not None and hi - lo + 1 != count:
+        raise ValueError(f"SLURM array {lo}-{hi} holds {count} tasks, not a contiguous range: use "
+                         f"--array={lo}-{lo + count - 1}, or pass --part/--num-parts")
+    return task - lo, count
+
+
 def options_from_args(args: argparse.Namespace) -> StepOptions:
+    part, num_parts = args.part, args.num_parts
+    if part is None or num_parts is None:  # unset: a SLURM array task's shard, else the whole dataset
+        slurm = slurm_shard()
+        if slurm is not None and part is None and num_parts is None:
+            part, num_parts = slurm
+        elif part is None and num_parts is not None and num_parts > 1:
+            raise ValueError(f"--num-parts {num_parts} needs --part")
+        part = 0 if part is None else part
+        num_parts = 1 if num_parts is None else num_parts
     return StepOptions(data_dir=args.data_dir, work_dir=args.work_dir, workers=args.workers,
-                       part=args.part, num_parts=args.num_parts, limit=args.limit, force=args.force,
+                       part=part, num_parts=num_parts, limit=args.limit, force=args.force,
                        device=args.device, progress=not args.no_progress)
 
 

@@ -132,3 +132,79 @@ def test_predict_submission_script_uses_the_ensemble_file(test_dir, ensemble, tm
                           if (REPO / ".venv").exists() else env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(pd.read_csv(out)) == 6
+
+
+@pytest.fixture(scope="module")
+def student(sample_work, ensemble, tmp_path_factory):
+    """A tiny ViT-distillation model (the frame model as its teacher): the attention-rollout family."""
+    from test_train import tiny
+    from training.engine import train
+
+    work, _ = sample_work
+    cfg = tiny("DeepFakeClassifierDistill", model={"vit": "deit_tiny_patch16_224"}, distill={"teacher": ensemble[0]})
+    cfg["name"] = "tinyvit"
+    return str(train(cfg, work, fold=0, weights_dir=tmp_path_factory.mktemp("student"), progress=False).best)
+
+
+def browser():
+    import shutil as sh
+
+    return sh.which("chromium") or sh.which("chromium-browser") or sh.which("google-chrome")
+
+
+def run_browser(*args, timeout=120):
+    return subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--disable-dev-shm-usage", "--virtual-time-budget=5000", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_explain_writes_a_page_per_video_that_a_browser_renders(test_dir, ensemble, student, tmp_path):
+    """`6_predict.py VIDEO ... --explain DIR` (#9): index.html and a page per video; the scored
+    video's page has every model with its heatmap kind, the score plot and the frames; the
+    faceless video's page says why and still shows its frames. In a real headless browser
+    every inlined picture decodes, and the screenshot shows the heatmaps' colours."""
+    import re
+
+    import cv2
+
+    from inference.explain import page_name
+
+    good = sorted(p for p in test_dir.glob("*.mp4") if p.name not in {"corrupt.mp4", "zero.mp4", "text.mp4",
+                                                                       "cup.mp4"})[0]
+    cup = test_dir / "cup.mp4"
+    out = tmp_path / "explain"
+    proc = subprocess.run([sys.executable, "6_predict.py", str(good), str(cup), "--models", *ensemble, student,
+                           "--frames", "8", "--explain", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    verdict = proc.stdout.splitlines()[0].split("\t")
+    index = (out / "index.html").read_text()
+    pages = {v: out / page_name(str(v)) for v in (good, cup)}
+    for v, page in pages.items():
+        assert page.is_file() and f"href='{page.name}'" in index
+
+    text = pages[good].read_text()
+    assert f"<b>{verdict[1]}</b>" in text and verdict[2] in text
+    for ckpt in [*ensemble, student]:
+        assert Path(ckpt).stem in text
+    assert "Grad-CAM" in text and "attention rollout" in text and "of attention on CNN tokens" in text
+    assert "face scores over time" in text and "Sampled frames" in text
+    images = len(re.findall(r"<img ", text))
+    assert images >= 8 + 1 + 3  # the sampled frames, the plot, a face with its crop and heatmaps
+    assert "src='http" not in text and 'src="http' not in text  # offline: everything inline
+    faceless = pages[cup].read_text()
+    assert "Not scored" in faceless and "no face" in faceless and "<img " in faceless
+
+    if not browser():
+        pytest.skip("no chromium: install it (apt-get install chromium) for the browser check")
+    dom = run_browser("--dump-dom", pages[good].as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f"pictures decoded: {images}/{images}" in dom.stdout
+    shot = tmp_path / "page.png"
+    proc = run_browser(f"--screenshot={shot}", "--window-size=1300,1800", pages[good].as_uri())
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (1800, 1300)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    saturated = (hsv[..., 1] > 150) & (hsv[..., 2] > 100)
+    assert saturated.mean() > 0.005  # the heatmaps and boxes are on screen, not a blank page
+    assert img.std() > 20
