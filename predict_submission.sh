@@ -6,7 +6,8 @@
 # (weights/calibration.json) when there is one; ENSEMBLE=selim uses selim's released seven
 # (weights/selim_ensemble.txt, from bash weights/download_selim.sh). Environment: STRATEGY
 # (confident|ntech|mean), FRAMES (32), CALIBRATION (a temperature JSON; "none": none),
-# WEIGHTS_DIR (weights), EXTRA_ARGS (passed to 6_predict.py).
+# WEIGHTS_DIR (weights), EXPLAIN_DIR (also write an explanation page per video there),
+# EXTRA_ARGS (passed to 6_predict.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ $# -lt 2 ]; then
@@ -32,4 +33,5 @@ else
 fi
 ARGS=(--test-dir "$TEST_DIR" --output "$OUT" --models "${MODELS[@]}" --strategy "${STRATEGY:-confident}" --frames "${FRAMES:-32}")
 if [ -n "${CALIBRATION:-}" ] && [ "$CALIBRATION" != "none" ]; then ARGS+=(--calibration "$CALIBRATION"); fi
+[ -n "${EXPLAIN_DIR:-}" ] && ARGS+=(--explain "$EXPLAIN_DIR")
 python 6_predict.py "${ARGS[@]}" ${EXTRA_ARGS:-}

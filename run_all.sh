@@ -15,6 +15,8 @@
 #   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", the others "0"; CPU: "0"]
 #   PLAN_ONLY=1  print the training plan (config fold seed checkpoint) and stop
 #   CALIBRATE  1: fit a temperature on the validation fold's videos (one fold only) [1]
+#   EXPLAIN    1: an explanation page per TEST_DIR video (6_predict --explain), linked from the
+#              evaluation report [1 on the sample, else 0]
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
 #   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  consecutive frames per crop [8]
 #   WORKERS    processes per preprocessing step [1]      FRAME_STEP  [10]
@@ -173,9 +175,15 @@ CAL_ARGS=()
 
 if [ -n "${TEST_DIR:-}" ]; then
     OUT="$WORK_DIR/submission_$(basename "$TEST_DIR").csv"
-    python 6_predict.py --test-dir "$TEST_DIR" --output "$OUT" --models "${ENSEMBLE[@]}" "${CAL_ARGS[@]}" ${PREDICT_ARGS:-}
+    EXPLAIN_ARGS=(); EVAL_ARGS=()
+    if [ "${EXPLAIN:-$SAMPLE}" = "1" ]; then  # a page per test video, linked from the evaluation report
+        EXPLAIN_DIR="$WORK_DIR/explain_$(basename "$TEST_DIR")"
+        EXPLAIN_ARGS=(--explain "$EXPLAIN_DIR"); EVAL_ARGS=(--explanations "$EXPLAIN_DIR")
+    fi
+    python 6_predict.py --test-dir "$TEST_DIR" --output "$OUT" --models "${ENSEMBLE[@]}" "${CAL_ARGS[@]}" \
+        "${EXPLAIN_ARGS[@]}" ${PREDICT_ARGS:-}
     if find "$TEST_DIR" -name metadata.json | grep -q .; then
-        python tools/evaluate.py --submission "$OUT" --data-dir "$TEST_DIR"
+        python tools/evaluate.py --submission "$OUT" --data-dir "$TEST_DIR" "${EVAL_ARGS[@]}"
     fi
 fi
 echo "[run_all] done: artifacts in $WORK_DIR, checkpoints in $WEIGHTS_DIR"

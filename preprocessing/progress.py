@@ -36,10 +36,24 @@ def is_terminal(stream) -> bool:
         return False
 
 
+class LogTqdm(tqdm):
+    """A bar for a log: a postfix or description change (the training loop sets the loss on
+    every step) waits for the next timed line instead of forcing one."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=True):
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=False)
+
+
 def progress_bar(*, file=None, **kwargs) -> tqdm:
     """tqdm on stderr (or `file`): in place on a terminal, plain lines every 30 s in a log."""
     stream = file if file is not None else sys.stderr
     if is_terminal(stream):
         return tqdm(file=stream, dynamic_ncols=True, **kwargs)
-    return tqdm(file=LineWriter(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, ncols=100,
-                dynamic_ncols=False, **kwargs)
+    return LogTqdm(file=LineWriter(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, ncols=100,
+                   dynamic_ncols=False, **kwargs)

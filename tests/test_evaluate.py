@@ -193,6 +193,27 @@ def test_write_report_without_crops(labelled_dir, tmp_path):
     assert not list(paths["report.html"].parent.glob(".*tmp*"))
 
 
+def test_worst_videos_link_to_their_explanation_pages(labelled_dir, tmp_path):
+    """--explanations (#9): a worst video links to the page 6_predict --explain wrote for its
+    submission name, relative to the report; one without a page says so."""
+    from inference.explain import page_name
+
+    sub = pd.DataFrame({"filename": ["a.mp4", "part_0/b.mp4", "c.mp4"], "label": [0.9, 0.8, 0.05]})
+    matched, report = match_labels(sub, load_dataset(labelled_dir))
+    pages = tmp_path / "explain"
+    pages.mkdir()
+    (pages / page_name("c.mp4")).write_text("<html>c</html>")
+    out = tmp_path / "report"
+    paths = write_report(out, matched, compute_metrics(matched["label"], matched["pred"]), report, worst=2,
+                         crops=False, explanations=pages)
+    page = paths["report.html"].read_text()
+    assert '<a href="../explain/c.mp4.html">explanation</a>' in page
+    assert (out / "../explain/c.mp4.html").resolve().read_text() == "<html>c</html>"
+    assert page.count("no explanation page") == 1  # a.mp4 has none
+    worst = {w["video_id"]: w for w in json.loads(paths["metrics.json"].read_text())["worst"]}
+    assert worst["part_1/c"]["explanation"] == "../explain/c.mp4.html" and worst["part_0/a"]["explanation"] is None
+
+
 def test_write_report_one_class(labelled_dir, tmp_path):
     sub = pd.DataFrame({"filename": ["part_0/b.mp4", "c.mp4"], "label": [0.7, 0.4]})
     matched, report = match_labels(sub, load_dataset(labelled_dir))

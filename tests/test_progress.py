@@ -19,6 +19,20 @@ def test_a_bar_in_a_log_writes_whole_lines_only():
     assert 1 <= len(lines) <= 3 and "500/500" in lines[-1] and lines[-1].startswith("step")
 
 
+def test_a_postfix_on_every_step_does_not_force_a_line():
+    """The training loop sets loss and imgs/s on every step; in a log that must not print a
+    line per step (it did: tqdm's set_postfix refreshes by default)."""
+    log = io.StringIO()
+    bar = progress_bar(total=200, desc="epoch 0", file=log)
+    for step in range(200):
+        bar.set_postfix(loss=f"{1 / (step + 1):.4f}", imgs_s=12.5)
+        bar.set_description("epoch 0")
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert 1 <= len(lines) <= 3 and "200/200" in lines[-1] and "loss=0.0050" in lines[-1]
+
+
 def test_line_writer_drops_empty_redraws():
     out = io.StringIO()
     w = LineWriter(out)

@@ -73,6 +73,10 @@ def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     assert metrics["videos"] == 6 and metrics["auc"] > 0.5 and sub.label.nunique() > 1
     assert metrics["balanced_log_loss"] < math.log(2) and metrics["log_loss"] < math.log(2)
     assert (report / "report.html").stat().st_size > 1000
+    # an explanation page per held-out video (EXPLAIN defaults to 1 on the sample), linked from the report
+    explain = tmp_path / "work" / "sample" / "explain_sample_heldout"
+    assert len(list(explain.glob("*.html"))) == 6 + 1  # and index.html
+    assert (report / "report.html").read_text().count("explanation</a>") == 6
 
     # a second run finds everything done and only predicts again
     again = subprocess.run(["bash", "run_all.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

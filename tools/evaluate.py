@@ -3,11 +3,13 @@
 labels of a DFDC-shaped DATA_DIR, and write a small report.
 
     python tools/evaluate.py --submission OUT.csv --data-dir DATA_DIR [--out-dir REPORT_DIR]
-                             [--worst 12] [--no-crops]
+                             [--worst 12] [--no-crops] [--explanations EXPLAIN_DIR]
 
 Writes REPORT_DIR (default: `<submission stem>_report/` next to the submission):
 metrics.json, roc.png, calibration.png and report.html (self-contained: images are
-embedded as base64, so the page can be mailed or moved alone).
+embedded as base64, so the page can be mailed or moved alone). With --explanations, the
+folder `6_predict.py --explain` wrote, every worst video links to its explanation page
+(a relative link: keep the two folders side by side when moving them).
 
 Which videos count: a submission row is matched to a labelled video by its path
 relative to DATA_DIR (`part_0/abcdefghij.mp4`) or, failing that, by its file name when
@@ -395,8 +397,9 @@ th { background: #f3f3f3; }
 
 
 def render_html(metrics: dict, match_report: dict, worst: pd.DataFrame, thumbnails: dict[str, tuple],
-                roc_png: bytes, calibration_png: bytes, title: str) -> str:
-    """The report page, self-contained (images inline as base64)."""
+                roc_png: bytes, calibration_png: bytes, title: str, links: dict[str, str] | None = None) -> str:
+    """The report page, self-contained (images inline as base64); `links`: video id -> the
+    href of its explanation page ("" when the folder has none for it)."""
     esc = html.escape
     metric_rows = "".join(f"<tr><th>{esc(label)}</th><td>{esc(_fmt(metrics[key]))}</td></tr>"
                           for key, label in METRIC_ROWS)
@@ -405,6 +408,10 @@ def render_html(metrics: dict, match_report: dict, worst: pd.DataFrame, thumbnai
         label = "FAKE" if row.label else "REAL"
         png, note = thumbnails.get(row.video_id, (None, "crops skipped (--no-crops)"))
         picture = _img_tag(png, row.video_id) if png else ""
+        if links is not None:
+            href = links.get(row.video_id)
+            picture += (f'<br><a href="{esc(href)}">explanation</a>' if href
+                        else "<br><small>no explanation page</small>")
         worst_rows.append(
             f"<tr><td>{rank}</td><td>{esc(row.video_id)}<br><small>{esc(row.filename)}</small></td>"
             f'<td class="{label.lower()}">{label}</td><td>{row.pred:.4f}</td><td>{row.log_loss:.4f}</td>'
@@ -433,11 +440,12 @@ are left out of every metric.</p>
 
 def write_report(out_dir: str | Path, matched: pd.DataFrame, metrics: dict, match_report: dict,
                  worst: int = 12, crops: bool = True, detector=None,
-                 context: dict | None = None) -> dict[str, Path]:
+                 context: dict | None = None, explanations: str | Path | None = None) -> dict[str, Path]:
     """Write metrics.json, roc.png, calibration.png and report.html into out_dir.
 
     `detector` (a FaceDetector) is built on demand when crops are wanted and none is
-    given; `context` (submission and DATA_DIR paths) is stored in metrics.json as is.
+    given; `context` (submission and DATA_DIR paths) is stored in metrics.json as is;
+    `explanations`: the folder of 6_predict's --explain pages, linked from the worst videos.
     Returns the written paths by name.
     """
     out_dir = Path(out_dir)
@@ -455,20 +463,31 @@ def write_report(out_dir: str | Path, matched: pd.DataFrame, metrics: dict, matc
         for row in worst_df.itertuples(index=False):
             thumbnails[row.video_id] = face_thumbnail(row.path, detector)
 
+    links = None
+    if explanations is not None:
+        import os
+
+        from inference.explain import page_name
+
+        links = {}
+        for row in worst_df.itertuples(index=False):
+            page = Path(explanations) / page_name(row.filename)
+            links[row.video_id] = os.path.relpath(page, out_dir) if page.is_file() else ""
     roc_png = roc_plot_png(y, p, metrics["auc"])
     calibration_png = calibration_plot_png(y, p)
     paths = {name: out_dir / name for name in ("metrics.json", "roc.png", "calibration.png", "report.html")}
     atomic_write_bytes(paths["roc.png"], roc_png)
     atomic_write_bytes(paths["calibration.png"], calibration_png)
     worst_records = [{"video_id": r.video_id, "filename": r.filename, "label": "FAKE" if r.label else "REAL",
-                      "pred": float(r.pred), "log_loss": float(r.log_loss)}
+                      "pred": float(r.pred), "log_loss": float(r.log_loss),
+                      **({"explanation": links[r.video_id] or None} if links is not None else {})}
                      for r in worst_df.itertuples(index=False)]
     atomic_write_json(paths["metrics.json"], {**(context or {}), "metrics": metrics,
                                               "matching": match_report, "worst": worst_records})
     title = f"Evaluation of {Path(context['submission']).name}" if context and "submission" in context \
         else "Evaluation"
     atomic_write_text(paths["report.html"], render_html(metrics, match_report, worst_df, thumbnails,
-                                                        roc_png, calibration_png, title))
+                                                        roc_png, calibration_png, title, links))
     return paths
 
 
@@ -489,6 +508,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="report folder (default: <submission stem>_report/ next to the submission)")
     p.add_argument("--worst", type=int, default=12, help="show the N worst-scored videos (default %(default)s)")
     p.add_argument("--no-crops", action="store_true", help="skip decoding videos for face crops (fast)")
+    p.add_argument("--explanations", type=Path, default=None, metavar="EXPLAIN_DIR",
+                   help="the folder of `6_predict.py --explain` pages: link each worst video to its page")
     return p.parse_args(argv)
 
 
@@ -516,7 +537,7 @@ def main(argv=None) -> int:
     out_dir = args.out_dir or args.submission.parent / f"{args.submission.stem}_report"
     context = {"submission": str(args.submission.resolve()), "data_dir": str(args.data_dir.resolve())}
     paths = write_report(out_dir, matched, metrics, match_report, worst=args.worst,
-                         crops=not args.no_crops, context=context)
+                         crops=not args.no_crops, context=context, explanations=args.explanations)
     print(summary_line(metrics, match_report, paths["report.html"]))
     print(f"[evaluate] metrics: {paths['metrics.json']}")
     return 0
