@@ -11,7 +11,7 @@ score:
 - Attention rollout (Abnar & Zuidema 2020) for the ViT-distillation family: per block the
   head-averaged attention plus the identity (the residual), rows renormalised, multiplied
   through the blocks; the class and distillation tokens' rows (the two heads the score
-  averages) over the ViT's patch tokens give the map. The share of that attention which
+  averages) over the ViT's patch tokens give the map, min-max scaled. The share of that attention which
   goes to the CNN tokens is printed beside it.
 
 Images are inlined (base64 JPEG/PNG), so a page works offline and can be mailed alone.
@@ -36,8 +36,10 @@ HEAT_ALPHA = 0.45          # heatmap opacity over the model input
 
 def page_name(video: str) -> str:
     """The page file of a video name (`part_0/abc.mp4` -> `part_0__abc.mp4.html`): flat,
-    unique per name (the extension is kept), the same in 6_predict and tools/evaluate."""
-    return video.replace("\\", "/").strip("/").replace("/", "__") + ".html"
+    the extension kept (a.mp4 and a.avi differ), never hidden (`../x/a.mp4` ->
+    `x__a.mp4.html`), the same in 6_predict and tools/evaluate."""
+    parts = [p for p in video.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "__".join(parts).lstrip(".") + ".html"
 
 
 def thumbnail(frame: np.ndarray, long_side: int = THUMB_LONG_SIDE) -> tuple[np.ndarray, float]:
@@ -125,6 +127,9 @@ def attention_rollout(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarr
     cnn_share = rows[:, 2 + num_patches:].sum(1) / rows[:, 2:].sum(1).clamp_min(1e-12)
     maps = patches.reshape(b, 1, *grid)
     maps = torch.nn.functional.interpolate(maps, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    # min-max: rollout maps are all positive and often nearly flat, so scaling by the maximum
+    # alone would paint the whole face red
+    maps = maps - maps.flatten(1).amin(1)[:, None, None]
     return _normalise_map(maps).cpu().numpy(), cnn_share.cpu().numpy()
 
 
@@ -324,9 +329,8 @@ def explain_video(name: str, faces, models, preds, prob: float, *, strategy: str
     boxes: dict[tuple[int, int], list[float]] = {}
     series = {}
     for m, p in zip(models, preds):
-        keys = _model_keys(faces, m)
-        series[m.name] = [(f, float(x)) for (f, _, _), x in zip(keys, p.tolist())]
-        for (f, k, box), x in zip(keys, p.tolist()):
+        series[m.name] = [(f, float(x)) for (f, _, _), x in zip(_model_keys(faces, m), p.tolist())]
+        for f, k, box in faces.keys.get(m.margin, []):  # the faces on the sampled (anchor) frames
             boxes.setdefault((f, k), box)
     for m, p in zip(models, preds):  # a face's score: per model, its anchor frame's prediction
         for i, (f, k, box) in enumerate(faces.keys.get(m.margin, [])):

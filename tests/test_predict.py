@@ -188,6 +188,9 @@ def test_explain_writes_a_page_per_video_that_a_browser_renders(test_dir, ensemb
         assert Path(ckpt).stem in text
     assert "Grad-CAM" in text and "attention rollout" in text and "of attention on CNN tokens" in text
     assert "face scores over time" in text and "Sampled frames" in text
+    rows = text.count("<br>face ")
+    assert rows >= 2  # the faces of the sampled frames, each scored by the frame model
+    assert text.count(f"alt=\"{Path(ensemble[0]).stem} heatmap\"") == rows
     images = len(re.findall(r"<img ", text))
     assert images >= 8 + 1 + 3  # the sampled frames, the plot, a face with its crop and heatmaps
     assert "src='http" not in text and 'src="http' not in text  # offline: everything inline
