@@ -18,6 +18,7 @@ from training.datasets import (SBI_FORCE, SBI_NEVER, BalancedSampler, FrameDatas
                                SequenceDataset, SequencePairDataset, dataset_config, load_folds)
 from training.reencode import NTECH_TUNES, ReencodeParams, output_index, reencode_clip
 from training.sbi import _region_mask, self_blend
+from training.config import ConfigError, validate
 from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, Augmenter, IsotropicResize, create_train_transforms,
                                  create_val_transforms, isotropic_resize, normalize_to_tensor, reseed)
 
@@ -89,6 +90,28 @@ def test_transforms_shapes_and_determinism():
     assert np.array_equal(val[:, :6], np.zeros_like(val[:, :6]))  # padded left and right, not stretched
     import albumentations as A
     assert A.Compose([IsotropicResize(32)])(image=img)["image"].shape == (32, 26, 3)
+
+
+def test_low_res_augmentation_blurs_real_and_fake_alike_and_is_off_by_default():
+    """data.low_res_prob (#8): the crop is first shrunk to a random long side in
+    [low_res_min_side, size]; the output keeps the model's size but loses detail. Off, the
+    pipeline is selim's, transform for transform."""
+    import albumentations as A
+
+    assert not any(isinstance(t, A.LongestMaxSize) for t in create_train_transforms(64).transforms)
+    img = np.random.default_rng(0).integers(0, 255, (200, 160, 3), dtype=np.uint8)  # all detail
+    always = create_train_transforms(64, low_res_prob=1.0, low_res_min_side=16)
+    shrink = always.transforms[0]
+    assert isinstance(shrink, A.LongestMaxSize) and min(shrink.max_size) == 16 and max(shrink.max_size) <= 64
+    reseed(always, np.random.default_rng(1))
+    sizes = {A.Compose([shrink])(image=img)["image"].shape[0] for _ in range(30)}
+    assert len(sizes) > 3 and min(sizes) < 40  # random sizes, down to the minimum's range
+    out = always(image=img)["image"]
+    assert out.shape == (64, 64, 3)
+    cfg = validate({"data": {"low_res_prob": 0.5}})
+    assert cfg["data"]["low_res_min_side"] == 40
+    with pytest.raises(ConfigError, match="low_res_prob"):
+        validate({"data": {"low_res_prob": 2}})
 
 
 def test_reseed_decorrelates_transforms():

@@ -71,6 +71,8 @@ DEFAULTS: dict = {
                                   # (lower/mouth: lip-sync traces, beyond the paper); None: face
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
+        "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random
+        "low_res_min_side": 40,   # size in [low_res_min_side, size] px (face resolution is a shortcut)
         "seq_len": 8,             # sequences: frames per clip
         "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
@@ -169,6 +171,10 @@ def validate(config: dict) -> dict:
                 and sum(regions.values()) > 0):
             raise ConfigError(f"config key 'data.sbi_regions' must be null or an object of weights >= 0 "
                               f"(not all 0) over {list(REGIONS)}, got {regions!r}")
+    if not 0 <= cfg["data"]["low_res_prob"] <= 1:
+        raise ConfigError("config key 'data.low_res_prob' must be a probability")
+    if not isinstance(cfg["data"]["low_res_min_side"], int) or cfg["data"]["low_res_min_side"] < 8:
+        raise ConfigError("config key 'data.low_res_min_side' must be an integer >= 8 (pixels)")
     if cfg["data"]["clip_fps"] < 0:
         raise ConfigError("config key 'data.clip_fps' must be >= 0 (0: consecutive frames)")
     for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs"):

@@ -80,10 +80,19 @@ def _resize_and_pad(size: int, interpolations: Sequence[tuple[int, int]]) -> lis
 RESIZE_INTERPOLATION = (cv2.INTER_AREA, cv2.INTER_CUBIC)
 
 
-def create_train_transforms(size: int, additional_targets: dict[str, str] | None = None) -> A.Compose:
+def create_train_transforms(size: int, additional_targets: dict[str, str] | None = None,
+                            low_res_prob: float = 0.0, low_res_min_side: int = 40) -> A.Compose:
     """selim's training augmentation. `additional_targets` (e.g. {"fake": "image"})
-    applies the very same random parameters to more images: aligned real/fake pairs."""
+    applies the very same random parameters to more images: aligned real/fake pairs.
+    `low_res_prob` (beyond selim, 0 = his pipeline): first shrink the crop so its long side
+    is a random size in [low_res_min_side, size], for REAL and FAKE alike, so that a blurry,
+    low-resolution face stops telling the classes apart."""
+    low_res = []
+    if low_res_prob > 0:
+        sides = list(range(low_res_min_side, size + 1, max(1, (size - low_res_min_side) // 16 or 1)))
+        low_res = [A.LongestMaxSize(max_size=sides, interpolation=cv2.INTER_AREA, p=low_res_prob)]
     return A.Compose([
+        *low_res,
         A.ImageCompression(quality_range=(60, 100), p=0.5),
         # selim: GaussNoise(var_limit=(10, 50)) on 0..255, i.e. std 3.2..7.1 grey levels.
         A.GaussNoise(std_range=(np.sqrt(10) / 255, np.sqrt(50) / 255), p=0.1),
@@ -153,7 +162,8 @@ class Augmenter:
         self._seed = 0
         if d["resize"] == "isotropic":
             if self.kind == "selim" and self.train:
-                self.geometry = create_train_transforms(self.height)
+                self.geometry = create_train_transforms(self.height, low_res_prob=float(d.get("low_res_prob", 0.0)),
+                                                        low_res_min_side=int(d.get("low_res_min_side", 40)))
             else:
                 self.geometry = create_val_transforms(self.height)
         else:
