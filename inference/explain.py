@@ -292,14 +292,11 @@ def explain_kind(m) -> str:
     return "attention rollout" if isinstance(m.model, DeepFakeClassifierDistill) else "Grad-CAM"
 
 
-def _item_index(faces, m, frame: int, face: int) -> int | None:
-    """Which of model m's inputs (`_model_inputs`) is the face (frame, face); None when m did
-    not score it (a sequence model scores its clip anchors only)."""
+def _item_indices(faces, m) -> dict[tuple[int, int], int]:
+    """(frame, face) -> which of model m's inputs (`_model_inputs`) is that face; a face m did
+    not score is absent (a sequence model scores its clip anchors only)."""
     keys = faces.clip_keys.get(m.margin) if (m.is_sequence and faces.clips.get(m.margin)) else faces.keys.get(m.margin)
-    for i, (f, k, _) in enumerate(keys or []):
-        if f == frame and k == face:
-            return i
-    return None
+    return {(f, k): i for i, (f, k, _) in enumerate(keys or [])}
 
 
 def pick_faces(keys: list[tuple[int, int]], scores: dict[tuple[int, int], float], n: int = MAX_FACES) -> list:
@@ -321,39 +318,39 @@ def pick_faces(keys: list[tuple[int, int]], scores: dict[tuple[int, int], float]
 
 def explain_video(name: str, faces, models, preds, prob: float, *, strategy: str, device: torch.device,
                   calibrated: bool = False, details: dict | None = None, max_faces: int = MAX_FACES) -> str:
-    """The page of one scored video (`faces` from FaceExtractor(keep_thumbs=True))."""
+    """The page of one scored video (`faces` from FaceExtractor(keep_thumbs=True)); `details`:
+    `face_details` of it, when the caller has it already."""
     from .predictor import _model_inputs, _model_keys, face_details
 
-    details = details or {"models": face_details(faces, models, preds, strategy)}
+    details = details or face_details(faces, models, preds, strategy)
+    indices = [_item_indices(faces, m) for m in models]
+    crop_at = {margin: {(f, k): i for i, (f, k, _) in enumerate(keys)} for margin, keys in faces.keys.items()}
     per_face: dict[tuple[int, int], list[float]] = {}
     boxes: dict[tuple[int, int], list[float]] = {}
     series = {}
-    for m, p in zip(models, preds):
+    for m, p, index in zip(models, preds, indices):
         series[m.name] = [(f, float(x)) for (f, _, _), x in zip(_model_keys(faces, m), p.tolist())]
         for f, k, box in faces.keys.get(m.margin, []):  # the faces on the sampled (anchor) frames
             boxes.setdefault((f, k), box)
-    for m, p in zip(models, preds):  # a face's score: per model, its anchor frame's prediction
-        for i, (f, k, box) in enumerate(faces.keys.get(m.margin, [])):
-            j = _item_index(faces, m, f, k)
-            if j is not None:
-                per_face.setdefault((f, k), []).append(float(p[j * m.seq_len] if m.is_sequence else p[j]))
+        for key, j in index.items():  # a face's score: per model, its anchor frame's prediction
+            per_face.setdefault(key, []).append(float(p[j * m.seq_len]))  # seq_len 1: a frame model
     mean_scores = {k: float(np.mean(v)) for k, v in per_face.items()}
 
+    inputs = [_model_inputs(faces, m) for m in models]
     rows = []
     for f, k in pick_faces(list(boxes), mean_scores, max_faces):
         cells, crop_tag = {}, ""
-        for m, p in zip(models, preds):
-            j = _item_index(faces, m, f, k)
+        for m, p, index, items in zip(models, preds, indices, inputs):
+            j = index.get((f, k))
             if j is None:
                 cells[m.name] = "<span class='note'>not scored on this frame</span>"
                 continue
-            item = _model_inputs(faces, m)[j]
             if not crop_tag:
-                crop = faces.crops[m.margin][[(a, b) for a, b, _ in faces.keys[m.margin]].index((f, k))]
+                crop = faces.crops[m.margin][crop_at[m.margin][(f, k)]]
                 crop_tag = _jpeg_tag(crop, f"crop {f}/{k}", width=128)
-            x = m.augment(item)[None].to(device)  # (1, T, 3, h, w)
-            shown = m.augment.images(item)[0]
-            score = float(p[j * m.seq_len] if m.is_sequence else p[j])
+            x = m.augment(items[j])[None].to(device)  # (1, T, 3, h, w)
+            shown = m.augment.images(items[j])[0]
+            score = float(p[j * m.seq_len])
             if explain_kind(m) == "attention rollout":
                 heat, cnn_share = attention_rollout(m.model, x[:, 0])
                 extra = f"<br><small>{100 * cnn_share[0]:.0f}% of attention on CNN tokens</small>"
@@ -367,8 +364,7 @@ def explain_video(name: str, faces, models, preds, prob: float, *, strategy: str
         rows.append({"frame": f, "face": k, "crop": crop_tag, "cells": cells})
 
     frames = frames_with_boxes(faces.thumbs, mean_scores, boxes) if faces.thumbs else None
-    return render_page(name, prob, None, strategy=strategy, calibrated=calibrated,
-                       details={"faces": len(per_face), "frames": len({f for f, _ in per_face}), **details},
+    return render_page(name, prob, None, strategy=strategy, calibrated=calibrated, details=details,
                        frames=frames, plot_png=score_plot_png(series, faces.fps), face_rows=rows,
                        model_kinds={m.name: explain_kind(m) for m in models}, note=faces.decoder_note)
 

@@ -289,7 +289,8 @@ def _model_keys(faces: VideoFaces, m: LoadedModel) -> list[tuple[int, int, list[
 
 
 def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.ndarray], strategy: str) -> dict:
-    """Per model: its video score and each prediction with its frame, face and box."""
+    """The faces used (on how many sampled frames) and, per model, its video score and each
+    prediction with its frame, face and box."""
     from .aggregation import aggregate
 
     out = {}
@@ -298,7 +299,8 @@ def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.nd
         out[m.name] = {"video_score": float(aggregate(p, strategy)) if p.size else None,
                        "faces": [{"frame": int(f), "face": int(k), "box": box, "prob": round(float(x), 5)}
                                  for (f, k, box), x in zip(keys, p.tolist())]}
-    return out
+    first = faces.keys[min(faces.keys)]
+    return {"faces": len(first), "frames": len({f for f, _, _ in first}), "models": out}
 
 
 @torch.inference_mode()
@@ -406,10 +408,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                 if temperature is not None:
                     prob = float(apply_temperature(np.array([prob]), temperature)[0])
                 if details or explain_dir is not None:
-                    first = min(faces.keys)
-                    info[name] = {"faces": len(faces.keys[first]),
-                                  "frames": len({f for f, _, _ in faces.keys[first]}),
-                                  "models": face_details(faces, models, preds, strategy)}
+                    info[name] = face_details(faces, models, preds, strategy)
                 if explain_dir is not None:
                     t2 = time.time()
                     try:
