@@ -369,9 +369,13 @@ def explain_video(name: str, faces, models, preds, prob: float, *, strategy: str
                        model_kinds={m.name: explain_kind(m) for m in models}, note=faces.decoder_note)
 
 
-def failure_page(name: str, error: str, faces=None) -> str:
-    """The page of a video that could not be scored: why, and its frames when they were read."""
+def failure_page(name: str, error: str, faces=None, prob: float | None = None, **scored) -> str:
+    """The page of a video that could not be scored: why, and its frames when they were read.
+    With `prob`, the video was scored and only its explanation failed: the page gives the
+    score, `scored` (strategy, calibrated, details) and the failure as a note."""
     frames = frames_with_boxes(faces.thumbs, {}, {}) if faces is not None and faces.thumbs else None
+    if prob is not None:
+        return render_page(name, prob, None, frames=frames, note=error, **scored)
     return render_page(name, 0.5, error, frames=frames)
 
 

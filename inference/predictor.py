@@ -417,7 +417,8 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                     except Exception as e:  # a picture that fails never changes the prediction
                         notes.append({"video": name, "note": f"no explanation page: {type(e).__name__}: {e}"})
                         page = explain.failure_page(name, f"the explanation failed ({type(e).__name__}: {e})",
-                                                    faces)
+                                                    faces, prob, strategy=strategy,
+                                                    calibrated=temperature is not None, details=info[name])
                     timings["explain_s"] += time.time() - t2
             except Exception as e:  # every input still gets a row
                 futures[i] = None

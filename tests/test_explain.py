@@ -5,8 +5,8 @@ import numpy as np
 import timm
 import torch
 
-from inference.explain import (attention_rollout, block_attention, gradcam, overlay, page_name, pick_faces,
-                               render_page)
+from inference.explain import (attention_rollout, block_attention, failure_page, gradcam, overlay, page_name,
+                               pick_faces, render_page)
 from training.zoo.classifiers import DeepFakeClassifier, DeepFakeClassifierSeq3D
 from training.zoo.distill import DeepFakeClassifierDistill
 
@@ -120,3 +120,6 @@ def test_overlay_and_a_failure_page():
     assert out[0, 0, 0] > out[31, 0, 0]  # jet: red where the map is high
     page = render_page("x/<v>.mp4", 0.5, "ValueError: no face")
     assert "UNKNOWN" in page and "&lt;v&gt;" in page and "no face" in page and "imgcheck" in page
+    # scored, but the explanation failed: the page keeps the score and verdict, says what failed
+    page = failure_page("v.mp4", "the explanation failed (RuntimeError: boom)", None, 0.8, strategy="confident")
+    assert "<b>0.8000</b>" in page and "FAKE" in page and "Not scored" not in page and "boom" in page
