@@ -112,6 +112,8 @@ def test_low_res_augmentation_blurs_real_and_fake_alike_and_is_off_by_default():
     assert cfg["data"]["low_res_min_side"] == 40
     with pytest.raises(ConfigError, match="low_res_prob"):
         validate({"data": {"low_res_prob": 2}})
+    with pytest.raises(ConfigError, match="at most 'size'"):
+        validate({"size": 64, "data": {"low_res_prob": 0.5, "low_res_min_side": 80}})
 
 
 def test_reseed_decorrelates_transforms():

@@ -175,6 +175,8 @@ def validate(config: dict) -> dict:
         raise ConfigError("config key 'data.low_res_prob' must be a probability")
     if not isinstance(cfg["data"]["low_res_min_side"], int) or cfg["data"]["low_res_min_side"] < 8:
         raise ConfigError("config key 'data.low_res_min_side' must be an integer >= 8 (pixels)")
+    if cfg["data"]["low_res_prob"] > 0 and isinstance(size, int) and cfg["data"]["low_res_min_side"] > size:
+        raise ConfigError(f"config key 'data.low_res_min_side' must be at most 'size' ({size})")
     if cfg["data"]["clip_fps"] < 0:
         raise ConfigError("config key 'data.clip_fps' must be >= 0 (0: consecutive frames)")
     for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs"):

@@ -89,7 +89,7 @@ def create_train_transforms(size: int, additional_targets: dict[str, str] | None
     low-resolution face stops telling the classes apart."""
     low_res = []
     if low_res_prob > 0:
-        sides = list(range(low_res_min_side, size + 1, max(1, (size - low_res_min_side) // 16 or 1)))
+        sides = list(range(low_res_min_side, size + 1, max(1, (size - low_res_min_side) // 16)))
         low_res = [A.LongestMaxSize(max_size=sides, interpolation=cv2.INTER_AREA, p=low_res_prob)]
     return A.Compose([
         *low_res,
@@ -162,8 +162,8 @@ class Augmenter:
         self._seed = 0
         if d["resize"] == "isotropic":
             if self.kind == "selim" and self.train:
-                self.geometry = create_train_transforms(self.height, low_res_prob=float(d.get("low_res_prob", 0.0)),
-                                                        low_res_min_side=int(d.get("low_res_min_side", 40)))
+                self.geometry = create_train_transforms(self.height, low_res_prob=d["low_res_prob"],
+                                                        low_res_min_side=d["low_res_min_side"])
             else:
                 self.geometry = create_val_transforms(self.height)
         else:
