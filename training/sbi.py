@@ -147,13 +147,13 @@ def blend_mask(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Ge
     """float32 (H, W) in [0, 1]: the region (`REGIONS`), randomly eroded or dilated,
     blurred into a soft edge of random width, and scaled by a random blend ratio."""
     h, w = img.shape[:2]
-    mask = _region_mask((h, w), img, landmarks5, predictor, region)
+    region_mask = _region_mask((h, w), img, landmarks5, predictor, region)
     side = min(h, w)
     k = int(rng.integers(1, max(2, side // (15 if region == "face" else 40)) + 1))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
-    mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
-    if not mask.any():  # eroded away on a tiny face
-        mask = _region_mask((h, w), img, landmarks5, predictor, region)
+    mask = cv2.erode(region_mask, kernel) if rng.random() < 0.5 else cv2.dilate(region_mask, kernel)
+    if not mask.any():  # eroded away on a tiny face: the region as it was (no second landmark search)
+        mask = region_mask
     soft = mask.astype(np.float32) / 255.0
     sigma = rng.uniform(0.01, 0.05) * side * (1.0 if region == "face" else 0.5)
     soft = cv2.GaussianBlur(soft, (0, 0), sigma)
