@@ -18,7 +18,7 @@
 #   EXPLAIN    1: an explanation page per TEST_DIR video (6_predict --explain), linked from the
 #              evaluation report [1 on the sample, else 0]
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
-#   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  consecutive frames per crop [8]
+#   NUM_FOLDS  folds in folds.csv [5; 2 on the sample]   CLIP_LEN  frames per crop clip [13 GPU, 4 CPU]
 #   WORKERS    processes per preprocessing step [1]      FRAME_STEP  [10]
 #   WEIGHTS_DIR [weights]   WORK_DIR [work/NAME, NAME the DATA_DIRs' folder names joined by +]
 #   DATA_ROOT, WORK_ROOT: where the sample run writes [data, work]
