@@ -12,6 +12,11 @@ weights/ensemble.txt, with weights/calibration.json when run_all.sh fitted one.
 Either form with --explain DIR also writes DIR/index.html and a page per video: the sampled
 frames with their boxes, the scores over time, and Grad-CAM (CNNs) or attention-rollout
 (ViT) heatmaps over the faces each model scored.
+
+Realism (MOS) checkpoints (`task: mos`, DFGC-2023 VRA) write `filename,mos` instead: each
+video's MOS is the mean over --sequences random runs of consecutive frames (seeded by
+--seed and the file name), the models combined with --weights (VRA: 0.75 0.25). MOS and
+detection checkpoints cannot be mixed in one call.
 """
 import argparse
 import sys
@@ -45,6 +50,11 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=8,
                    help="clips per video for sequence models (default 8); each model crops faces with "
                         "the margin, size and clip frame rate recorded in its checkpoint")
+    p.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="one weight per model for the ensemble mean (default: equal; VRA's MOS ensemble: 0.75 0.25)")
+    p.add_argument("--sequences", type=int, default=10,
+                   help="realism (MOS) models: random runs of consecutive frames averaged per video (VRA: 10)")
+    p.add_argument("--seed", type=int, default=0, help="realism models: seed of the random runs (default 0)")
     p.add_argument("--workers", type=int, default=2, help="threads decoding and detecting ahead")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -87,7 +97,8 @@ def main() -> int:
                                 batch_size=a.batch_size, device=a.device, calibration=a.calibration,
                                 workers=a.workers, detect_every=a.detect_every, num_clips=a.clips,
                                 detect_long_side=a.detect_size, progress=not a.no_progress and bool(a.test_dir),
-                                details=not a.test_dir, explain_dir=a.explain)
+                                details=not a.test_dir, explain_dir=a.explain, weights=a.weights,
+                                mos_sequences=a.sequences, seed=a.seed)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -97,13 +108,16 @@ def main() -> int:
         print(f"[6_predict] explanations: {a.explain / 'index.html'} ({result.timings.get('explain_s', 0):.1f}s)",
               file=sys.stderr if not a.test_dir else sys.stdout)
     if a.output:
-        write_submission(a.output, result.rows)
+        mos = result.task == "mos"
+        write_submission(a.output, result.rows, "mos" if mos else "label")
         errors_path = a.output.with_name(a.output.stem + "_errors.jsonl")
-        if result.errors or result.notes:  # failures (scored 0.5), then remarks (e.g. the fallback decoder)
+        if result.errors or result.notes:  # failures (the fallback score), then remarks (e.g. the fallback decoder)
             write_errors(errors_path, result.errors + result.notes)
         n = len(result.rows)
         print(f"[6_predict] {n} videos -> {a.output} in {result.seconds:.1f}s ({result.seconds / max(n, 1):.2f} "
-              f"s/video), {len(result.errors)} scored {0.5} (unreadable or no face)"
+              f"s/video), {len(result.errors)} scored "
+              + (f"the training mean MOS {result.errors[0]['prediction']:.2f}" if mos and result.errors else "0.5")
+              + " (unreadable or no face)"
               + (f", {len(result.notes)} with notes" if result.notes else "")
               + (f", see {errors_path}" if result.errors or result.notes else ""))
     return 0
@@ -117,6 +131,15 @@ def print_verdicts(result, as_json: bool) -> None:
     notes = {e["video"]: e["note"] for e in result.notes}
     for name, prob in result.rows:
         d = result.details.get(name)
+        if result.task == "mos":
+            if as_json:
+                print(json.dumps({"video": name, "mos": round(prob, 4),
+                                  **({"error": errors[name]} if name in errors else {}), **(d or {})}))
+            elif name in errors:
+                print(f"{name}\tMOS {prob:.2f}\tUNKNOWN\t{errors[name]}")
+            else:
+                print(f"{name}\tMOS {prob:.2f}\t{d['faces']} faces on {d['frames']} frames")
+            continue
         if as_json:
             print(json.dumps({"video": name, "p_fake": round(prob, 5),
                               "verdict": "UNKNOWN" if name in errors else ("FAKE" if prob >= 0.5 else "REAL"),

@@ -137,7 +137,7 @@ def aggregate(pred, strategy: str = "confident") -> float:
     return float(pool(p))
 
 
-def ensemble(model_preds: list[np.ndarray], strategy: str = "confident") -> float:
+def ensemble(model_preds: list[np.ndarray], strategy: str = "confident", weights: list[float] | None = None) -> float:
     """One video's probability from several models.
 
     "ntech" pools ALL models' predictions together, as NTech's submission did: one
@@ -146,7 +146,7 @@ def ensemble(model_preds: list[np.ndarray], strategy: str = "confident") -> floa
     sit side by side in one list).
 
     The other strategies pool each model's predictions with `strategy`, then average
-    the per-model results.
+    the per-model results (weighted by `weights`, one per model, when given).
 
     Why pool per model first rather than concatenate all predictions: models need not
     yield the same number of predictions (a frame model gives one per face, a sequence
@@ -163,7 +163,23 @@ def ensemble(model_preds: list[np.ndarray], strategy: str = "confident") -> floa
     per_model = [_as_probs(pred) for pred in model_preds]
     if strategy == "ntech":
         return aggregate(np.concatenate(per_model) if per_model else np.zeros(0), "ntech")
-    pooled = [aggregate(p, strategy) for p in per_model if p.size]
+    weights = [1.0] * len(per_model) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(per_model):
+        raise ValueError(f"{len(weights)} weights for {len(per_model)} models")
+    pooled = [(aggregate(p, strategy), w) for p, w in zip(per_model, weights) if p.size and w > 0]
     if not pooled:
         return NO_EVIDENCE
-    return float(np.mean(pooled))
+    return float(sum(v * w for v, w in pooled) / sum(w for _, w in pooled))
+
+
+def mos_ensemble(model_preds: list[np.ndarray], weights: list[float] | None = None) -> float | None:
+    """One video's MOS from realism models: each model's mean over its clips (VRA: 10
+    random sequences), then the weighted mean of the models that scored the video (VRA:
+    0.75 ConvNeXt + 0.25 EVA). None when no model scored it."""
+    weights = [1.0] * len(model_preds) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(model_preds):
+        raise ValueError(f"{len(weights)} weights for {len(model_preds)} models")
+    pairs = [(float(np.mean(p)), w) for p, w in zip(model_preds, weights) if np.asarray(p).size and w > 0]
+    if not pairs:
+        return None
+    return sum(m * w for m, w in pairs) / sum(w for _, w in pairs)

@@ -11,6 +11,13 @@ videos run in background threads while the models score the current one.
 
 Every input gets a row: a video that cannot be read or shows no face gets 0.5, and
 the reason is logged.
+
+Realism (MOS) checkpoints (`task: mos`, VRA) are scored the same way, with their own
+frame plan: `mos_sequences` runs of seq_len consecutive frames per video, at random
+starts drawn from a seed and the file name (reproducible); a model's MOS is the mean
+over them, the ensemble's the weighted mean over models (`weights`). A video that
+cannot be scored gets the models' training-label mean. MOS and detection checkpoints
+do not mix in one call.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import json
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -66,8 +74,14 @@ class LoadedModel:
         return DEFAULT_MARGIN if self.cfg.get("margin") is None else float(self.cfg["margin"])
 
     @property
+    def task(self) -> str:  # detect | mos
+        return self.cfg.get("task", "detect")
+
+    @property
     def seq_len(self) -> int:  # 1 for frame models
-        return self.cfg["data"]["seq_len"] if self.cfg["network"] == "DeepFakeClassifierSeq3D" else 1
+        from training.config import is_clip_model
+
+        return self.cfg["data"]["seq_len"] if is_clip_model(self.cfg) else 1
 
     @property
     def is_sequence(self) -> bool:
@@ -129,10 +143,19 @@ def sample_indices(num_frames: int, n: int) -> list[int]:
     return sorted(set(np.linspace(0, num_frames - 1, min(n, num_frames)).round().astype(int).tolist()))
 
 
-def frame_plan(frame_count: int, num_frames: int, clip_len: int = 1,
-               num_clips: int = 8) -> tuple[list[int], set[int], set[int]]:
+def frame_plan(frame_count: int, num_frames: int, clip_len: int = 1, num_clips: int = 8,
+               rng: np.random.Generator | None = None) -> tuple[list[int], set[int], set[int]]:
     """(anchors, clip anchors, frames to decode): `num_frames` anchors spread evenly; on
-    `num_clips` of them, also the clip_len-1 frames that follow (sequence models)."""
+    `num_clips` of them, also the clip_len-1 frames that follow (sequence models).
+
+    With `rng` (realism models, VRA) the anchors are instead `num_clips` distinct random
+    clip starts in [0, frame_count - clip_len] (all of them for a shorter video), each a
+    clip anchor."""
+    if rng is not None and frame_count > 0:
+        starts = max(1, frame_count - clip_len + 1)
+        picked = rng.choice(starts, size=min(num_clips, starts), replace=False)
+        anchors = sorted(int(a) for a in picked)
+        return anchors, set(anchors), {a + j for a in anchors for j in range(clip_len)}
     anchors = sample_indices(frame_count, num_frames)
     clip_anchors = set(anchors[::max(1, len(anchors) // max(1, num_clips))]) if clip_len > 1 else set()
     wanted = set(anchors) | {a + j for a in clip_anchors for j in range(clip_len)}
@@ -167,7 +190,8 @@ class FaceExtractor:
     def __init__(self, num_frames: int = 32, clip_len: int = 1, margins=(DEFAULT_MARGIN,),
                  detect_every: int = DEFAULT_DETECT_EVERY, detect_long_side: int = DEFAULT_DETECT_LONG_SIDE,
                  device: str | None = None, batch_size: int = 16, num_clips: int = 8,
-                 retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES, keep_thumbs: bool = False):
+                 retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES, keep_thumbs: bool = False,
+                 random_clips_seed: int | None = None):
         # clip_len: frames decoded from a clip anchor on (itself included), or a function of the fps
         self.num_frames, self.clip_len = num_frames, clip_len
         self.margins = sorted({float(m) for m in (margins if isinstance(margins, (list, tuple, set)) else [margins])})
@@ -178,6 +202,8 @@ class FaceExtractor:
         self.retry_long_sides = tuple(retry_long_sides)
         self.device = device
         self.keep_thumbs = keep_thumbs  # keep a small copy of every anchor frame (explanation pages)
+        # realism models: clips at random starts, from this seed and the file's name (`frame_plan`)
+        self.random_clips_seed = random_clips_seed
         self._local = threading.local()
 
     def _detector(self) -> FaceDetector:
@@ -218,7 +244,11 @@ class FaceExtractor:
 
     def plan(self, reader: FrameReader) -> tuple[list[int], set[int], set[int]]:
         """(anchors, clip anchors, frames to decode) of one video (`frame_plan`)."""
-        return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0), self.num_clips)
+        rng = None
+        if self.random_clips_seed is not None:
+            rng = np.random.default_rng([self.random_clips_seed, zlib.crc32(Path(reader.path).name.encode())])
+        return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0),
+                          self.num_clips, rng)
 
     def __call__(self, path: Path) -> VideoFaces:
         t0 = time.time()
@@ -296,7 +326,8 @@ def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.nd
     out = {}
     for m, p in zip(models, preds):
         keys = _model_keys(faces, m)
-        out[m.name] = {"video_score": float(aggregate(p, strategy)) if p.size else None,
+        score = (float(np.mean(p)) if m.task == "mos" else float(aggregate(p, strategy))) if p.size else None
+        out[m.name] = {"video_score": score,
                        "faces": [{"frame": int(f), "face": int(k), "box": box, "prob": round(float(x), 5)}
                                  for (f, k, box), x in zip(keys, p.tolist())]}
     first = faces.keys[min(faces.keys)]
@@ -307,7 +338,8 @@ def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.nd
 def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.device, batch_size: int = 32,
                 amp_dtype=None) -> list[np.ndarray]:
     """One array of probabilities per model: one per face for a frame model, one per frame
-    of each clip for a sequence model (NTech's per-frame logits)."""
+    of each clip for a sequence model (NTech's per-frame logits); for a realism model, one
+    MOS per clip."""
     preds = []
     for m in models:
         items = _model_inputs(faces, m)
@@ -320,7 +352,8 @@ def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.devi
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
                 logits = m.model(x)
-            probs.append(torch.sigmoid(logits.float()).reshape(-1).cpu().numpy())
+            out = logits.float() if m.task == "mos" else torch.sigmoid(logits.float())
+            probs.append(out.reshape(-1).cpu().numpy())
         preds.append(np.concatenate(probs) if probs else np.zeros(0))
     return preds
 
@@ -333,6 +366,7 @@ class PredictResult:
     timings: dict
     notes: list[dict] = field(default_factory=list)  # scored, with a remark (the decoder used)
     details: dict = field(default_factory=dict)  # with details=True: video -> faces used, per-model scores
+    task: str = "detect"  # detect: rows hold P(FAKE) | mos: rows hold a MOS
 
 
 def predict_dir(test_dir: str | Path, checkpoints: list[str | Path], **kwargs) -> PredictResult:
@@ -346,15 +380,18 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                    calibration: str | Path | None = None, workers: int = 2,
                    detect_every: int = DEFAULT_DETECT_EVERY, num_clips: int = 8, progress: bool = True,
                    detect_long_side: int = DEFAULT_DETECT_LONG_SIDE, details: bool = False,
-                   explain_dir: str | Path | None = None) -> PredictResult:
+                   explain_dir: str | Path | None = None, weights: list[float] | None = None,
+                   mos_sequences: int = 10, seed: int = 0) -> PredictResult:
     """Score (name, path) videos; returns one (name, probability) per video, in order.
     `details`: also each video's faces and every model's prediction per frame and face.
-    `explain_dir`: also write an HTML page per video there (`inference.explain`), and index.html."""
+    `explain_dir`: also write an HTML page per video there (`inference.explain`), and index.html.
+    Realism checkpoints: one (name, MOS) per video, from `mos_sequences` random clips per
+    video (seeded by `seed` and the file name) and the models' `weights`."""
     from tqdm import tqdm
 
     from preprocessing.progress import progress_bar
 
-    from .aggregation import ensemble
+    from .aggregation import ensemble, mos_ensemble
     from .calibration import apply_temperature, load_calibration
 
     t0 = time.time()
@@ -364,14 +401,25 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     models = load_models(checkpoints, dev)
     if not models:
         raise ValueError("no checkpoints given")
+    task = ensemble_task(models)
+    if weights is not None and (len(weights) != len(models) or any(w < 0 for w in weights) or not sum(weights) > 0):
+        raise ValueError(f"--weights: {len(models)} non-negative numbers, not all 0, one per model; got {weights}")
+    if task == "mos" and (calibration or explain_dir is not None):
+        raise ValueError("a temperature calibration and explanation pages are for detectors, not realism (MOS) models")
+    if weights is not None and task == "detect" and strategy == "ntech":
+        raise ValueError("--weights do not apply to the 'ntech' strategy (it pools every model's faces together)")
+    fallback = FALLBACK if task == "detect" else float(mos_ensemble([np.array([float(m.model.prior)]) for m in models],
+                                                                    weights))
     load_s = time.time() - t0
     temperature = load_calibration(calibration) if calibration else None
     amp = None
     if dev.type == "cuda":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if task == "mos":  # VRA: N runs of consecutive frames at random starts, each a clip anchor
+        num_frames = num_clips = max(1, int(mos_sequences))
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None,
-                            keep_thumbs=explain_dir is not None)
+                            keep_thumbs=explain_dir is not None, random_clips_seed=seed if task == "mos" else None)
     if explain_dir is not None:
         from . import explain
 
@@ -390,7 +438,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
             if i + ahead < len(videos):
                 futures.append(pool.submit(extract, videos[i + ahead]))
             name = names[i]
-            prob, faces, page = FALLBACK, None, None
+            prob, faces, page = fallback, None, None
             try:
                 faces = futures[i].result()
                 futures[i] = None  # free the frames
@@ -404,7 +452,13 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                 t1 = time.time()
                 preds = score_faces(faces, models, dev, batch_size, amp)
                 timings["model_s"] += time.time() - t1
-                prob = float(ensemble(preds, strategy))
+                if task == "mos":
+                    score = mos_ensemble(preds, weights)
+                    if score is None:
+                        raise LookupError("no clip of a face on the sampled frames")
+                    prob = float(score)
+                else:
+                    prob = float(ensemble(preds, strategy, weights))
                 if temperature is not None:
                     prob = float(apply_temperature(np.array([prob]), temperature)[0])
                 if details or explain_dir is not None:
@@ -423,8 +477,8 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
             except Exception as e:  # every input still gets a row
                 futures[i] = None
                 reason = f"{type(e).__name__}: {e}"
-                errors.append({"video": name, "error": reason, "prediction": FALLBACK})
-                tqdm.write(f"[6_predict] {name}: {reason} -> {FALLBACK}", file=sys.stderr)
+                errors.append({"video": name, "error": reason, "prediction": fallback})
+                tqdm.write(f"[6_predict] {name}: {reason} -> {fallback:g}", file=sys.stderr)
                 if explain_dir is not None:
                     page = explain.failure_page(name, reason, faces)
             if page is not None:
@@ -436,18 +490,30 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                     notes.append({"video": name, "note": f"no explanation page: {type(e).__name__}: {e}"})
             if not details:
                 info.pop(name, None)
-            rows.append((name, min(1.0, max(0.0, prob))))
+            rows.append((name, prob if task == "mos" else min(1.0, max(0.0, prob))))
             bar.update(1)
     bar.close()
     if explain_dir is not None:
         explain.write_index(explain_dir, rows, {e["video"]: e["error"] for e in errors})
-    return PredictResult(rows, errors, time.time() - t0, timings, notes, info)
+    return PredictResult(rows, errors, time.time() - t0, timings, notes, info, task)
 
 
-def write_submission(path: str | Path, rows: list[tuple[str, float]]) -> None:
+def ensemble_task(models: list[LoadedModel]) -> str:
+    """The one task of an ensemble's checkpoints: mixing detectors and realism models is an error."""
+    tasks = {m.task for m in models}
+    if len(tasks) > 1:
+        mos = [m.name for m in models if m.task == "mos"]
+        detect = [m.name for m in models if m.task != "mos"]
+        raise ValueError(f"MOS (realism) checkpoints {mos} and detection checkpoints {detect} cannot be mixed in "
+                         f"one call: their scores are on different scales; predict with each set separately")
+    return tasks.pop()
+
+
+def write_submission(path: str | Path, rows: list[tuple[str, float]], column: str = "label") -> None:
+    """`filename,label` (P(FAKE)), or `filename,mos` for realism models."""
     from preprocessing.artifacts import atomic_write_text
 
-    atomic_write_text(path, "filename,label\n" + "".join(f"{n},{p:.6f}\n" for n, p in rows))
+    atomic_write_text(path, f"filename,{column}\n" + "".join(f"{n},{p:.6f}\n" for n, p in rows))
 
 
 def write_errors(path: str | Path, errors: list[dict]) -> None:

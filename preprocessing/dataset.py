@@ -1,14 +1,18 @@
 """Reading a DFDC-shaped DATA_DIR: folders with a metadata.json each.
 
-metadata.json maps a video file name to {"label": "REAL"|"FAKE", "original": name|null, ...}.
+metadata.json maps a video file name to {"label": "REAL"|"FAKE", "original": name|null, ...};
+an entry may also carry "mos": a finite number, the video's realism rating (mean opinion
+score, as in DFGC-2023's labels: tools/import_mos_labels.py writes them), or null for none.
 A video's id is its path relative to DATA_DIR without extension.
 """
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 VIDEO_EXTENSIONS = {".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 LABELS = {"REAL", "FAKE"}
@@ -25,6 +29,7 @@ class Video:
     label: str              # "REAL" | "FAKE"
     original: str | None    # id of the original for a FAKE (whether or not it exists on disk)
     original_present: bool  # the original is listed and its file exists
+    mos: float | None = None  # realism rating (metadata "mos"), None when not rated
 
     @property
     def is_fake(self) -> bool:
@@ -97,7 +102,36 @@ def load_metadata(path: Path) -> dict[str, dict]:
         original = entry.get("original")
         if original is not None and not isinstance(original, str):
             raise MetadataError(f"{path}: entry {name!r} has a non-string original {original!r}")
+        mos = entry.get("mos")
+        if mos is not None and not is_mos(mos):
+            raise MetadataError(f"{path}: entry {name!r} has mos {mos!r}, expected a finite number (or null for none)")
     return meta
+
+
+def is_mos(value) -> bool:
+    """A usable MOS: a finite int or float (a bool, a string, NaN or inf is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class MissingMosError(MetadataError):
+    """Videos that need a MOS (see require_mos) lack one; the message names them."""
+
+
+def require_mos(videos: Iterable[Video], needs: Callable[[Video], bool] = lambda v: v.is_fake,
+                show: int = 5) -> dict[str, float]:
+    """The MOS of every rated video ({id: mos}); raise MissingMosError naming the videos
+    for which `needs` is true (by default the FAKEs: a MOS model is trained on every fake,
+    while a REAL without one is simply not rated) but that have no MOS: the first `show`
+    of them, their metadata.json files, and how many there are."""
+    videos = list(videos)
+    missing = [v for v in videos if v.mos is None and needs(v)]
+    if missing:
+        names = ", ".join(f"{v.id} ({v.path.parent / 'metadata.json'})" for v in missing[:show])
+        more = f" and {len(missing) - show} more" if len(missing) > show else ""
+        raise MissingMosError(
+            f"{len(missing)} of {len(videos)} videos have no \"mos\" in their metadata.json entry: {names}{more}; "
+            f"add the ratings (tools/import_mos_labels.py LABELS_CSV DATA_DIR)")
+    return {v.id: v.mos for v in videos if v.mos is not None}
 
 
 def load_dataset(data_dir: str | Path) -> Dataset:
@@ -148,6 +182,7 @@ def load_dataset(data_dir: str | Path) -> Dataset:
                 label=entry["label"],
                 original=video_id(data_dir, original_path) if original_path else None,
                 original_present=bool(original_path and original in on_disk and original in meta),
+                mos=float(entry["mos"]) if entry.get("mos") is not None else None,
             ))
     return Dataset(videos=videos, errors=errors)
 

@@ -13,6 +13,10 @@ A fake always joins its original's group; fakes whose original is absent (orphan
 keep the group of that absent original. Folds are stratified: each holds about the
 same share of the REAL videos and of the FAKE videos (videos, not crops, which vary
 a hundredfold with a video's length).
+
+Columns: FOLDS_COLUMNS, then `mos` (the video's realism rating on each of its rows,
+empty when it has none) only when some video of DATA_DIR has a "mos" in its metadata;
+without any, the file is exactly as before.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .runner import StepError, StepOptions, StepResult
 
 STEP = "4_generate_folds"
 GROUP_BY = ("identity", "original", "folder")
+MOS_COLUMN = "mos"  # optional, after FOLDS_COLUMNS (see the module doc)
 
 
 def assign_folds(group_counts: Mapping[str, Sequence[int] | int], num_folds: int, seed: int) -> dict[str, int]:
@@ -116,8 +121,11 @@ def _improve(counts: np.ndarray, fold: np.ndarray, load: np.ndarray, scale: np.n
 def build_rows(opts: StepOptions) -> tuple[pd.DataFrame, list[dict]]:
     """One row per crop of every video with crops; `original` is the original's id for a
     paired fake, the video's own id for a REAL, and empty for an unpaired fake; `group`
-    is the original's id (Video.group), before any grouping by identity or folder."""
+    is the original's id (Video.group), before any grouping by identity or folder.
+    A last column `mos` (float, NaN for a video without one) is there only when some
+    video of the dataset has a MOS."""
     dataset = load_dataset(opts.data_dir)
+    rated = any(v.mos is not None for v in dataset.videos)
     work = WorkDir(opts.work_dir)
     rows, errors = [], []
     for v in dataset.videos:
@@ -132,8 +140,12 @@ def build_rows(opts: StepOptions) -> tuple[pd.DataFrame, list[dict]]:
         for name in sorted(m.crops, key=parse_crop_name):
             frame, face = parse_crop_name(name)
             rows.append({"video": v.id, "file": f"crops/{v.id}/{name}", "label": int(v.is_fake),
-                         "original": original, "frame": frame, "face": face, "group": group})
-    return pd.DataFrame(rows, columns=FOLDS_COLUMNS[:-1] + ["group"]), errors
+                         "original": original, "frame": frame, "face": face, "group": group, MOS_COLUMN: v.mos})
+    columns = FOLDS_COLUMNS[:-1] + ["group"] + ([MOS_COLUMN] if rated else [])
+    df = pd.DataFrame(rows, columns=columns)
+    if rated:
+        df[MOS_COLUMN] = df[MOS_COLUMN].astype(float)  # None -> NaN, written as an empty field
+    return df, errors
 
 
 def regroup(df: pd.DataFrame, opts: StepOptions, group_by: str = "identity",
@@ -191,7 +203,7 @@ def generate_folds(opts: StepOptions, folds: int = 5, seed: int = 777, group_by:
         raise StepError(f"folds {empty} are empty")
     # Deterministic and cheap (descriptors are cached), so always recomputed: a folds.csv made before more
     # videos were cropped is never left stale. An identical file is left untouched.
-    text = df[FOLDS_COLUMNS].to_csv(index=False)
+    text = df[FOLDS_COLUMNS + ([MOS_COLUMN] if MOS_COLUMN in df else [])].to_csv(index=False)
     if not opts.force and out.exists() and out.read_text() == text:
         result.skipped = result.total
     else:

@@ -17,8 +17,9 @@ from sklearn.metrics import log_loss
 from conftest import REPO, write_metadata
 from helpers import no_face_clip, portrait_clip
 from preprocessing.dataset import load_dataset
-from tools.evaluate import (EvaluationError, compute_metrics, equal_error_rate, load_submission, main,
-                            match_labels, per_video_log_loss, worst_videos, write_report)
+from tools.evaluate import (TASKS, EvaluationError, compute_metrics, compute_mos_metrics, equal_error_rate,
+                            load_submission, main, match_labels, per_video_log_loss, submission_task, worst_videos,
+                            write_report)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -327,3 +328,198 @@ def test_calibrate_cli_fits_a_temperature_on_overconfident_predictions(tmp_path)
     assert proc.returncode == 0, proc.stderr
     cal = _json.loads(out.read_text())
     assert cal["temperature"] > 1 and cal["log_loss_after"] < cal["log_loss_before"]
+
+
+# --------------------------------------------------------------------------- realism (MOS, #10)
+@pytest.fixture
+def mos_dir(tmp_path):
+    """part_0: a, b, c rated 1, 2, 3; d (REAL) not rated; e rated 4. part_1: f, not rated."""
+    data = tmp_path / "mos_data"
+    touch_videos(data / "part_0", {"a.mp4": {"label": "FAKE", "original": None, "mos": 1},
+                                   "b.mp4": {"label": "FAKE", "original": None, "mos": 2.0},
+                                   "c.mp4": {"label": "FAKE", "original": None, "mos": 3.0},
+                                   "d.mp4": {"label": "REAL", "original": None},
+                                   "e.mp4": {"label": "FAKE", "original": None, "mos": 4.0}})
+    touch_videos(data / "part_1", {"f.mp4": {"label": "REAL", "original": None, "mos": None}})
+    return data
+
+
+def mos_submission(tmp_path, rows, name="mos.csv"):
+    return write_csv(tmp_path / name, "filename,mos\n" + "".join(f"{f},{v}\n" for f, v in rows))
+
+
+def test_load_submission_reads_a_mos_submission(tmp_path):
+    csv = mos_submission(tmp_path, [("a.mp4", "4.5"), ("p/b.mp4", " -0.25 "), ("c.mp4", "7")])
+    sub = load_submission(csv, tasks=TASKS)
+    assert submission_task(sub) == "mos"
+    assert list(sub.columns) == ["filename", "mos"]
+    assert list(sub["mos"]) == [4.5, -0.25, 7.0]   # no [0, 1] range: any finite number
+    # callers that need probabilities (the default, as calibrate.py) are told, not handed MOS values
+    with pytest.raises(EvaluationError, match="a realism submission"):
+        load_submission(csv)
+    # a detection submission with an extra mos column stays a detection submission
+    both = load_submission(write_csv(tmp_path / "both.csv", "filename,label,mos\na.mp4,0.3,2\n"), tasks=TASKS)
+    assert submission_task(both) == "detection" and list(both.columns) == ["filename", "label"]
+
+
+@pytest.mark.parametrize("text, expected, also, good", [
+    ("filename,mos\na.mp4,2\nb.mp4,good\nc.mp4,\n", "non-numeric mos in row 2 ('b.mp4': 'good')",
+     "row 3 ('c.mp4'", "a.mp4"),
+    ("filename,mos\na.mp4,nan\nb.mp4,3\nc.mp4,inf\n", "non-finite mos (NaN or infinite) in row 1 ('a.mp4'",
+     "row 3 ('c.mp4'", "b.mp4"),
+    ("filename,mos\na.mp4,2\na.mp4,3\n", "duplicated filename(s) a.mp4", None, None),
+    ("filename,mos\n", "no rows", None, None),
+    ("name,score\na.mp4,2\n", "missing column(s) filename, label; expected the columns 'filename,label' "
+                              "(or 'filename,mos' for realism scores)", None, None),
+])
+def test_load_submission_rejects_bad_mos_files(tmp_path, text, expected, also, good):
+    with pytest.raises(EvaluationError) as e:
+        load_submission(write_csv(tmp_path / "s.csv", text), tasks=TASKS)
+    assert expected in str(e.value)
+    if also:
+        assert also in str(e.value)       # every bad row is named, not just the first
+    if good:
+        assert good not in str(e.value)   # and no good one
+
+
+def test_match_mos_leaves_unrated_videos_out(mos_dir):
+    sub = pd.DataFrame({"filename": ["a.mp4", "part_0/b.mp4", "c.mp4", "d.mp4", "f.mp4", "ghost.mp4"],
+                        "mos": [1.5, 2.0, 2.5, 4.0, 3.0, 5.0]})
+    matched, report = match_labels(sub, load_dataset(mos_dir))
+    assert list(matched["video_id"]) == ["part_0/a", "part_0/b", "part_0/c"]
+    assert list(matched["mos"]) == [1.0, 2.0, 3.0] and list(matched["pred"]) == [1.5, 2.0, 2.5]
+    assert report["unrated"] == ["d.mp4", "f.mp4"] and report["unrated_count"] == 2
+    assert report["unknown"] == ["ghost.mp4"]
+    assert report["missing"] == ["part_0/e.mp4"]           # the rated videos without a row only
+    assert (report["submission_rows"], report["labelled_videos"], report["rated_videos"], report["matched"]) \
+        == (6, 6, 4, 3)
+
+
+def test_mos_submission_without_any_rating_is_an_error(labelled_dir, tmp_path, capsys):
+    sub = pd.DataFrame({"filename": ["a.mp4"], "mos": [2.0]})
+    with pytest.raises(EvaluationError, match='no video under DATA_DIR has a "mos" in its metadata.json'):
+        match_labels(sub, load_dataset(labelled_dir))
+    csv = mos_submission(tmp_path, [("a.mp4", 2.0)])
+    assert main(["--submission", str(csv), "--data-dir", str(labelled_dir), "--no-crops"]) == 1
+    err = capsys.readouterr().err
+    assert 'no video under DATA_DIR has a "mos" in its metadata.json' in err and str(labelled_dir) in err
+
+
+def test_compute_mos_metrics_hand_computed():
+    m = compute_mos_metrics([1, 2, 3], [1.5, 2, 2.5])
+    assert m["videos"] == 3
+    assert m["plcc"] == pytest.approx(1.0) and m["srcc"] == pytest.approx(1.0)
+    assert m["rmse"] == pytest.approx(math.sqrt(1 / 6)) and m["mae"] == pytest.approx(1 / 3)
+    # inverted ranking, errors 2, 0, 2
+    m = compute_mos_metrics([1, 2, 3], [3, 2, 1])
+    assert m["plcc"] == pytest.approx(-1.0) and m["srcc"] == pytest.approx(-1.0)
+    assert m["rmse"] == pytest.approx(math.sqrt(8 / 3)) and m["mae"] == pytest.approx(4 / 3)
+    # a constant prediction has no correlation: None, so metrics.json stays valid JSON
+    m = compute_mos_metrics([1, 2, 3], [2, 2, 2])
+    assert m["plcc"] is None and m["srcc"] is None and m["rmse"] == pytest.approx(math.sqrt(2 / 3))
+    json.dumps(m, allow_nan=False)
+
+
+def test_worst_videos_mos_by_absolute_error():
+    matched = pd.DataFrame({"video_id": list("wxyz"), "filename": list("wxyz"), "label": [1] * 4,
+                            "mos": [1.0, 2.0, 3.0, 4.0], "pred": [1.2, 3.5, 2.5, 4.0]})
+    worst = worst_videos(matched, 3)
+    assert list(worst["video_id"]) == ["x", "y", "w"]
+    assert list(worst["error"]) == pytest.approx([1.5, -0.5, 0.2])
+
+
+def test_write_mos_report_lists_the_worst_first(mos_dir, tmp_path):
+    sub = pd.DataFrame({"filename": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], "mos": [1.2, 3.5, 2.5, 1.0]})
+    matched, report = match_labels(sub, load_dataset(mos_dir))
+    metrics = compute_mos_metrics(matched["mos"], matched["pred"])
+    paths = write_report(tmp_path / "r", matched, metrics, report, worst=2, crops=False)
+    assert set(paths) == {"metrics.json", "scatter.png", "report.html"}
+    check_png(paths["scatter.png"])
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"metrics.json", "scatter.png", "report.html"}
+    saved = json.loads(paths["metrics.json"].read_text())
+    assert saved["task"] == "mos" and saved["metrics"] == metrics
+    assert saved["matching"]["unrated"] == ["d.mp4"]
+    assert saved["worst"][0] == {"video_id": "part_0/b", "filename": "b.mp4", "mos": 2.0, "pred": 3.5, "error": 1.5}
+    assert [w["video_id"] for w in saved["worst"]] == ["part_0/b", "part_0/c"]
+
+    page = paths["report.html"].read_text()
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([\w/]+)<br><small>[^<]*</small></td>"
+                      r"<td>([-\d.]+)</td><td>([-\d.]+)</td><td>([-+\d.]+)</td>", page)
+    assert rows == [("1", "part_0/b", "2.0000", "3.5000", "+1.5000"),
+                    ("2", "part_0/c", "3.0000", "2.5000", "-0.5000")]
+    assert "part_0/a<br>" not in page                       # only the 2 worst are listed
+    assert "largest absolute error" in page and "true MOS" in page and "predicted MOS" in page
+    assert 'alt="predicted vs true MOS"' in page and page.count("data:image/png;base64,") == 1
+    assert "PLCC (Pearson)" in page and f"{metrics['rmse']:.4f}" in page
+    assert "d.mp4" in page and "(unrated)" in page and "part_0/e.mp4" in page
+    assert "ROC AUC" not in page and "log loss" not in page
+
+
+def test_mos_worst_videos_link_to_their_explanation_pages(mos_dir, tmp_path):
+    from inference.explain import page_name
+
+    sub = pd.DataFrame({"filename": ["a.mp4", "b.mp4"], "mos": [1.1, 3.0]})
+    matched, report = match_labels(sub, load_dataset(mos_dir))
+    pages = tmp_path / "explain"
+    pages.mkdir()
+    (pages / page_name("b.mp4")).write_text("<html>b</html>")
+    paths = write_report(tmp_path / "report", matched, compute_mos_metrics(matched["mos"], matched["pred"]),
+                         report, worst=2, crops=False, explanations=pages)
+    page = paths["report.html"].read_text()
+    assert '<a href="../explain/b.mp4.html">explanation</a>' in page and page.count("no explanation page") == 1
+    worst = {w["video_id"]: w for w in json.loads(paths["metrics.json"].read_text())["worst"]}
+    assert worst["part_0/b"]["explanation"] == "../explain/b.mp4.html" and worst["part_0/a"]["explanation"] is None
+
+
+def test_main_mos_submission_hand_computed(mos_dir, tmp_path, capsys):
+    csv = mos_submission(tmp_path, [("a.mp4", 1.5), ("part_0/b.mp4", 2), ("c.mp4", 2.5), ("d.mp4", 3),
+                                    ("ghost.mp4", 1)], name="realism.csv")
+    assert main(["--submission", str(csv), "--data-dir", str(mos_dir), "--no-crops"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    report_dir = tmp_path / "realism_report"
+    assert out[0] == (f"[evaluate] 3 videos with a MOS: plcc 1.0000 srcc 1.0000 rmse {math.sqrt(1 / 6):.4f} "
+                      f"mae 0.3333 | 1 unknown, 1 unrated, 1 missing -> {report_dir / 'report.html'}")
+    assert out[1] == f"[evaluate] metrics: {report_dir / 'metrics.json'}"
+    assert {p.name for p in report_dir.iterdir()} == {"metrics.json", "scatter.png", "report.html"}
+    saved = json.loads((report_dir / "metrics.json").read_text())
+    assert saved["task"] == "mos"
+    m = saved["metrics"]
+    assert m["videos"] == 3 and m["plcc"] == pytest.approx(1) and m["srcc"] == pytest.approx(1)
+    assert m["rmse"] == pytest.approx(math.sqrt(1 / 6)) and m["mae"] == pytest.approx(1 / 3)
+    assert saved["matching"]["unrated"] == ["d.mp4"] and saved["matching"]["unknown"] == ["ghost.mp4"]
+    assert saved["matching"]["missing"] == ["part_0/e.mp4"]
+    # a and c are both 0.5 off: the tie goes by video id, b (exact) comes last
+    assert [(w["video_id"], w["error"]) for w in saved["worst"]] == [("part_0/a", 0.5), ("part_0/c", -0.5),
+                                                                       ("part_0/b", 0.0)]
+    page = (report_dir / "report.html").read_text()
+    assert 'alt="predicted vs true MOS"' in page
+    assert page.index("part_0/a<br>") < page.index("part_0/c<br>") < page.index("part_0/b<br>")
+
+
+def test_main_mos_errors_name_the_rows(mos_dir, labelled_dir, tmp_path, capsys):
+    bad = mos_submission(tmp_path, [("a.mp4", 2), ("b.mp4", "great"), ("c.mp4", 3)])
+    assert main(["--submission", str(bad), "--data-dir", str(mos_dir), "--no-crops"]) == 1
+    assert "non-numeric mos in row 2 ('b.mp4': 'great')" in capsys.readouterr().err
+    unrated = mos_submission(tmp_path, [("d.mp4", 2)], name="unrated.csv")
+    assert main(["--submission", str(unrated), "--data-dir", str(mos_dir), "--no-crops"]) == 1
+    err = capsys.readouterr().err
+    assert "no submission row matches a video with a MOS" in err and "1 of them naming a video without a MOS" in err
+
+
+def test_label_submission_on_a_mos_folder_is_scored_as_before(mos_dir, tmp_path, capsys):
+    """The "mos" keys change nothing for a detection submission (extra mos column included)."""
+    csv = write_csv(tmp_path / "labels.csv", "filename,label,mos\na.mp4,0.9,3\nb.mp4,0.3,1\nd.mp4,0.4,2\n"
+                                             "f.mp4,0.2,5\n")
+    sub = load_submission(csv, tasks=TASKS)
+    matched, report = match_labels(sub, load_dataset(mos_dir))
+    assert list(matched.columns) == ["video_id", "filename", "label", "pred", "path"]
+    assert "unrated" not in report and report["missing"] == ["part_0/c.mp4", "part_0/e.mp4"]
+    assert main(["--submission", str(csv), "--data-dir", str(mos_dir), "--no-crops"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # REAL d 0.4, f 0.2; FAKE a 0.9, b 0.3: 3 of the 4 FAKE-over-REAL pairs ranked right
+    assert out[0].startswith("[evaluate] 4 videos (2 REAL, 2 FAKE): log_loss ") and "auc 0.7500" in out[0]
+    report_dir = tmp_path / "labels_report"
+    assert {p.name for p in report_dir.iterdir()} == {"metrics.json", "roc.png", "calibration.png", "report.html"}
+    saved = json.loads((report_dir / "metrics.json").read_text())
+    assert saved["task"] == "detection"
+    assert saved["metrics"] == compute_metrics([1, 1, 0, 0], [0.9, 0.3, 0.4, 0.2])

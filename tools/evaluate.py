@@ -1,13 +1,23 @@
 #!/usr/bin/env python
-"""Evaluate a submission (`filename,label` CSV, label = probability of FAKE) against the
-labels of a DFDC-shaped DATA_DIR, and write a small report.
+"""Evaluate a submission against the truth of a DFDC-shaped DATA_DIR, and write a small report.
+
+Two kinds of submission, told apart by their header:
+  * detection, `filename,label` (label = probability of FAKE, in [0, 1]), scored against
+    the metadata.json labels: log loss, balanced log loss, ROC AUC, average precision,
+    accuracy, equal error rate;
+  * realism, `filename,mos` (the predicted mean opinion score, any finite number, as
+    `6_predict.py` writes with a MOS checkpoint), scored against the metadata.json "mos"
+    ratings (tools/import_mos_labels.py adds them): PLCC, SRCC, RMSE, MAE.
 
     python tools/evaluate.py --submission OUT.csv --data-dir DATA_DIR [--out-dir REPORT_DIR]
                              [--worst 12] [--no-crops] [--explanations EXPLAIN_DIR]
 
 Writes REPORT_DIR (default: `<submission stem>_report/` next to the submission):
-metrics.json, roc.png, calibration.png and report.html (self-contained: images are
-embedded as base64, so the page can be mailed or moved alone). With --explanations, the
+metrics.json (the metrics and the task, "detection" or "mos"), the plots (detection:
+roc.png and calibration.png; realism: scatter.png, predicted against true MOS) and
+report.html (self-contained: images are embedded as base64, so the page can be mailed or
+moved alone). The report lists the worst videos (detection: largest log loss; realism:
+largest absolute error) with a face crop of their middle frame. With --explanations, the
 folder `6_predict.py --explain` wrote, every worst video links to its explanation page
 (a relative link: keep the two folders side by side when moving them).
 
@@ -16,7 +26,9 @@ relative to DATA_DIR (`part_0/abcdefghij.mp4`) or, failing that, by its file nam
 that name is unique in DATA_DIR. Rows that match no labelled video ("unknown") and
 labelled videos that have no row ("missing") are listed in the report and left out of
 every metric: the metrics describe the predictions that were made, and the two lists
-say how complete the submission is.
+say how complete the submission is. For realism, a row whose video has no "mos" in its
+metadata.json ("unrated") is listed and left out too, and "missing" counts the rated
+videos only.
 """
 from __future__ import annotations
 
@@ -40,6 +52,8 @@ from preprocessing.artifacts import atomic_write_bytes, atomic_write_json, atomi
 from preprocessing.dataset import Dataset, load_dataset  # noqa: E402
 
 SUBMISSION_COLUMNS = ("filename", "label")
+MOS_COLUMNS = ("filename", "mos")  # a realism submission (6_predict.py with a MOS checkpoint)
+TASKS = ("detection", "mos")
 FAKE_THRESHOLD = 0.5        # accuracy counts p >= 0.5 as a FAKE call
 CALIBRATION_BINS = 10
 CROP_MARGIN = 1 / 3         # as step 1 crops (selim): a third of the box side on every side
@@ -54,8 +68,24 @@ class EvaluationError(ValueError):
 
 
 # --------------------------------------------------------------------------- inputs
-def load_submission(path: str | Path) -> pd.DataFrame:
-    """Read and validate a submission CSV; returns columns filename (str), label (float).
+def submission_task(sub: pd.DataFrame) -> str:
+    """"mos" for a realism submission (a `mos` column and no `label` one), else "detection"."""
+    return "mos" if "mos" in sub.columns and "label" not in sub.columns else "detection"
+
+
+def matched_task(matched: pd.DataFrame) -> str:
+    """The task of match_labels' output: "mos" when it carries the true MOS."""
+    return "mos" if "mos" in matched.columns else "detection"
+
+
+def load_submission(path: str | Path, tasks: tuple[str, ...] = ("detection",)) -> pd.DataFrame:
+    """Read and validate a submission CSV.
+
+    A detection submission (`filename,label`) gives columns filename (str), label (float,
+    in [0, 1]). With "mos" in `tasks`, a realism submission (`filename,mos`: a header
+    with `mos` and no `label`) is accepted too and gives filename (str), mos (float, any
+    finite number); `submission_task` tells the two apart. The default takes detection
+    submissions only, so callers that need probabilities are never handed MOS values.
 
     Every problem found is reported at once, naming the offending rows (1-based data
     rows, as a spreadsheet shows them below the header), so one run tells the user all
@@ -71,27 +101,46 @@ def load_submission(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise EvaluationError(f"{path}: not a readable CSV ({e})") from e
     sub.columns = [str(c).strip() for c in sub.columns]
-    absent = [c for c in SUBMISSION_COLUMNS if c not in sub.columns]
+    found = ", ".join(map(repr, sub.columns)) or "none"
+    if "mos" in sub.columns and "label" not in sub.columns and "filename" in sub.columns and "mos" not in tasks:
+        raise EvaluationError(f"{path}: a realism submission ('filename,mos'); expected detection "
+                              f"probabilities, the columns 'filename,label'")
+    task = "mos" if "mos" in tasks and "mos" in sub.columns and "label" not in sub.columns else "detection"
+    columns = MOS_COLUMNS if task == "mos" else SUBMISSION_COLUMNS
+    absent = [c for c in columns if c not in sub.columns]
     if absent:
+        alternative = " (or 'filename,mos' for realism scores)" if "mos" in tasks else ""
         raise EvaluationError(f"{path}: missing column(s) {', '.join(absent)}; expected the columns "
-                              f"'filename,label', found {', '.join(map(repr, sub.columns)) or 'none'}")
+                              f"'{','.join(columns)}'{alternative}, found {found}")
     if sub.empty:
         raise EvaluationError(f"{path}: no rows (expected one row per video)")
 
+    value = columns[1]
     names = sub["filename"].str.strip()
-    labels = pd.to_numeric(sub["label"].str.strip(), errors="coerce")
+    text = sub[value].str.strip()
+    values = pd.to_numeric(text, errors="coerce")
     problems = []
 
     def rows_text(mask) -> str:
-        bad = [f"row {i + 1} ({names.iloc[i]!r}: {sub['label'].iloc[i]!r})" for i in np.flatnonzero(mask)]
+        bad = [f"row {i + 1} ({names.iloc[i]!r}: {sub[value].iloc[i]!r})" for i in np.flatnonzero(mask)]
         return ", ".join(bad[:20]) + (f", ... ({len(bad)} in all)" if len(bad) > 20 else "")
 
-    non_numeric = labels.isna().to_numpy()
-    if non_numeric.any():
-        problems.append(f"non-numeric label in {rows_text(non_numeric)}")
-    out_of_range = (~non_numeric) & ~((labels >= 0) & (labels <= 1)).to_numpy()
-    if out_of_range.any():
-        problems.append(f"label outside [0, 1] in {rows_text(out_of_range)}")
+    if task == "mos":
+        # a MOS may be any finite number; "nan" and "inf" parse but are no rating
+        nan_text = text.str.lower().isin({"nan", "+nan", "-nan"}).to_numpy()
+        non_numeric = values.isna().to_numpy() & ~nan_text
+        if non_numeric.any():
+            problems.append(f"non-numeric mos in {rows_text(non_numeric)}")
+        non_finite = ~non_numeric & ~np.isfinite(values.to_numpy(dtype=np.float64))
+        if non_finite.any():
+            problems.append(f"non-finite mos (NaN or infinite) in {rows_text(non_finite)}")
+    else:
+        non_numeric = values.isna().to_numpy()
+        if non_numeric.any():
+            problems.append(f"non-numeric label in {rows_text(non_numeric)}")
+        out_of_range = (~non_numeric) & ~((values >= 0) & (values <= 1)).to_numpy()
+        if out_of_range.any():
+            problems.append(f"label outside [0, 1] in {rows_text(out_of_range)}")
     empty = (names == "").to_numpy()
     if empty.any():
         problems.append(f"empty filename in rows {', '.join(str(i + 1) for i in np.flatnonzero(empty))}")
@@ -100,13 +149,17 @@ def load_submission(path: str | Path) -> pd.DataFrame:
         problems.append(f"duplicated filename(s) {', '.join(sorted(set(duplicated)))}")
     if problems:
         raise EvaluationError(f"{path}: " + "; ".join(problems))
-    return pd.DataFrame({"filename": names, "label": labels.astype(np.float64)})
+    return pd.DataFrame({"filename": names, value: values.astype(np.float64)})
 
 
 def _relative_path(video) -> str:
     """The video's path relative to DATA_DIR, with its extension (the id has none)."""
     parent = Path(video.id).parent
     return (parent / video.path.name).as_posix() if str(parent) != "." else video.path.name
+
+
+NO_MOS_MESSAGE = ("a realism (filename,mos) submission needs MOS ratings, but no video under DATA_DIR has a "
+                  "\"mos\" in its metadata.json; add them with tools/import_mos_labels.py LABELS_CSV DATA_DIR")
 
 
 def match_labels(sub: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dict]:
@@ -117,16 +170,25 @@ def match_labels(sub: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dic
     file, for the face crops). `report` counts and names the unknown rows and the missing
     videos. A bare file name that names videos in several folders cannot be resolved and
     raises EvaluationError naming them; so does a video named by two rows.
+
+    A realism submission (see submission_task) is matched the same way, but its truth is
+    the video's MOS: `matched` also has mos (the metadata rating) and pred is the
+    predicted MOS. Rows whose video has no MOS are left out of `matched` and named in
+    the report ("unrated"); "missing" lists the rated videos without a row. No rated
+    video under DATA_DIR at all raises EvaluationError.
     """
+    mos_task = submission_task(sub) == "mos"
+    if mos_task and not any(v.mos is not None for v in dataset.videos):
+        raise EvaluationError(NO_MOS_MESSAGE)
     by_path = {_relative_path(v): v for v in dataset.videos}
     by_name: dict[str, list] = {}
     for v in dataset.videos:
         by_name.setdefault(v.path.name, []).append(v)
 
-    matched_rows, unknown, ambiguous = [], [], {}
+    matched_rows, unknown, unrated, ambiguous = [], [], [], {}
     seen: dict[str, str] = {}
     duplicates = []
-    for filename, pred in zip(sub["filename"], sub["label"]):
+    for filename, pred in zip(sub["filename"], sub["mos" if mos_task else "label"]):
         key = filename.replace("\\", "/").removeprefix("./")
         video = by_path.get(key)
         if video is None and "/" not in key:
@@ -142,8 +204,12 @@ def match_labels(sub: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dic
             duplicates.append(f"{video.id} (rows {seen[video.id]!r} and {filename!r})")
             continue
         seen[video.id] = filename
-        matched_rows.append({"video_id": video.id, "filename": filename,
-                             "label": int(video.is_fake), "pred": float(pred), "path": str(video.path)})
+        if mos_task and video.mos is None:
+            unrated.append(filename)
+            continue
+        matched_rows.append({"video_id": video.id, "filename": filename, "label": int(video.is_fake),
+                             **({"mos": float(video.mos)} if mos_task else {}),
+                             "pred": float(pred), "path": str(video.path)})
     if ambiguous:
         listed = "; ".join(f"{name!r} matches {', '.join(paths)}" for name, paths in sorted(ambiguous.items()))
         raise EvaluationError(f"ambiguous file name(s) in the submission: {listed}. "
@@ -151,14 +217,18 @@ def match_labels(sub: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, dic
     if duplicates:
         raise EvaluationError(f"video(s) named by more than one submission row: {'; '.join(duplicates)}")
 
-    matched = pd.DataFrame(matched_rows, columns=["video_id", "filename", "label", "pred", "path"])
-    missing = sorted(_relative_path(v) for v in dataset.videos if v.id not in seen)
+    columns = ["video_id", "filename", "label", *(["mos"] if mos_task else []), "pred", "path"]
+    matched = pd.DataFrame(matched_rows, columns=columns)
+    expected = [v for v in dataset.videos if v.mos is not None] if mos_task else dataset.videos
+    missing = sorted(_relative_path(v) for v in expected if v.id not in seen)
     report = {
         "submission_rows": int(len(sub)),
         "labelled_videos": len(dataset.videos),
+        **({"rated_videos": len(expected)} if mos_task else {}),
         "matched": int(len(matched)),
         "unknown_count": len(unknown),
         "unknown": sorted(unknown),
+        **({"unrated_count": len(unrated), "unrated": sorted(unrated)} if mos_task else {}),
         "missing_count": len(missing),
         "missing": missing,
         "dataset_errors": list(dataset.errors),
@@ -232,10 +302,40 @@ def per_video_log_loss(y, p) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
+def compute_mos_metrics(true, pred) -> dict:
+    """Realism metrics (training.engine.mos_metrics): videos, PLCC, SRCC, RMSE, MAE.
+
+    A correlation is None (not NaN, so metrics.json stays valid JSON) where it is
+    undefined: fewer than two videos, or a constant truth or prediction.
+    """
+    from training.engine import mos_metrics  # imports torch: only when a MOS is scored
+
+    if len(true) == 0:
+        raise ValueError("no videos to evaluate")
+    metrics = mos_metrics(true, pred)
+    return {key: (None if isinstance(value, float) and not np.isfinite(value) else value)
+            for key, value in metrics.items()}
+
+
+def evaluation_metrics(matched: pd.DataFrame) -> dict:
+    """compute_metrics or compute_mos_metrics, as match_labels' output asks."""
+    if matched_task(matched) == "mos":
+        return compute_mos_metrics(matched["mos"], matched["pred"])
+    return compute_metrics(matched["label"], matched["pred"])
+
+
 def worst_videos(matched: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The n videos with the largest log loss, worst first (ties: by video id, stable)."""
-    ranked = matched.assign(log_loss=per_video_log_loss(matched["label"], matched["pred"]))
-    ranked = ranked.sort_values(["log_loss", "video_id"], ascending=[False, True], kind="stable")
+    """The n worst videos, worst first (ties: by video id, stable).
+
+    Detection: the largest log loss (column log_loss). Realism: the largest absolute
+    error (column error = predicted - true MOS, and abs_error).
+    """
+    if matched_task(matched) == "mos":
+        error = matched["pred"].to_numpy(np.float64) - matched["mos"].to_numpy(np.float64)
+        ranked, key = matched.assign(error=error, abs_error=np.abs(error)), "abs_error"
+    else:
+        ranked, key = matched.assign(log_loss=per_video_log_loss(matched["label"], matched["pred"])), "log_loss"
+    ranked = ranked.sort_values([key, "video_id"], ascending=[False, True], kind="stable")
     return ranked.head(max(n, 0)).reset_index(drop=True)
 
 
@@ -295,6 +395,25 @@ def calibration_plot_png(y, p, n_bins: int = CALIBRATION_BINS) -> bytes:
     bottom.hist([p[y == 0], p[y == 1]], bins=bins, color=["C2", "C3"], label=["REAL", "FAKE"])
     bottom.set(xlabel="predicted probability of FAKE", ylabel="videos")
     bottom.legend(loc="upper center")
+    return _png_bytes(fig)
+
+
+def mos_scatter_png(true, pred, plcc: float | None, srcc: float | None) -> bytes:
+    """Predicted against true MOS, one dot per video, with the identity line (perfect
+    predictions) over the range of both; PLCC and SRCC in the title."""
+    true = np.asarray(true, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    fig = _figure((4.5, 4.5))
+    ax = fig.add_subplot()
+    lo, hi = (float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))) if len(true) else (0.0, 1.0)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
+    lo, hi = lo - pad, hi + pad
+    ax.plot([lo, hi], [lo, hi], linestyle="--", color="grey", label="identity (predicted = true)")
+    ax.scatter(true, pred, s=18, alpha=0.7, color="C0", label=f"videos ({len(true)})")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="true MOS", ylabel="predicted MOS",
+           title=f"Predicted vs true MOS: PLCC {_fmt(plcc)}, SRCC {_fmt(srcc)}")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left")
     return _png_bytes(fig)
 
 
@@ -385,6 +504,8 @@ METRIC_ROWS = [("videos", "videos evaluated"), ("real", "REAL"), ("fake", "FAKE"
                ("log_loss", "log loss"), ("balanced_log_loss", "balanced log loss (REAL/FAKE mean)"),
                ("auc", "ROC AUC"), ("average_precision", "average precision"),
                ("accuracy", f"accuracy (p >= {FAKE_THRESHOLD} is FAKE)"), ("eer", "equal error rate")]
+MOS_METRIC_ROWS = [("videos", "videos evaluated (with a MOS)"), ("plcc", "PLCC (Pearson)"),
+                   ("srcc", "SRCC (Spearman)"), ("rmse", "RMSE"), ("mae", "MAE")]
 
 PAGE_STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 1100px; }
@@ -396,16 +517,27 @@ th { background: #f3f3f3; }
 """
 
 
+def _worst_cells(row, task: str) -> str:
+    """The task's own cells of a worst-video row (between the video and its picture)."""
+    if task == "mos":
+        return f"<td>{row.mos:.4f}</td><td>{row.pred:.4f}</td><td>{row.error:+.4f}</td>"
+    label = "FAKE" if row.label else "REAL"
+    return f'<td class="{label.lower()}">{label}</td><td>{row.pred:.4f}</td><td>{row.log_loss:.4f}</td>'
+
+
 def render_html(metrics: dict, match_report: dict, worst: pd.DataFrame, thumbnails: dict[str, tuple],
-                roc_png: bytes, calibration_png: bytes, title: str, links: dict[str, str] | None = None) -> str:
-    """The report page, self-contained (images inline as base64); `links`: video id -> the
-    href of its explanation page ("" when the folder has none for it)."""
+                plots: list[tuple[str, bytes]], title: str, links: dict[str, str] | None = None,
+                task: str = "detection") -> str:
+    """The report page, self-contained (images inline as base64); `plots`: (alt text, PNG)
+    in page order; `links`: video id -> the href of its explanation page ("" when the
+    folder has none for it); `task`: "detection" or "mos" (metrics, matching text and
+    the worst videos' columns follow it)."""
     esc = html.escape
+    mos = task == "mos"
     metric_rows = "".join(f"<tr><th>{esc(label)}</th><td>{esc(_fmt(metrics[key]))}</td></tr>"
-                          for key, label in METRIC_ROWS)
+                          for key, label in (MOS_METRIC_ROWS if mos else METRIC_ROWS))
     worst_rows = []
     for rank, row in enumerate(worst.itertuples(index=False), start=1):
-        label = "FAKE" if row.label else "REAL"
         png, note = thumbnails.get(row.video_id, (None, "crops skipped (--no-crops)"))
         picture = _img_tag(png, row.video_id) if png else ""
         if links is not None:
@@ -414,35 +546,62 @@ def render_html(metrics: dict, match_report: dict, worst: pd.DataFrame, thumbnai
                         else "<br><small>no explanation page</small>")
         worst_rows.append(
             f"<tr><td>{rank}</td><td>{esc(row.video_id)}<br><small>{esc(row.filename)}</small></td>"
-            f'<td class="{label.lower()}">{label}</td><td>{row.pred:.4f}</td><td>{row.log_loss:.4f}</td>'
-            f"<td>{picture}<br><small>{esc(note)}</small></td></tr>")
+            f"{_worst_cells(row, task)}<td>{picture}<br><small>{esc(note)}</small></td></tr>")
     errors = [f"{e.get('video') or '(folder)'}: {e.get('error')}" for e in match_report["dataset_errors"]]
+    r = match_report
+    if mos:
+        matching = f"""<p>{r['matched']} of {r['submission_rows']} submission rows matched a video with a MOS
+({r['rated_videos']} of the {r['labelled_videos']} labelled videos in DATA_DIR have one). Unknown rows,
+rows whose video has no MOS (unrated) and missing videos are left out of every metric.</p>
+{_name_list("Submission rows without a labelled video (unknown)", r["unknown"])}
+{_name_list("Submission rows whose video has no MOS in its metadata.json (unrated)", r["unrated"])}
+{_name_list("Videos with a MOS missing from the submission", r["missing"])}"""
+        worst_title = f"The {len(worst)} worst-predicted videos (largest absolute error)"
+        worst_header = ("<th>#</th><th>video</th><th>true MOS</th><th>predicted MOS</th>"
+                        "<th>error (predicted - true)</th><th>middle frame</th>")
+    else:
+        matching = f"""<p>{r['matched']} of {r['submission_rows']} submission rows matched a labelled video
+({r['labelled_videos']} labelled videos in DATA_DIR). Unknown rows and missing videos
+are left out of every metric.</p>
+{_name_list("Submission rows without a labelled video (unknown)", r["unknown"])}
+{_name_list("Labelled videos missing from the submission", r["missing"])}"""
+        worst_title = f"The {len(worst)} worst-scored videos (largest log loss)"
+        worst_header = ("<th>#</th><th>video</th><th>label</th><th>prediction</th><th>log loss</th>"
+                        "<th>middle frame</th>")
+    images = "".join(_img_tag(png, alt) for alt, png in plots)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{PAGE_STYLE}</style></head><body>
 <h1>{esc(title)}</h1>
 <h2>Metrics</h2>
 <table>{metric_rows}</table>
-<p>{match_report['matched']} of {match_report['submission_rows']} submission rows matched a labelled video
-({match_report['labelled_videos']} labelled videos in DATA_DIR). Unknown rows and missing videos
-are left out of every metric.</p>
-{_name_list("Submission rows without a labelled video (unknown)", match_report["unknown"])}
-{_name_list("Labelled videos missing from the submission", match_report["missing"])}
+{matching}
 {_name_list("DATA_DIR problems (videos without usable labels)", errors)}
 <h2>Plots</h2>
-<div class="plots">{_img_tag(roc_png, "ROC curve")}{_img_tag(calibration_png, "calibration")}</div>
-<h2>The {len(worst)} worst-scored videos (largest log loss)</h2>
-<table><tr><th>#</th><th>video</th><th>label</th><th>prediction</th><th>log loss</th><th>middle frame</th></tr>
+<div class="plots">{images}</div>
+<h2>{worst_title}</h2>
+<table><tr>{worst_header}</tr>
 {''.join(worst_rows)}</table>
 </body></html>
 """
 
 
+def _worst_record(row, task: str) -> dict:
+    if task == "mos":
+        return {"video_id": row.video_id, "filename": row.filename, "mos": float(row.mos),
+                "pred": float(row.pred), "error": float(row.error)}
+    return {"video_id": row.video_id, "filename": row.filename, "label": "FAKE" if row.label else "REAL",
+            "pred": float(row.pred), "log_loss": float(row.log_loss)}
+
+
 def write_report(out_dir: str | Path, matched: pd.DataFrame, metrics: dict, match_report: dict,
                  worst: int = 12, crops: bool = True, detector=None,
                  context: dict | None = None, explanations: str | Path | None = None) -> dict[str, Path]:
-    """Write metrics.json, roc.png, calibration.png and report.html into out_dir.
+    """Write metrics.json, the plots and report.html into out_dir.
 
+    The task follows `matched` (match_labels' output, see matched_task): detection
+    writes roc.png and calibration.png, realism (MOS) scatter.png; metrics.json holds
+    the task, the metrics, the matching report and the worst videos.
     `detector` (a FaceDetector) is built on demand when crops are wanted and none is
     given; `context` (submission and DATA_DIR paths) is stored in metrics.json as is;
     `explanations`: the folder of 6_predict's --explain pages, linked from the worst videos.
@@ -450,7 +609,8 @@ def write_report(out_dir: str | Path, matched: pd.DataFrame, metrics: dict, matc
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    y, p = matched["label"].to_numpy(), matched["pred"].to_numpy()
+    task = matched_task(matched)
+    p = matched["pred"].to_numpy()
     worst_df = worst_videos(matched, worst)
 
     thumbnails: dict[str, tuple] = {}
@@ -473,26 +633,36 @@ def write_report(out_dir: str | Path, matched: pd.DataFrame, metrics: dict, matc
         for row in worst_df.itertuples(index=False):
             page = Path(explanations) / page_name(row.filename)
             links[row.video_id] = os.path.relpath(page, out_dir) if page.is_file() else ""
-    roc_png = roc_plot_png(y, p, metrics["auc"])
-    calibration_png = calibration_plot_png(y, p)
-    paths = {name: out_dir / name for name in ("metrics.json", "roc.png", "calibration.png", "report.html")}
-    atomic_write_bytes(paths["roc.png"], roc_png)
-    atomic_write_bytes(paths["calibration.png"], calibration_png)
-    worst_records = [{"video_id": r.video_id, "filename": r.filename, "label": "FAKE" if r.label else "REAL",
-                      "pred": float(r.pred), "log_loss": float(r.log_loss),
+    if task == "mos":
+        pngs = {"scatter.png": ("predicted vs true MOS",
+                                mos_scatter_png(matched["mos"].to_numpy(), p, metrics["plcc"], metrics["srcc"]))}
+    else:
+        y = matched["label"].to_numpy()
+        pngs = {"roc.png": ("ROC curve", roc_plot_png(y, p, metrics["auc"])),
+                "calibration.png": ("calibration", calibration_plot_png(y, p))}
+    paths = {name: out_dir / name for name in ("metrics.json", *pngs, "report.html")}
+    for name, (_, png) in pngs.items():
+        atomic_write_bytes(paths[name], png)
+    worst_records = [{**_worst_record(r, task),
                       **({"explanation": links[r.video_id] or None} if links is not None else {})}
                      for r in worst_df.itertuples(index=False)]
-    atomic_write_json(paths["metrics.json"], {**(context or {}), "metrics": metrics,
+    atomic_write_json(paths["metrics.json"], {**(context or {}), "task": task, "metrics": metrics,
                                               "matching": match_report, "worst": worst_records})
     title = f"Evaluation of {Path(context['submission']).name}" if context and "submission" in context \
         else "Evaluation"
     atomic_write_text(paths["report.html"], render_html(metrics, match_report, worst_df, thumbnails,
-                                                        roc_png, calibration_png, title, links))
+                                                        list(pngs.values()), title, links, task))
     return paths
 
 
 # --------------------------------------------------------------------------- CLI
 def summary_line(metrics: dict, match_report: dict, report_path: Path) -> str:
+    if "plcc" in metrics:   # realism
+        parts = [f"{metrics['videos']} videos with a MOS:"]
+        parts += [f"{key} {_fmt(metrics[key])}" for key in ("plcc", "srcc", "rmse", "mae")]
+        extra = (f" | {match_report['unknown_count']} unknown, {match_report['unrated_count']} unrated, "
+                 f"{match_report['missing_count']} missing")
+        return f"[evaluate] {' '.join(parts)}{extra} -> {report_path}"
     parts = [f"{metrics['videos']} videos ({metrics['real']} REAL, {metrics['fake']} FAKE):"]
     parts += [f"{key} {_fmt(metrics[key])}"
               for key in ("log_loss", "balanced_log_loss", "auc", "average_precision", "accuracy", "eer")]
@@ -502,11 +672,16 @@ def summary_line(metrics: dict, match_report: dict, report_path: Path) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--submission", required=True, type=Path, help="CSV with columns filename,label")
-    p.add_argument("--data-dir", required=True, type=Path, help="DFDC-shaped folder with metadata.json labels")
+    p.add_argument("--submission", required=True, type=Path,
+                   help="CSV with columns filename,label (detection: probability of FAKE) "
+                        "or filename,mos (realism: predicted MOS)")
+    p.add_argument("--data-dir", required=True, type=Path,
+                   help='DFDC-shaped folder with metadata.json labels (and "mos" ratings, for a MOS submission)')
     p.add_argument("--out-dir", type=Path, default=None,
                    help="report folder (default: <submission stem>_report/ next to the submission)")
-    p.add_argument("--worst", type=int, default=12, help="show the N worst-scored videos (default %(default)s)")
+    p.add_argument("--worst", type=int, default=12,
+                   help="show the N worst videos: largest log loss, or largest absolute MOS error "
+                        "(default %(default)s)")
     p.add_argument("--no-crops", action="store_true", help="skip decoding videos for face crops (fast)")
     p.add_argument("--explanations", type=Path, default=None, metavar="EXPLAIN_DIR",
                    help="the folder of `6_predict.py --explain` pages: link each worst video to its page")
@@ -518,13 +693,24 @@ def main(argv=None) -> int:
     try:
         if args.worst < 0:
             raise EvaluationError(f"--worst must be >= 0, got {args.worst}")
-        sub = load_submission(args.submission)
+        sub = load_submission(args.submission, tasks=TASKS)
         if not args.data_dir.is_dir():
             raise EvaluationError(f"DATA_DIR not found (or not a folder): {args.data_dir}")
         dataset = load_dataset(args.data_dir)
-        matched, match_report = match_labels(sub, dataset)
+        try:
+            matched, match_report = match_labels(sub, dataset)
+        except EvaluationError as e:
+            if str(e) == NO_MOS_MESSAGE:
+                raise EvaluationError(f"{e} (DATA_DIR: {args.data_dir})") from e
+            raise
         if matched.empty:
             hint = f"; DATA_DIR has problems: {dataset.errors[0]['error']}" if dataset.errors else ""
+            if submission_task(sub) == "mos":
+                raise EvaluationError(
+                    f"no submission row matches a video with a MOS in {args.data_dir} "
+                    f"({len(sub)} rows, {match_report['unrated_count']} of them naming a video without a MOS; "
+                    f"{match_report['rated_videos']} of {len(dataset.videos)} labelled videos rated; e.g. row "
+                    f"{sub['filename'].iloc[0]!r}){hint}")
             raise EvaluationError(
                 f"no submission row matches a labelled video in {args.data_dir} "
                 f"({len(sub)} rows, {len(dataset.videos)} labelled videos; e.g. row "
@@ -533,7 +719,7 @@ def main(argv=None) -> int:
         print(f"[evaluate] error: {e}", file=sys.stderr)
         return 1
 
-    metrics = compute_metrics(matched["label"], matched["pred"])
+    metrics = evaluation_metrics(matched)
     out_dir = args.out_dir or args.submission.parent / f"{args.submission.stem}_report"
     context = {"submission": str(args.submission.resolve()), "data_dir": str(args.data_dir.resolve())}
     paths = write_report(out_dir, matched, metrics, match_report, worst=args.worst,

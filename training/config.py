@@ -2,10 +2,11 @@
 
 selim's keys: network, encoder, size, batches_per_epoch, fp16, optimizer{type,
 batch_size, learning_rate, momentum, weight_decay, nesterov, schedule{type, epochs,
-params}}, normalize{mean, std}, losses{name: weight}. New keys: pretrained, dropout,
-drop_path_rate, grad_clip, label_smoothing, margin, model{...} (extra model arguments),
-data{...} (dataset, input geometry and augmentations), distill{...} (teacher) and
-inference{...} (test-time flips). An unknown key anywhere is an error that names it,
+params}}, normalize{mean, std}, losses{name: weight}. New keys: task (detect, or mos:
+realism regression, DFGC-2023 VRA), pretrained, dropout, drop_path_rate, grad_clip,
+label_smoothing, early_stopping, margin, model{...} (extra model arguments), data{...}
+(dataset, input geometry and augmentations), distill{...} (teacher) and inference{...}
+(test-time flips). An unknown key anywhere is an error that names it,
 so a typo never silently trains the wrong thing.
 
 `size` is an int (a square input, selim) or [height, width] (NTech's 224 x 192).
@@ -26,6 +27,7 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 # Every accepted key with its default; None means "no default, optional".
 DEFAULTS: dict = {
     "name": None,                 # checkpoint name; default: the config file's stem
+    "task": "detect",             # detect: P(FAKE) | mos: realism regression (VRA), a MOS per video
     "network": "DeepFakeClassifier",
     "encoder": "tf_efficientnet_b7.ns_jft_in1k",
     "pretrained": True,           # True: timm downloads (online); "path": local file; False: random init
@@ -37,6 +39,7 @@ DEFAULTS: dict = {
     "fp16": True,                 # autocast (bf16 where supported, else fp16 + GradScaler) on a GPU
     "grad_clip": 0.0,             # max grad norm; 0 disables
     "label_smoothing": 0.0,       # selim's: training targets clipped to [eps, 1 - eps]
+    "early_stopping": 0,          # stop after this many epochs without a better validation score; 0: off
     "optimizer": {
         "type": "SGD",            # SGD | AdamW
         "batch_size": 12,
@@ -46,8 +49,10 @@ DEFAULTS: dict = {
         "nesterov": True,
         "betas": [0.9, 0.999],
         "head_warmup_steps": 0,   # NTech: first train the head alone (encoder frozen, in eval mode)
+        "accumulate": 1,          # gradient accumulation: an optimizer step every N batches (VRA: 8)
         "schedule": {
-            "type": "poly",       # poly | cosine | step | constant
+            "type": "poly",       # poly | cosine | step | constant | plateau (per epoch, on the
+                                  # validation score: ReduceLROnPlateau, params factor, patience)
             "epochs": 40,
             "warmup_epochs": 0.0,
             "params": {},         # poly: power; step: step_size (epochs), gamma; cosine: min_lr_ratio
@@ -62,6 +67,7 @@ DEFAULTS: dict = {
                                   # to short_side, then crop size (NTech: random in training, centre else)
         "short_side": None,       # shortest: the short side before the crop (default: min(size))
         "augment": "selim",       # selim: his albumentations pipeline | ntech: flip, crop, AutoAugment
+                                  # | none: resize and normalise only (VRA)
         "autoaugment": "original-mstd0.5",  # ntech: timm AutoAugment policy, applied with p=0.5
         "random_erasing": 0.0,    # ntech: timm RandomErasing probability (pixel mode)
         "hardcore": True,         # selim's landmark / hull / bit-mask blackouts
@@ -89,15 +95,19 @@ DEFAULTS: dict = {
     },
 }
 
-SEQUENCE_DATASETS = {"sequences", "sequence_pairs"}  # clips for the 3D model
-LOSSES = {"BinaryCrossentropy", "BalancedBinaryCrossentropy"}
-NETWORKS = {"DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill"}
+SEQUENCE_DATASETS = {"sequences", "sequence_pairs"}  # clips for the 3D model and the MOS regressor
+DETECT_LOSSES = {"BinaryCrossentropy", "BalancedBinaryCrossentropy"}
+MOS_LOSSES = {"RMSE"}
+LOSSES = DETECT_LOSSES | MOS_LOSSES
+NETWORKS = {"DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill", "RealismRegressor"}
+CLIP_NETWORKS = {"DeepFakeClassifierSeq3D", "RealismRegressor"}  # take (B, T, 3, H, W) clips
 CHOICES = {
+    "task": {"detect", "mos"},
     "optimizer.type": {"SGD", "AdamW"},
-    "optimizer.schedule.type": {"poly", "cosine", "step", "constant"},
+    "optimizer.schedule.type": {"poly", "cosine", "step", "constant", "plateau"},
     "data.dataset": {"frames", "pairs", "sequences", "sequence_pairs"},
     "data.resize": {"isotropic", "shortest"},
-    "data.augment": {"selim", "ntech"},
+    "data.augment": {"selim", "ntech", "none"},
     "distill.loss": {"hard", "soft"},
     "inference.flip": {"none", "half"},
     "network": NETWORKS,
@@ -179,7 +189,7 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"config key 'data.low_res_min_side' must be at most 'size' ({size})")
     if cfg["data"]["clip_fps"] < 0:
         raise ConfigError("config key 'data.clip_fps' must be >= 0 (0: consecutive frames)")
-    for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs"):
+    for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs", "optimizer.accumulate"):
         v = _get(cfg, key)
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"config key '{key}' must be a positive integer, got {v!r}")
@@ -191,12 +201,42 @@ def validate(config: dict) -> dict:
         raise ConfigError("config key 'label_smoothing' must be in [0, 0.5)")
     if cfg["network"] == "DeepFakeClassifierDistill" and not cfg["distill"]["teacher"]:
         raise ConfigError("network DeepFakeClassifierDistill needs 'distill.teacher' (a DeepFakeClassifier checkpoint)")
+    if not isinstance(cfg["early_stopping"], int) or cfg["early_stopping"] < 0:
+        raise ConfigError(f"config key 'early_stopping' must be an integer >= 0 (epochs; 0: off), "
+                          f"got {cfg['early_stopping']!r}")
+    _validate_task(cfg)
     clips = cfg["data"]["dataset"] in SEQUENCE_DATASETS
     if cfg["network"] == "DeepFakeClassifierSeq3D" and not clips:
         raise ConfigError("network DeepFakeClassifierSeq3D needs 'data.dataset': 'sequences' or 'sequence_pairs'")
-    if clips and cfg["network"] != "DeepFakeClassifierSeq3D":
-        raise ConfigError(f"'data.dataset': '{cfg['data']['dataset']}' is for network DeepFakeClassifierSeq3D")
+    if clips and cfg["network"] not in CLIP_NETWORKS:
+        raise ConfigError(f"'data.dataset': '{cfg['data']['dataset']}' is for networks {sorted(CLIP_NETWORKS)}")
     return cfg
+
+
+def _validate_task(cfg: dict) -> None:
+    """task mos: the RealismRegressor on clips of one face, an RMSE loss; task detect: the rest."""
+    mos = cfg["task"] == "mos"
+    if mos != (cfg["network"] == "RealismRegressor"):
+        raise ConfigError("'task': 'mos' goes with network RealismRegressor (and only with it); "
+                          f"got task {cfg['task']!r} with network {cfg['network']!r}")
+    allowed = MOS_LOSSES if mos else DETECT_LOSSES
+    wrong = sorted(set(cfg["losses"]) - allowed)
+    if wrong:
+        raise ConfigError(f"loss 'losses.{wrong[0]}' is not for task {cfg['task']!r}; expected {sorted(allowed)}")
+    if mos and cfg["data"]["dataset"] != "sequences":
+        raise ConfigError("'task': 'mos' trains on clips: 'data.dataset' must be 'sequences'")
+    if mos and (cfg["data"]["sbi"] or cfg["data"]["reencode_prob"] or cfg["label_smoothing"]):
+        raise ConfigError("'task': 'mos' has no FAKE label to make or smooth: 'data.sbi', 'data.reencode_prob' "
+                          "and 'label_smoothing' must be off")
+    p = cfg["optimizer"]["schedule"]["params"]
+    if cfg["optimizer"]["schedule"]["type"] == "plateau":
+        if not 0 < float(p.get("factor", 0.1)) < 1 or int(p.get("patience", 2)) < 0:
+            raise ConfigError("'optimizer.schedule.params' of a plateau schedule: factor in (0, 1), patience >= 0")
+
+
+def is_clip_model(cfg: dict) -> bool:
+    """The network takes clips (B, T, 3, H, W) of `data.seq_len` frames."""
+    return cfg["network"] in CLIP_NETWORKS
 
 
 def input_hw(cfg: dict) -> tuple[int, int]:

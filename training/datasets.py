@@ -7,6 +7,8 @@
 - `SequenceDataset`: the crops of one face over several frames, for the 3D model.
 - `SequencePairDataset`: an aligned (real clip, fake clip) pair, mixed up as whole clips
   (NTech's sequence model).
+- `MosSequenceDataset`: a clip of one face with its video's MOS as the target (VRA's
+  realism regressor, `task: mos`); every video equally often, a random clip of it.
 
 Randomness. Every item draws its randomness from one numpy Generator (`get_item(...,
 rng=...)` accepts one explicitly), which also seeds the albumentations pipeline
@@ -64,6 +66,11 @@ def load_folds(work_dir: str | Path) -> pd.DataFrame:
     missing = [c for c in FOLDS_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: re-run 4_generate_folds.py")
+    if "mos" in df.columns:  # realism scores, when the metadata has them; empty: not rated
+        try:
+            df["mos"] = pd.to_numeric(df["mos"].replace("", np.nan), errors="raise").astype(float)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: column 'mos' holds a value that is not a number ({e})") from None
     return df.astype({"label": int, "frame": int, "face": int, "fold": int})
 
 
@@ -613,8 +620,10 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         if self.train:
             self.augment.reseed(rng)
         row = self.rows.iloc[anchor]
-        return {"image": self.augment(frames), "label": torch.tensor(float(row.label)),
-                "video": row.video, "file": row.file}
+        return {"image": self.augment(frames), "label": self._target(row), "video": row.video, "file": row.file}
+
+    def _target(self, row) -> torch.Tensor:
+        return torch.tensor(float(row.label))
 
 
 class SequencePairDataset(SequenceDataset):
@@ -663,3 +672,51 @@ class SequencePairDataset(SequenceDataset):
             t = float(rng.beta(self.mixup_alpha, self.mixup_alpha)) if self.mixup_alpha > 0 else float(rng.integers(2))
         return {"image": (1.0 - t) * real + t * fake, "label": torch.tensor(float(t)),
                 "video": row.video, "file": row.file}
+
+
+# --------------------------------------------------------------------------- realism (MOS)
+def mos_rows(df: pd.DataFrame, where: str = "folds.csv") -> pd.DataFrame:
+    """The rows a MOS model trains on: those of rated videos. A FAKE video without a MOS
+    is an error naming it (the realism of a fake is the target); a REAL one without a
+    MOS is simply not rated (DFGC rates fakes only) and left out."""
+    if "mos" not in df.columns:
+        raise ValueError(f"{where} has no 'mos' column: no video of the dataset has a \"mos\" in its "
+                         f"metadata.json (tools/import_mos_labels.py reads DFGC's label CSVs), then re-run "
+                         f"4_generate_folds.py")
+    unrated = df.mos.isna()
+    missing = sorted(df.video[unrated & (df.label == 1)].unique())
+    if missing:
+        raise ValueError(f"{len(missing)} FAKE video(s) have no MOS in {where}, e.g. {missing[:3]}: a realism "
+                         f"model needs every fake rated (add \"mos\" to their metadata.json entries)")
+    rated = df[~unrated]
+    if rated.empty:
+        raise ValueError(f"no video in {where} has a MOS")
+    return rated.reset_index(drop=True)
+
+
+class MosSequenceDataset(SequenceDataset):
+    """VRA's training item: a run of `data.seq_len` consecutive crops of one face (from a
+    random anchor of a random video) and its video's MOS (`label`, a float).
+
+    Epochs draw every rated video equally often (`epoch_indices`): a long video does not
+    weigh more than a short one, as in VRA, whose item was a video. No real/fake balance:
+    the target is a score, not a class.
+    """
+
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
+        super().__init__(work_dir, mos_rows(df), fold, train, cfg, seed)
+        self.mos = self.rows.mos.to_numpy(dtype=np.float64)
+        self._video_rows = [np.asarray(g, dtype=np.int64) for g in self.rows.groupby("video", sort=True).indices.values()]
+
+    def default_epoch_size(self) -> int:
+        return len(self._video_rows)
+
+    def epoch_indices(self, epoch: int, num_samples: int | None = None, seed: int | None = None) -> list[int]:
+        """`num_samples` indices: videos drawn as evenly as possible, a random anchor of each."""
+        num_samples = self.default_epoch_size() if num_samples is None else int(num_samples)
+        rng = np.random.default_rng([self.seed if seed is None else int(seed), int(epoch), 7])
+        videos = _draw(rng, np.arange(len(self._video_rows)), num_samples)
+        return [int(rng.choice(self._video_rows[v])) for v in videos]
+
+    def _target(self, row) -> torch.Tensor:
+        return torch.tensor(float(row.mos))

@@ -193,13 +193,17 @@ def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Modu
 
 # --------------------------------------------------------------------------- data
 def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
-    from .datasets import FrameDataset, PairDataset, SequenceDataset, SequencePairDataset, load_folds
+    from .datasets import (FrameDataset, MosSequenceDataset, PairDataset, SequenceDataset, SequencePairDataset,
+                           load_folds)
 
     df = load_folds(work_dir)
     if fold not in set(df.fold):
         raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))})")
     d = cfg["data"]
-    if d["dataset"] == "sequences":
+    if cfg["task"] == "mos":
+        train = MosSequenceDataset(work_dir, df, fold, True, cfg, seed=seed)
+        val = MosSequenceDataset(work_dir, df, fold, False, cfg, seed=seed)
+    elif d["dataset"] == "sequences":
         train = SequenceDataset(work_dir, df, fold, True, cfg, seed=seed)
         val = SequenceDataset(work_dir, df, fold, False, cfg, seed=seed)
     elif d["dataset"] == "sequence_pairs":
@@ -256,6 +260,34 @@ def video_metrics(videos: list[str], labels: list[float], probs: list[float]) ->
     return out
 
 
+def mos_metrics(true, pred) -> dict:
+    """Realism scores against the truth: PLCC (Pearson), SRCC (Spearman), RMSE and MAE;
+    a correlation is NaN where either side is constant (or fewer than 2 videos)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    y, p = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    varied = len(y) > 1 and np.ptp(y) > 0 and np.ptp(p) > 0
+    return {"videos": int(len(y)),
+            "plcc": float(pearsonr(y, p)[0]) if varied else float("nan"),
+            "srcc": float(spearmanr(y, p)[0]) if varied else float("nan"),
+            "rmse": float(np.sqrt(np.mean((y - p) ** 2))) if len(y) else float("nan"),
+            "mae": float(np.mean(np.abs(y - p))) if len(y) else float("nan")}
+
+
+def video_mos_metrics(videos: list[str], targets: list[float], preds: list[float]) -> dict:
+    """`mos_metrics` per video: a video's prediction is the mean over its clips."""
+    per: dict[str, list] = {}
+    for v, y, p in zip(videos, targets, preds):
+        per.setdefault(v, [y, []])[1].append(p)
+    return mos_metrics([v[0] for v in per.values()], [np.mean(v[1]) for v in per.values()])
+
+
+def selection_score(cfg: dict, metrics: dict) -> float:
+    """What picks the _best checkpoint (lower is better): selim's balanced log loss for a
+    detector, VRA's validation RMSE for a realism model."""
+    return metrics["rmse"] if cfg["task"] == "mos" else metrics["balanced_log_loss"]
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: int, workers: int) -> dict:
     module = model.module if hasattr(model, "module") else model
@@ -271,13 +303,16 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
         with autocast_context(cfg, d):
             logits = module(batch["image"].to(d.device, non_blocking=True))
         per_item = logits.shape[1] if logits.ndim == 2 else 1  # a sequence model: one logit per frame
-        probs += torch.sigmoid(logits.float()).view(-1).cpu().tolist()
+        out = logits.float() if cfg["task"] == "mos" else torch.sigmoid(logits.float())
+        probs += out.view(-1).cpu().tolist()
         labels += [y for y in batch["label"].view(-1).tolist() for _ in range(per_item)]
         videos += [v for v in batch["video"] for _ in range(per_item)]
     if d.enabled:
         gathered = [None] * d.world_size
         dist.all_gather_object(gathered, (videos, labels, probs))
         videos, labels, probs = (sum((g[k] for g in gathered), []) for k in range(3))
+    if cfg["task"] == "mos":
+        return video_mos_metrics(videos, labels, probs)
     return video_metrics(videos, labels, probs)
 
 
@@ -346,6 +381,8 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         cfg["margin"] = crops_margin(work_dir, load_folds(work_dir).video)
     train_ds, val_ds = build_datasets(cfg, work_dir, fold, seed)
     model = build_model(cfg).to(d.device)
+    if cfg["task"] == "mos" and not resume:  # start at the training videos' mean MOS
+        model.set_prior(float(train_ds.rows.drop_duplicates("video").mos.mean()))
     if d.enabled and d.device.type == "cuda":
         # SyncBatchNorm needs GPUs; on CPU (gloo) each rank keeps its own batch statistics.
         # timm's converter keeps BatchNormAct2d's fused activation (torch's drops it silently).
@@ -361,14 +398,16 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     o = cfg["optimizer"]
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = cfg["batches_per_epoch"]
-    scheduler = create_scheduler(optimizer, o["schedule"], steps_per_epoch)
+    accumulate = int(o["accumulate"])
+    scheduler = create_scheduler(optimizer, o["schedule"], math.ceil(steps_per_epoch / accumulate))
+    per_epoch_schedule = o["schedule"]["type"] == "plateau"
     dtype = amp_dtype(cfg, d)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"])
 
     head_warmup = int(o["head_warmup_steps"])
     head_params = {id(p) for p in (model.head.parameters() if hasattr(model, "head") else [])}
-    start_epoch, history, best_loss = 0, [], math.inf
+    start_epoch, history, best_loss, stale = 0, [], math.inf, 0
     if resume:
         ckpt = load_checkpoint(resume)
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -378,7 +417,8 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
             obj.load_state_dict(ckpt[key])
         start_epoch = ckpt["epoch"] + 1
         history = ckpt.get("history", [])
-        best_loss = ckpt.get("best_log_loss", math.inf)
+        best_loss = ckpt.get("best_score", ckpt.get("best_log_loss", math.inf))
+        stale = int(ckpt.get("epochs_without_improvement", 0))
         if d.is_main:
             print(f"[train] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
 
@@ -417,22 +457,31 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
             target = batch["label"].float().to(d.device).view(-1, 1)
             if writer is not None and epoch == start_epoch and step == 0:
                 log_input_grid(writer, images, cfg, epoch)
-            with autocast_context(cfg, d):
-                out = model(images)
-                if teacher is not None:
-                    loss = distill_loss(out, target, teacher, images, criterion, cfg)
-                else:
-                    loss = criterion(out, target.expand_as(out))  # a sequence model: the clip's target per frame
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if warming:
-                drop_encoder_grads(model, head_params)
-            if cfg["grad_clip"] > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            # Gradient accumulation: an optimizer step every `accumulate` batches (and at the
+            # epoch's end); DDP all-reduces on the step's last batch only.
+            first = step % accumulate == 0
+            last = (step + 1) % accumulate == 0 or step + 1 == steps_per_epoch
+            sync = model.no_sync() if (d.enabled and not last) else nullcontext()
+            with sync:
+                with autocast_context(cfg, d):
+                    out = model(images)
+                    if teacher is not None:
+                        loss = distill_loss(out, target, teacher, images, criterion, cfg)
+                    else:
+                        loss = criterion(out, target.expand_as(out))  # a sequence model: the clip's target per frame
+                if first:
+                    optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
+            if last:
+                if warming:
+                    drop_encoder_grads(model, head_params)
+                if cfg["grad_clip"] > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                scaler.step(optimizer)
+                scaler.update()
+                if not per_epoch_schedule:
+                    scheduler.step()
             n = images.shape[0] * (images.shape[1] if images.ndim == 5 else 1)
             seen += n * d.world_size
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
@@ -449,32 +498,52 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         metrics.update({"epoch": epoch, "train_loss": running, "imgs_per_s": seen / max(train_time, 1e-6),
                         "lr": optimizer.param_groups[0]["lr"]})
         history.append(metrics)
+        # selim's validation score picks _best (the mean of the REAL and FAKE log losses);
+        # VRA's validation RMSE for a realism model. Every rank computes it from the gathered
+        # predictions, so the plateau schedule and early stopping agree across ranks.
+        score = selection_score(cfg, metrics)
+        improved = score < best_loss
+        best_loss = min(best_loss, score)
+        stale = 0 if improved else stale + 1
+        if per_epoch_schedule:
+            scheduler.step(score)
+        stop = bool(cfg["early_stopping"]) and stale >= cfg["early_stopping"] and epoch + 1 < total_epochs
         if d.is_main:
-            writer.add_scalar("val/log_loss", metrics["log_loss"], epoch)
-            writer.add_scalar("val/balanced_log_loss", metrics["balanced_log_loss"], epoch)
-            if not math.isnan(metrics["auc"]):
-                writer.add_scalar("val/auc", metrics["auc"], epoch)
-            # selim's validation score picks _best: the mean of the REAL and FAKE log losses
-            score = metrics["balanced_log_loss"]
-            improved = score < best_loss
-            best_loss = min(best_loss, score)
+            log_validation(writer, metrics, epoch)
             save_checkpoint(last_path, model, cfg, epoch, metrics, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "history": history, "best_log_loss": best_loss,
+                "scaler": scaler.state_dict(), "history": history, "best_score": best_loss,
+                "epochs_without_improvement": stale,
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None})
             if improved:
                 save_checkpoint(best_path, model, cfg, epoch, metrics, {"seed": seed, "fold": fold})
-            print(f"[train] epoch {epoch}: train_loss {running:.4f} val_balanced_log_loss "
-                  f"{metrics['balanced_log_loss']:.4f} val_log_loss {metrics['log_loss']:.4f} "
-                  f"auc {metrics['auc']:.4f} ({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
+            print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "
+                  f"({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
                   + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
-                  + (" *best*" if improved else ""), file=sys.stderr)
+                  + (" *best*" if improved else "")
+                  + (f" | early stop: {stale} epochs without a better score" if stop else ""), file=sys.stderr)
         if d.enabled:
             dist.barrier()
+        if stop:
+            break
     if writer is not None:
         writer.close()
     return TrainResult(best_path if best_path.exists() else None, last_path if last_path.exists() else None,
                        history, model.module if hasattr(model, "module") else model)
+
+
+def describe_metrics(m: dict) -> str:
+    if "rmse" in m:
+        return f"val_rmse {m['rmse']:.4f} plcc {m['plcc']:.4f} srcc {m['srcc']:.4f} mae {m['mae']:.4f}"
+    return (f"val_balanced_log_loss {m['balanced_log_loss']:.4f} val_log_loss {m['log_loss']:.4f} "
+            f"auc {m['auc']:.4f}")
+
+
+def log_validation(writer, m: dict, epoch: int) -> None:
+    keys = ("rmse", "plcc", "srcc", "mae") if "rmse" in m else ("log_loss", "balanced_log_loss", "auc")
+    for key in keys:
+        if not math.isnan(m[key]):
+            writer.add_scalar(f"val/{key}", m[key], epoch)
 
 
 def format_eta(seconds: float) -> str:

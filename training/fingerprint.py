@@ -27,10 +27,10 @@ class FingerprintError(ValueError):
 def fingerprint_input(cfg: dict) -> torch.Tensor:
     """(1, 3, h, w), or (1, T, 3, h, w) for a sequence model: sin(0.071 i + 0.113 j + 1.3 c
     + 0.7 t) * 1.5, computed in float64 and rounded to float32."""
-    from .config import input_hw
+    from .config import input_hw, is_clip_model
 
     h, w = input_hw(cfg)
-    seq = cfg["data"]["seq_len"] if cfg["network"] == "DeepFakeClassifierSeq3D" else 0
+    seq = cfg["data"]["seq_len"] if is_clip_model(cfg) else 0
     t = torch.arange(max(seq, 1), dtype=torch.float64).view(-1, 1, 1, 1)
     c = torch.arange(3, dtype=torch.float64).view(1, 3, 1, 1)
     i = torch.arange(h, dtype=torch.float64).view(1, 1, h, 1)

@@ -1,4 +1,5 @@
-"""Losses on logits. Targets may be soft (mixup t, distillation sigmoid(teacher))."""
+"""Losses on logits (targets may be soft: mixup t, distillation sigmoid(teacher)), and
+the realism regressor's RMSE on MOS values."""
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,13 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (parts[0] + parts[1]) / 2
 
 
-LOSS_FUNCTIONS = {"BinaryCrossentropy": bce, "BalancedBinaryCrossentropy": balanced_bce}
+def rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """VRA's realism loss: the square root of the mean squared error of the MOS."""
+    pred, target = pred.float().reshape(-1), target.float().reshape(-1)
+    return torch.sqrt(F.mse_loss(pred, target))
+
+
+LOSS_FUNCTIONS = {"BinaryCrossentropy": bce, "BalancedBinaryCrossentropy": balanced_bce, "RMSE": rmse}
 
 
 class WeightedLoss:

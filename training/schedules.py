@@ -1,4 +1,5 @@
-"""Learning-rate schedules with linear warm-up, stepped once per iteration."""
+"""Learning-rate schedules with linear warm-up, stepped once per iteration; `plateau`
+steps once per epoch on the validation score."""
 from __future__ import annotations
 
 import math
@@ -29,6 +30,12 @@ def lr_lambda(kind: str, total_steps: int, warmup_steps: int, steps_per_epoch: i
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, schedule: dict, steps_per_epoch: int):
+    """A per-step LambdaLR, or for `plateau` a per-epoch ReduceLROnPlateau on the validation
+    score (VRA: factor 0.1, patience 2), which the training loop steps with that score."""
+    if schedule["type"] == "plateau":
+        p = schedule.get("params", {})
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=float(p.get("factor", 0.1)),
+                                                          patience=int(p.get("patience", 2)))
     epochs = int(schedule["epochs"])
     total = epochs * steps_per_epoch
     warmup = int(round(float(schedule.get("warmup_epochs", 0.0)) * steps_per_epoch))

@@ -148,6 +148,8 @@ class Augmenter:
              horizontal flip, random crop of [h, w], timm AutoAugment (`data.autoaugment`,
              p=0.5) and, after normalisation, RandomErasing (`data.random_erasing`, pixel
              mode); validation and prediction: the same resize and a centre crop.
+      none:  no augmentation (VRA's realism regressor): training inputs are made exactly
+             as validation's.
     """
 
     def __init__(self, cfg: dict, train: bool):
@@ -171,7 +173,7 @@ class Augmenter:
             steps = [A.SmallestMaxSize(max_size=short, interpolation=cv2.INTER_LINEAR),
                      A.PadIfNeeded(min_height=self.height, min_width=self.width,
                                    border_mode=cv2.BORDER_CONSTANT, fill=0)]
-            if self.train:
+            if self.train and self.kind != "none":
                 steps += [A.HorizontalFlip(p=0.5), A.RandomCrop(height=self.height, width=self.width)]
             else:
                 steps += [A.CenterCrop(height=self.height, width=self.width)]

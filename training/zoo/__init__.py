@@ -3,12 +3,14 @@ import torch
 
 from .classifiers import DeepFakeClassifier, DeepFakeClassifierSeq3D, TemporalConv3d, inflate_expansion_convs
 from .distill import DeepFakeClassifierDistill
+from .realism import RealismRegressor, mean_std_pool
 from .weights import create_encoder, lite0_weights_path, load_encoder_weights
 
 MODELS: dict[str, type] = {
     "DeepFakeClassifier": DeepFakeClassifier,
     "DeepFakeClassifierSeq3D": DeepFakeClassifierSeq3D,
     "DeepFakeClassifierDistill": DeepFakeClassifierDistill,
+    "RealismRegressor": RealismRegressor,
 }
 
 
@@ -26,4 +28,4 @@ def create_model(network: str, encoder: str, pretrained: bool | str | None = Fal
 
 __all__ = ["MODELS", "create_model", "load_encoder_weights", "lite0_weights_path", "create_encoder",
            "DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill",
-           "TemporalConv3d", "inflate_expansion_convs"]
+           "RealismRegressor", "mean_std_pool", "TemporalConv3d", "inflate_expansion_convs"]

@@ -14,7 +14,8 @@ import torch
 
 # Head tensors a weight file may carry that a headless encoder (num_classes=0) has no use for:
 # timm EfficientNets call the head `classifier`, lukemelas' EfficientNet-PyTorch calls it `_fc`.
-HEAD_PREFIXES = ("classifier.", "_fc.")
+# timm ConvNeXts and ViTs call it `head` (a ConvNeXt's head.norm stays: it is part of the pooled features).
+HEAD_PREFIXES = ("classifier.", "_fc.", "head.fc.", "head.weight", "head.bias")
 
 
 def lite0_weights_path() -> Path:
@@ -31,15 +32,19 @@ def lite0_weights_path() -> Path:
     return path
 
 
-def create_encoder(name: str, pretrained=False, drop_path_rate: float = 0.0) -> torch.nn.Module:
-    """A headless timm model whose forward returns the last feature map (B, C, h, w).
+def create_encoder(name: str, pretrained=False, drop_path_rate: float = 0.0, pooled: bool = False) -> torch.nn.Module:
+    """A headless timm model whose forward returns the last feature map (B, C, h, w), or
+    with `pooled` the model's own pooled pre-logits features (B, C): its global pooling
+    (and a ConvNeXt's head LayerNorm, a ViT's token pooling and fc_norm), as VRA's
+    realism regressor used timm models with the classifier removed.
 
     `pretrained` is True (timm downloads, online only), False/None (random init) or a local
     file path (see `load_encoder_weights`). `drop_path_rate` is timm's stochastic depth
     (selim's B7: 0.2); it acts in training mode only.
     """
     extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
-    encoder = timm.create_model(name, pretrained=pretrained is True, num_classes=0, global_pool="", **extra)
+    pool = {} if pooled else {"global_pool": ""}
+    encoder = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **pool, **extra)
     if isinstance(pretrained, (str, os.PathLike)):
         load_encoder_weights(encoder, pretrained)
     return encoder
