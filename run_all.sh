@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole pipeline: preprocessing (steps 0-4), training (5), prediction (6), evaluation.
 #
-#   bash run_all.sh                      built-in sample: generate a train set and a held-out set,
-#                                        run steps 0-6 with the CPU configs, evaluate on the held-out set
+#   bash run_all.sh                      built-in sample: generate a train set and a held-out set (each
+#                                        FAKE rated with a MOS), run steps 0-6 with the CPU configs and
+#                                        the realism model, evaluate both on the held-out set
 #   bash run_all.sh DATA_DIR [DATA_DIR ...]  the full recipe on DFDC-shaped datasets (several: trained as one,
 #                                        through WORK_DIR/data_links/NAME -> DATA_DIR links, no copy); set
 #                                        TEST_DIR to also predict (and, with metadata.json, evaluate) a test folder
@@ -13,6 +14,9 @@
 #              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
 #   FOLDS      validation folds to train ["0"]
 #   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", the others "0"; CPU: "0"]
+#   MOS_CONFIGS  realism (MOS) configs, trained when folds.csv has a mos column (metadata "mos" keys)
+#              [GPU: VRA's "mos_convnext mos_eva"; CPU: "mos_cpu"; "" = none]; their ensemble goes to
+#              WEIGHTS_DIR/ensemble_mos.txt    MOS_WEIGHTS  its member weights [GPU: VRA's "0.75 0.25"]
 #   PLAN_ONLY=1  print the training plan (config fold seed checkpoint) and stop
 #   CALIBRATE  1: fit a temperature on the validation fold's videos (one fold only) [1]
 #   EXPLAIN    1: an explanation page per TEST_DIR video (6_predict --explain), linked from the
@@ -34,10 +38,14 @@ fi
 if [ "$NUM_GPUS" -gt 0 ]; then
     DEFAULT_CONFIGS="b7 b7_ntech_large_crop b7_ntech_re b7_ntech_seq deit_distill"
     DEFAULT_CLIP_LEN=13  # NTech's 7 frames 1/15 s apart span 13 frames of a 30-fps video
+    DEFAULT_MOS_CONFIGS="mos_convnext mos_eva"; DEFAULT_MOS_WEIGHTS="0.75 0.25"  # VRA's ensemble
 else
     DEFAULT_CONFIGS="lite0_cpu lite0_seq3d_cpu deit_distill_cpu"
-    DEFAULT_CLIP_LEN=4   # lite0_seq3d_cpu: 4 consecutive frames
+    DEFAULT_CLIP_LEN=4   # lite0_seq3d_cpu and mos_cpu: 4 consecutive frames
+    DEFAULT_MOS_CONFIGS="mos_cpu"; DEFAULT_MOS_WEIGHTS=""
 fi
+MOS_CONFIGS="${MOS_CONFIGS-$DEFAULT_MOS_CONFIGS}"
+MOS_WEIGHTS="${MOS_WEIGHTS-$DEFAULT_MOS_WEIGHTS}"
 CONFIGS="${CONFIGS:-$DEFAULT_CONFIGS}"
 TEACHER_CONFIG="${TEACHER_CONFIG:-${CONFIGS%% *}}"
 FOLDS="${FOLDS:-0}"
@@ -106,17 +114,18 @@ else
     TEST_DIR="${DATA_ROOT:-data}/sample_heldout"
     WORK_DIR="${WORK_ROOT:-work}/sample"
     NUM_FOLDS="${NUM_FOLDS:-2}"
-    if [ ! -f "$DATA_DIR/.complete" ]; then
+    # --mos: every FAKE's swap artefacts get a random strength, and its metadata a MOS that falls with it
+    if [ ! -f "$DATA_DIR/.complete-mos" ]; then
         rm -rf "$DATA_DIR"
         python -m preprocessing.sample_data "$DATA_DIR" --folders 2 --reals 4 --fakes 1 --orphan-fakes 1 \
-            --seconds 3 --seed 0 ${SAMPLE_ARGS:-}
-        touch "$DATA_DIR/.complete"
+            --seconds 3 --seed 0 --mos ${SAMPLE_ARGS:-}
+        touch "$DATA_DIR/.complete-mos"
     fi
-    if [ ! -f "$TEST_DIR/.complete" ]; then
-        rm -rf "$TEST_DIR"  # another seed: other motion, lighting and pairings, never trained on
+    if [ ! -f "$TEST_DIR/.complete-mos" ]; then
+        rm -rf "$TEST_DIR"  # another seed: other motion, lighting, pairings and artefacts, never trained on
         python -m preprocessing.sample_data "$TEST_DIR" --folders 1 --reals 3 --fakes 1 \
-            --seconds 3 --seed 1 --prefix heldout ${SAMPLE_ARGS:-}
-        touch "$TEST_DIR/.complete"
+            --seconds 3 --seed 1 --prefix heldout --mos ${SAMPLE_ARGS:-}
+        touch "$TEST_DIR/.complete-mos"
     fi
 fi
 
@@ -184,6 +193,40 @@ if [ -n "${TEST_DIR:-}" ]; then
         "${EXPLAIN_ARGS[@]}" ${PREDICT_ARGS:-}
     if find "$TEST_DIR" -name metadata.json | grep -q .; then
         python tools/evaluate.py --submission "$OUT" --data-dir "$TEST_DIR" "${EVAL_ARGS[@]}"
+    fi
+fi
+# Realism (MOS) models (DFGC-2023 VRA) on the same steps, when the metadata rates videos.
+if [ -n "$MOS_CONFIGS" ] && head -n 1 "$WORK_DIR/folds.csv" | tr ',' '\n' | grep -qx mos; then
+    MOS_ENSEMBLE=()
+    for config in $MOS_CONFIGS; do
+        for fold in $FOLDS; do
+            best="$WEIGHTS_DIR/${config}_fold${fold}_best.pt"
+            if [ -f "$best" ]; then
+                echo "[run_all] $best exists: skipping training"
+            else
+                resume=()
+                last="$WEIGHTS_DIR/${config}_fold${fold}_last.pt"
+                [ -f "$last" ] && resume=(--resume "$last")
+                "${TRAIN[@]}" 5_train.py --config "configs/$config.json" --data-dir "$DATA_DIR" --work-dir "$WORK_DIR" \
+                    --fold "$fold" --name "$config" --weights-dir "$WEIGHTS_DIR" "${resume[@]}" ${TRAIN_ARGS:-}
+            fi
+            MOS_ENSEMBLE+=("$best")
+        done
+    done
+    printf '%s\n' "${MOS_ENSEMBLE[@]}" > "$WEIGHTS_DIR/ensemble_mos.txt"
+    echo "[run_all] MOS ensemble: ${MOS_ENSEMBLE[*]} (listed in $WEIGHTS_DIR/ensemble_mos.txt)"
+    WEIGHT_ARGS=()
+    read -r -a mos_weights <<< "$MOS_WEIGHTS"
+    if [ "${#mos_weights[@]}" -gt 0 ] && [ "${#mos_weights[@]}" = "${#MOS_ENSEMBLE[@]}" ]; then
+        WEIGHT_ARGS=(--weights "${mos_weights[@]}")
+    fi
+    if [ -n "${TEST_DIR:-}" ]; then
+        MOS_OUT="$WORK_DIR/submission_mos_$(basename "$TEST_DIR").csv"
+        python 6_predict.py --test-dir "$TEST_DIR" --output "$MOS_OUT" --models "${MOS_ENSEMBLE[@]}" \
+            "${WEIGHT_ARGS[@]}" ${PREDICT_ARGS:-}
+        if find "$TEST_DIR" -name metadata.json -exec grep -l '"mos"' {} + 2>/dev/null | grep -q .; then
+            python tools/evaluate.py --submission "$MOS_OUT" --data-dir "$TEST_DIR"
+        fi
     fi
 fi
 echo "[run_all] done: artifacts in $WORK_DIR, checkpoints in $WEIGHTS_DIR"

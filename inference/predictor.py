@@ -18,6 +18,13 @@ starts drawn from a seed and the file name (reproducible); a model's MOS is the 
 over them, the ensemble's the weighted mean over models (`weights`). A video that
 cannot be scored gets the models' training-label mean. MOS and detection checkpoints
 do not mix in one call.
+
+Dissonance checkpoints (`task: av`, Chugh et al.) sit in a detection ensemble: the
+video's sound is read (ffmpeg, 16 kHz), its first `max_segments` whole seconds each get
+`seq_len` frames spread over the second, cut around the main face with the nearest
+detection's box; the model's MDS (mean segment distance) becomes P(FAKE) through the
+calibration fitted on validation. A video without sound gets no prediction from it (it
+abstains; the ensemble uses the other models).
 """
 from __future__ import annotations
 
@@ -84,8 +91,18 @@ class LoadedModel:
         return self.cfg["data"]["seq_len"] if is_clip_model(self.cfg) else 1
 
     @property
-    def is_sequence(self) -> bool:
-        return self.seq_len > 1
+    def is_sequence(self) -> bool:  # clips of consecutive frames (a dissonance model takes 1-s segments)
+        return self.seq_len > 1 and self.task != "av"
+
+    @property
+    def is_av(self) -> bool:
+        return self.task == "av"
+
+    @property
+    def av_size(self) -> int:  # a dissonance model's square input side
+        from training.config import input_hw
+
+        return input_hw(self.cfg)[0]
 
     @property
     def flip_half(self) -> bool:
@@ -182,6 +199,11 @@ class VideoFaces:
     clip_keys: dict[float, list[tuple[int, int, list[float]]]] = field(default_factory=dict)
     # with FaceExtractor(keep_thumbs=True), for explanations: anchor frame -> (downscaled frame, its scale)
     thumbs: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
+    # dissonance models: the MFCCs of the sound (None: no audio track), and per (size, margin)
+    # the main face's square crops of each segment: [(start s, [crop per frame])]
+    mfcc: np.ndarray | None = None
+    segments: dict[tuple[int, float], list[tuple[float, list[np.ndarray]]]] = field(default_factory=dict)
+    av: dict = field(default_factory=dict)  # model name -> {"mds", "segments": [{"start", "distance"}]}
 
 
 class FaceExtractor:
@@ -191,7 +213,7 @@ class FaceExtractor:
                  detect_every: int = DEFAULT_DETECT_EVERY, detect_long_side: int = DEFAULT_DETECT_LONG_SIDE,
                  device: str | None = None, batch_size: int = 16, num_clips: int = 8,
                  retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES, keep_thumbs: bool = False,
-                 random_clips_seed: int | None = None):
+                 random_clips_seed: int | None = None, av_segments: tuple = (), max_segments: int = 10):
         # clip_len: frames decoded from a clip anchor on (itself included), or a function of the fps
         self.num_frames, self.clip_len = num_frames, clip_len
         self.margins = sorted({float(m) for m in (margins if isinstance(margins, (list, tuple, set)) else [margins])})
@@ -204,6 +226,8 @@ class FaceExtractor:
         self.keep_thumbs = keep_thumbs  # keep a small copy of every anchor frame (explanation pages)
         # realism models: clips at random starts, from this seed and the file's name (`frame_plan`)
         self.random_clips_seed = random_clips_seed
+        # dissonance models: (frames per segment, crop size, margin) of each, and how many seconds
+        self.av_segments, self.max_segments = tuple(av_segments), max(1, int(max_segments))
         self._local = threading.local()
 
     def _detector(self) -> FaceDetector:
@@ -250,10 +274,29 @@ class FaceExtractor:
         return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0),
                           self.num_clips, rng)
 
+    def segment_plan(self, reader: FrameReader, duration: float) -> list[tuple[float, list[int]]]:
+        """[(start s, frame indices)] of the whole seconds of sound and picture (at most
+        max_segments), each with the largest frames-per-segment count of the models, spread
+        over the second at the nominal frame rate."""
+        if not self.av_segments:
+            return []
+        fps = float(reader.info.fps or 25.0)
+        count = reader.info.frame_count or int(duration * fps)
+        seconds = min(self.max_segments, int(min(duration, count / fps) + 1e-6))
+        per = max(t for t, _, _ in self.av_segments)
+        return [(float(k), [min(count - 1, int((k + (j + 0.5) / per) * fps)) for j in range(per)])
+                for k in range(seconds)]
+
     def __call__(self, path: Path) -> VideoFaces:
         t0 = time.time()
         reader = FrameReader(path)
         anchors, clip_anchors, wanted = self.plan(reader)
+        mfcc, plan = None, []
+        if self.av_segments:
+            mfcc, duration = read_sound(path)
+            if mfcc is not None:
+                plan = self.segment_plan(reader, duration)
+                wanted = wanted | {f for _, fs in plan for f in fs}
         frames = dict(iter(reader.select(wanted)))
         out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0,
                          decoder_note=decoder_counters(reader).get("note"))
@@ -287,7 +330,69 @@ class FaceExtractor:
                             last = frames.get(a + j, last)  # past the end: the last decoded frame again
                             clip.append(last[y1:y2, x1:x2])
                         clips.append(clip)
+        out.mfcc = mfcc
+        if plan:
+            from preprocessing.av import square_crop
+
+            keys = np.array(anchors)
+            for frames_per, size, margin in self.av_segments:
+                crops = out.segments.setdefault((size, margin), [])
+                for start, idx in plan:
+                    seg = []
+                    for f in idx:
+                        frame = frames.get(f)
+                        near = boxes[int(keys[np.argmin(np.abs(keys - f))])]
+                        if frame is None or not len(near):
+                            seg = None
+                            break
+                        main = max(near, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+                        seg.append(square_crop(frame, main, margin, size))
+                    if seg:
+                        crops.append((start, seg))
         return out
+
+
+def read_sound(path: Path) -> tuple[np.ndarray | None, float]:
+    """(MFCCs normalised as in training, duration s) of a video's sound; (None, 0) without one."""
+    import tempfile
+
+    from preprocessing.audio import extract_audio
+    from training.av_data import _video_mfcc
+
+    with tempfile.TemporaryDirectory(prefix="predict-audio-") as tmp:
+        wav = Path(tmp) / "audio.wav"
+        if extract_audio(path, wav) is None:
+            return None, 0.0
+        feats, duration = _video_mfcc.__wrapped__(str(wav))
+    return feats, duration
+
+
+@torch.inference_mode()
+def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """A dissonance model's P(FAKE) of the video, as a 1-element array (empty: it abstains,
+    no sound or no segment); its MDS and per-segment distances go to faces.av[m.name]."""
+    from training.av_data import mfcc_window
+
+    segs = faces.segments.get((m.av_size, m.margin), [])
+    if faces.mfcc is None or not segs:
+        faces.av[m.name] = {"mds": None, "segments": [], "abstained": "no sound" if faces.mfcc is None else
+                            "no whole second with a face"}
+        return np.zeros(0)
+    per = m.cfg["data"]["seq_len"]
+    distances = []
+    for i in range(0, len(segs), batch_size):
+        chunk = segs[i:i + batch_size]
+        # the segment's frames were planned for the largest count: take this model's evenly
+        x = torch.stack([m.augment([crops[int(j)] for j in np.linspace(0, len(crops) - 1, per).round()])
+                         for _, crops in chunk]).to(device)
+        a = torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, start)).unsqueeze(0) for start, _ in chunk])
+        distances.append(m.model(x, a.float().to(device)).distance.float().cpu().numpy())
+    d = np.concatenate(distances)
+    mds = float(d.mean())
+    prob = float(m.model.probability(torch.tensor(mds)))
+    faces.av[m.name] = {"mds": round(mds, 5), "segments": [{"start": s, "distance": round(float(x), 5)}
+                                                          for (s, _), x in zip(segs, d)]}
+    return np.array([prob])
 
 
 def _model_inputs(faces: VideoFaces, m: LoadedModel) -> list[list[np.ndarray]]:
@@ -325,6 +430,9 @@ def face_details(faces: VideoFaces, models: list[LoadedModel], preds: list[np.nd
 
     out = {}
     for m, p in zip(models, preds):
+        if m.is_av:  # one score per video, its MDS and per-second distances (the localisation)
+            out[m.name] = {"video_score": float(p[0]) if p.size else None, **faces.av.get(m.name, {})}
+            continue
         keys = _model_keys(faces, m)
         score = (float(np.mean(p)) if m.task == "mos" else float(aggregate(p, strategy))) if p.size else None
         out[m.name] = {"video_score": score,
@@ -342,6 +450,9 @@ def score_faces(faces: VideoFaces, models: list[LoadedModel], device: torch.devi
     MOS per clip."""
     preds = []
     for m in models:
+        if m.is_av:
+            preds.append(score_av(faces, m, device, batch_size))
+            continue
         items = _model_inputs(faces, m)
         probs = []
         for i in range(0, len(items), batch_size):
@@ -419,7 +530,8 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
         num_frames = num_clips = max(1, int(mos_sequences))
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None,
-                            keep_thumbs=explain_dir is not None, random_clips_seed=seed if task == "mos" else None)
+                            keep_thumbs=explain_dir is not None, random_clips_seed=seed if task == "mos" else None,
+                            av_segments=[(m.cfg["data"]["seq_len"], m.av_size, m.margin) for m in models if m.is_av])
     if explain_dir is not None:
         from . import explain
 
@@ -465,8 +577,10 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                     info[name] = face_details(faces, models, preds, strategy)
                 if explain_dir is not None:
                     t2 = time.time()
-                    try:
-                        page = explain.explain_video(name, faces, models, preds, prob, strategy=strategy, device=dev,
+                    try:  # heatmaps of the face models (a dissonance model's evidence is in --json)
+                        shown = [k for k, m in enumerate(models) if not m.is_av]
+                        page = explain.explain_video(name, faces, [models[k] for k in shown], [preds[k] for k in shown],
+                                                     prob, strategy=strategy, device=dev,
                                                      calibrated=temperature is not None, details=info[name])
                     except Exception as e:  # a picture that fails never changes the prediction
                         notes.append({"video": name, "note": f"no explanation page: {type(e).__name__}: {e}"})
@@ -500,7 +614,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
 
 def ensemble_task(models: list[LoadedModel]) -> str:
     """The one task of an ensemble's checkpoints: mixing detectors and realism models is an error."""
-    tasks = {m.task for m in models}
+    tasks = {"detect" if m.task == "av" else m.task for m in models}  # a dissonance model gives P(FAKE) too
     if len(tasks) > 1:
         mos = [m.name for m in models if m.task == "mos"]
         detect = [m.name for m in models if m.task != "mos"]

@@ -301,11 +301,20 @@ def ffmpeg_exe() -> str:
 
 
 def encode_video(path: str | Path, frames: np.ndarray | list[np.ndarray], fps: float,
-                 crf: int = 20, preset: str = "veryfast", tune: str | None = None) -> None:
+                 crf: int = 20, preset: str = "veryfast", tune: str | None = None,
+                 audio: np.ndarray | None = None, sample_rate: int = 16000) -> None:
     """Encode RGB uint8 frames (T, H, W, 3) to H.264 yuv420p with ffmpeg.
 
     Bit-exact flags and one thread make the output byte-identical for identical input,
     which keeps the generated sample dataset deterministic.
+
+    `audio`: a mono sound track (1-D float in [-1, 1], or int16) at `sample_rate` Hz,
+    muxed as AAC-LC (64 kb/s, mono, bit-exact flags) next to the video. It is cut or
+    padded with silence to the video's length (T / fps seconds), goes to ffmpeg through
+    a temporary 16-bit WAV, and the mp4 is written to a temporary name in the same folder
+    and renamed into place, so an interrupted run leaves no half-written file. The video
+    stream is the same H.264 bitstream as without audio (same frames, same settings).
+    Without `audio`, nothing changes: same command, same bytes.
     """
     import ffmpeg
 
@@ -322,9 +331,57 @@ def encode_video(path: str | Path, frames: np.ndarray | list[np.ndarray], fps: f
     out_kwargs["flags:v"] = "+bitexact"
     if tune:
         out_kwargs["tune"] = tune
-    stream = (ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-              .output(str(path), **out_kwargs).overwrite_output())
+    video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+    if audio is not None:
+        _encode_with_audio(path, frames, fps, video, out_kwargs, audio, sample_rate)
+        return
+    stream = video.output(str(path), **out_kwargs).overwrite_output()
     try:
         stream.run(cmd=ffmpeg_exe(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as e:
         raise RuntimeError(f"ffmpeg failed to encode {path}: {e.stderr.decode(errors='replace')[-800:]}") from e
+
+
+def _pcm16(audio: np.ndarray, num_samples: int) -> np.ndarray:
+    """A mono track as int16 of exactly `num_samples` (cut, or padded with silence)."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1 or audio.size == 0:
+        raise ValueError(f"expected a non-empty 1-D mono audio track, got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        pcm = audio
+    elif np.issubdtype(audio.dtype, np.floating):
+        pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    else:
+        raise ValueError(f"audio must be float (in [-1, 1]) or int16, got {audio.dtype}")
+    out = np.zeros(num_samples, np.int16)
+    out[:min(num_samples, pcm.size)] = pcm[:num_samples]
+    return out
+
+
+def _encode_with_audio(path: Path, frames: np.ndarray, fps: float, video, out_kwargs: dict,
+                       audio: np.ndarray, sample_rate: int) -> None:
+    import os
+    import tempfile
+    import wave
+
+    import ffmpeg
+
+    sample_rate = int(sample_rate)
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    pcm = _pcm16(audio, int(round(len(frames) * sample_rate / fps)))
+    out_kwargs = {**out_kwargs, "acodec": "aac", "b:a": "64k", "ac": 1, "ar": sample_rate,
+                  "flags:a": "+bitexact"}
+    with tempfile.TemporaryDirectory(prefix=".encode_", dir=path.parent) as tmp:
+        wav, out = Path(tmp) / "audio.wav", Path(tmp) / ("video" + (path.suffix or ".mp4"))
+        with wave.open(str(wav), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(sample_rate)
+            f.writeframes(pcm.astype("<i2").tobytes())
+        stream = ffmpeg.output(video, ffmpeg.input(str(wav)), str(out), **out_kwargs).overwrite_output()
+        try:
+            stream.run(cmd=ffmpeg_exe(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as e:
+            raise RuntimeError(f"ffmpeg failed to encode {path}: {e.stderr.decode(errors='replace')[-800:]}") from e
+        os.replace(out, path)

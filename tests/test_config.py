@@ -18,7 +18,7 @@ def test_shipped_configs_are_valid(path):
 def test_cpu_config_for_every_family():
     cpu = [load_config(p) for p in CONFIGS if p.stem.endswith("_cpu")]
     assert {c["network"] for c in cpu} == {"DeepFakeClassifier", "DeepFakeClassifierSeq3D",
-                                           "DeepFakeClassifierDistill", "RealismRegressor"}
+                                           "DeepFakeClassifierDistill", "RealismRegressor", "DissonanceNet"}
     full = {p.stem: load_config(p) for p in CONFIGS}
     assert full["b7"]["encoder"] == "tf_efficientnet_b7.ns_jft_in1k" and full["b7"]["size"] == 380
     assert {"b7_ntech_large_crop", "b7_ntech_re", "b7_ntech_seq", "deit_distill"} <= set(full)
@@ -36,7 +36,7 @@ def test_defaults_are_filled_in():
     ({"data": {"sbi_regions": {"eyes": 1}}}, "data.sbi_regions"),
     ({"data": {"sbi_regions": {"face": 0, "mouth": 0}}}, "data.sbi_regions"),
     ({"data": {"sbi_regions": [1, 2]}}, "data.sbi_regions"),
-    ({"optimizer": {"type": "Adam"}}, "'optimizer.type' is 'Adam'"),
+    ({"optimizer": {"type": "Adamax"}}, "'optimizer.type' is 'Adamax'"),
     ({"losses": {"Focal": 1}}, "unknown loss 'losses.Focal'"),
     ({"size": 16}, "integer >= 32"),
     ({"size": [224, 192]}, "'data.resize': 'isotropic' pads to a square"),

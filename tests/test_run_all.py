@@ -77,9 +77,18 @@ def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     explain = tmp_path / "work" / "sample" / "explain_sample_heldout"
     assert len(list(explain.glob("*.html"))) == 6 + 1  # and index.html
     assert (report / "report.html").read_text().count("explanation</a>") == 6
+    # the realism (MOS) model on the same steps: the sample's FAKEs are rated (sample_data --mos)
+    mos_ensemble = (weights / "ensemble_mos.txt").read_text().split()
+    assert [os.path.basename(p) for p in mos_ensemble] == ["mos_cpu_fold0_best.pt"]
+    mos_sub = pd.read_csv(tmp_path / "work" / "sample" / "submission_mos_sample_heldout.csv")
+    assert list(mos_sub.columns) == ["filename", "mos"] and len(mos_sub) == 6 and mos_sub.mos.between(0, 6).all()
+    mos_report = json.loads((tmp_path / "work" / "sample" / "submission_mos_sample_heldout_report" /
+                             "metrics.json").read_text())
+    assert mos_report["task"] == "mos" and mos_report["metrics"]["videos"] == 3  # the 3 rated held-out FAKEs
+    assert 0 < mos_report["metrics"]["rmse"] < 3
 
     # a second run finds everything done and only predicts again
     again = subprocess.run(["bash", "run_all.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("exists: skipping training") == 3
+    assert again.stdout.count("exists: skipping training") == 4
     assert "0 done" in again.stdout

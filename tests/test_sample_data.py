@@ -1,12 +1,14 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from preprocessing.dataset import load_dataset
-from preprocessing.sample_data import (Artefacts, CameraPath, camera_matrix, generate_sample_dataset,
-                                       load_portrait, main, mos_from_strength, render_clip, shape_predictor_path,
-                                       swap_face)
+from preprocessing.sample_data import (SAMPLE_RATE, Artefacts, CameraPath, MouthRig, camera_matrix,
+                                       frame_loudness, generate_sample_dataset, load_portrait, loudness_envelope,
+                                       main, mos_from_strength, render_clip, shape_predictor_path, swap_face,
+                                       synthesize_speech)
 from preprocessing.video import FrameReader
 
 
@@ -154,3 +156,133 @@ def test_most_broken_fake_still_has_a_face(detector):
             rows, cols = _face_region(target, path, size, t, n)
             cx, cy = det.boxes[int(np.argmax(det.probs))].reshape(2, 2).mean(0)
             assert cols.start <= cx <= cols.stop and rows.start <= cy <= rows.stop
+
+
+# --------------------------------------------------------------------------- --audio / --av-fakes
+def _decoded_audio(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+
+
+def _decoded_frames(path):
+    return np.stack([f for _, f in FrameReader(path)]).astype(np.int16)
+
+
+def test_speech_track_is_syllables_over_silence():
+    a = synthesize_speech(3.0, np.random.default_rng(7))
+    assert np.array_equal(a, synthesize_speech(3.0, np.random.default_rng(7)))
+    assert a.dtype == np.float32 and a.shape == (3 * SAMPLE_RATE,) and np.abs(a).max() <= 1.0
+    rms = frame_loudness(a, 300, 100)  # 10 ms windows
+    assert rms[:5].max() < 0.01 and rms[-5:].max() < 0.01  # silent ends: a circular shift has no seam
+    onsets = np.sum((rms[1:] > 0.05) & (rms[:-1] <= 0.05))
+    assert 5 <= onsets <= 20, onsets  # syllable-like bursts, about 3-6 a second
+    assert 0.2 < (rms > 0.05).mean() < 0.9  # speech and pauses
+    env = loudness_envelope(a, 45, 15)
+    assert env.max() == 1.0 and env.min() < 0.05
+
+
+def test_mouth_opens_only_the_lower_face():
+    target = load_portrait("grace_hopper")
+    path, size, n = CameraPath.random(np.random.default_rng(0)), (160, 120), 3
+    plain = render_clip(target, path, size, n)
+    assert np.array_equal(render_clip(target, path, size, n, mouth=np.zeros(n)), plain)  # closed: the portrait
+    talking = render_clip(target, path, size, n, mouth=np.array([0.0, 0.5, 1.0]))
+    diff = np.abs(talking.astype(int) - plain.astype(int)).max(-1)
+    assert diff[0].max() == 0 and 0 < (diff[1] > 30).sum() < (diff[2] > 30).sum()  # wider open, more changed
+    rig = MouthRig(target.landmarks, target.image.shape[:2])
+    h, w = target.image.shape[:2]
+    for t in (1, 2):
+        m = camera_matrix(target, size, *path.at(t / (n - 1))[:3])
+        ys, xs = np.nonzero(diff[t])
+        # back in the portrait (the camera reflects it past its edges): all inside the warped lower face
+        u, v = (np.stack([xs, ys, np.ones_like(xs)], 1) @ cv2.invertAffineTransform(m).T).T
+        u, v = (np.abs((u + 2 * w - 2) % (2 * w - 2) - (w - 1)) - (w - 1)) * -1, \
+            (np.abs((v + 2 * h - 2) % (2 * h - 2) - (h - 1)) - (h - 1)) * -1  # reflect-101 folding
+        assert (u > rig.x0 - 2).all() and (u < rig.x1 + 1).all() and (v > rig.y0 - 2).all() and (v < rig.y1 + 1).all()
+        lm = target.landmarks
+        strong = diff[t][ys, xs] > 30  # the cavity, the moved lip and jaw (and the neck below it): under the nose
+        assert (v[strong] > lm[33, 1]).all()
+        assert lm[48, 0] < np.median(u[strong]) < lm[54, 0]  # centred on the mouth
+        assert lm[33, 1] < np.median(v[strong]) < lm[8, 1]
+    # the swapped face talks too: its layer and mask get the same warp
+    swap = swap_face(target, load_portrait("astronaut"))
+    fake_closed = render_clip(target, path, size, n, swap=swap, rng=np.random.default_rng(1))
+    fake_open = render_clip(target, path, size, n, swap=swap, rng=np.random.default_rng(1), mouth=np.array([0, .5, 1]))
+    assert np.array_equal(fake_open[0], fake_closed[0])
+    assert (np.abs(fake_open[2].astype(int) - fake_closed[2].astype(int)).max(-1) > 30).sum() > 20
+
+
+AV = dict(folders=2, reals=1, fakes=1, seconds=2.0, size=(160, 120), seed=2)
+
+
+def test_audio_dataset_lips_follow_the_sound(tmp_path):
+    a = generate_sample_dataset(tmp_path / "a", audio=True, av_fakes=1, **AV)
+    plain = generate_sample_dataset(tmp_path / "plain", **AV)
+    # the CLI writes the same dataset, byte for byte (deterministic)
+    assert main([str(tmp_path / "b"), "--folders", "2", "--reals", "1", "--fakes", "1", "--seconds", "2",
+                 "--size", "160", "120", "--seed", "2", "--audio", "--av-fakes", "1"]) == 0
+    for vid in a:
+        assert (tmp_path / "a" / f"{vid}.mp4").read_bytes() == (tmp_path / "b" / f"{vid}.mp4").read_bytes()
+    # names, identities and camera paths are those of the run without audio; plus one av-fake per folder
+    assert {k: {f: x for f, x in v.items() if f != "audio"} for k, v in a.items() if k in plain} == plain
+    av_fakes = {k: v for k, v in a.items() if "av_fake" in v}
+    assert len(a) == len(plain) + 2 and set(a) - set(plain) == set(av_fakes)
+    assert sorted(v["av_fake"] for v in av_fakes.values()) == ["shift", "swap"]  # alternating kinds
+    for folder in ("sample_part_0", "sample_part_1"):
+        meta = json.loads((tmp_path / "a" / folder / "metadata.json").read_text())
+        assert all(e["audio"] is True for e in meta.values())
+        for name, e in meta.items():
+            assert {k: v for k, v in a[f"{folder}/{name[:-4]}"].items() if k in e} == e
+            if "av_fake" in e:
+                assert e["label"] == "FAKE" and meta[e["original"]]["label"] == "REAL"
+                assert ("audio_shift_s" in e) == (e["av_fake"] == "shift")
+
+    import av
+    frames, sound = {}, {}
+    for vid in a:
+        path = tmp_path / "a" / f"{vid}.mp4"
+        with av.open(str(path)) as c:
+            (v,), (s,) = c.streams.video, c.streams.audio
+            assert s.codec_context.name == "aac" and s.rate == SAMPLE_RATE and s.channels == 1
+            assert abs(float(s.duration * s.time_base) - float(v.duration * v.time_base)) < 0.1
+        frames[vid] = _decoded_frames(path)
+        assert frames[vid].shape == (30, 120, 160, 3)  # OpenCV decodes the video stream as before
+        sound[vid] = _decoded_audio(path)[:2 * SAMPLE_RATE]
+
+    n = 2 * SAMPLE_RATE
+    for vid, e in av_fakes.items():
+        folder = vid.split("/")[0]
+        real = f"{folder}/{e['original'][:-4]}"
+        assert np.array_equal(frames[vid], frames[real])  # the REAL's frames, re-encoded identically
+        # mouth motion: where the talking REAL differs from its silent twin (codec noise stays under 30)
+        motion = (np.abs(frames[real] - _decoded_frames(tmp_path / "plain" / f"{real}.mp4")).max(-1) > 30).mean((1, 2))
+        r_real = np.corrcoef(motion, frame_loudness(sound[real], 30, 15))[0, 1]
+        r_fake = np.corrcoef(motion, frame_loudness(sound[vid], 30, 15))[0, 1]
+        assert r_real > 0.8 and r_fake < 0.5 and r_real - r_fake > 0.4, (e["av_fake"], r_real, r_fake)
+        if e["av_fake"] == "shift":
+            shift = e["audio_shift_s"]
+            assert 0.5 <= abs(shift) <= 1.5 and e["audio_from"] == real
+            xc = np.fft.irfft(np.fft.rfft(sound[vid]) * np.conj(np.fft.rfft(sound[real])), n)
+            lag = (int(np.argmax(xc)) - int(round(shift * SAMPLE_RATE))) % n
+            assert min(lag, n - lag) <= 2, lag
+        else:
+            source = e["audio_from"]
+            assert source != real and a[source]["label"] == "REAL"
+            assert np.allclose(sound[vid], sound[source], atol=1e-4)
+            assert abs(np.corrcoef(sound[vid], sound[real])[0, 1]) < 0.3
+    # a face-swap FAKE carries its REAL's sound
+    for vid, e in a.items():
+        if e["label"] == "FAKE" and "av_fake" not in e:
+            assert np.allclose(sound[vid], sound[f"{vid.split('/')[0]}/{e['original'][:-4]}"], atol=1e-4)
+
+
+def test_av_fakes_need_audio(tmp_path):
+    with pytest.raises(ValueError, match="audio"):
+        generate_sample_dataset(tmp_path, av_fakes=1, **{**AV, "folders": 1})
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--av-fakes", "1"])
+    with pytest.raises(ValueError, match="reals must be >= 2"):  # too short to shift, no other REAL to swap
+        generate_sample_dataset(tmp_path, audio=True, av_fakes=1, **{**AV, "seconds": 0.6})
+    assert not list(tmp_path.iterdir())  # refused before writing anything

@@ -28,6 +28,7 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 DEFAULTS: dict = {
     "name": None,                 # checkpoint name; default: the config file's stem
     "task": "detect",             # detect: P(FAKE) | mos: realism regression (VRA), a MOS per video
+                                  # | av: audio-visual dissonance (Chugh et al., MDS), P(FAKE) per video
     "network": "DeepFakeClassifier",
     "encoder": "tf_efficientnet_b7.ns_jft_in1k",
     "pretrained": True,           # True: timm downloads (online); "path": local file; False: random init
@@ -41,7 +42,7 @@ DEFAULTS: dict = {
     "label_smoothing": 0.0,       # selim's: training targets clipped to [eps, 1 - eps]
     "early_stopping": 0,          # stop after this many epochs without a better validation score; 0: off
     "optimizer": {
-        "type": "SGD",            # SGD | AdamW
+        "type": "SGD",            # SGD | AdamW | Adam (L2 weight decay, as Chugh et al.)
         "batch_size": 12,
         "learning_rate": 0.01,
         "momentum": 0.9,
@@ -79,7 +80,10 @@ DEFAULTS: dict = {
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random
         "low_res_min_side": 40,   # size in [low_res_min_side, size] px (face resolution is a shortcut)
-        "seq_len": 8,             # sequences: frames per clip
+        "seq_len": 8,             # sequences: frames per clip; av_segments: frames per 1-s segment
+        "av_fake_prob": 0.0,      # av_segments: share of the FAKE half made from REAL segments by
+                                  # wrong audio (shifted >= av_min_shift s, or another real video's)
+        "av_min_shift": 0.5,
         "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
         "val_batches": 0,         # cap on validation batches; 0 = all
@@ -98,14 +102,16 @@ DEFAULTS: dict = {
 SEQUENCE_DATASETS = {"sequences", "sequence_pairs"}  # clips for the 3D model and the MOS regressor
 DETECT_LOSSES = {"BinaryCrossentropy", "BalancedBinaryCrossentropy"}
 MOS_LOSSES = {"RMSE"}
-LOSSES = DETECT_LOSSES | MOS_LOSSES
-NETWORKS = {"DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill", "RealismRegressor"}
+AV_LOSSES = {"MDS"}  # contrastive + the two streams' cross-entropies (the paper's 1:1:1)
+LOSSES = DETECT_LOSSES | MOS_LOSSES | AV_LOSSES
+NETWORKS = {"DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill", "RealismRegressor",
+            "DissonanceNet"}
 CLIP_NETWORKS = {"DeepFakeClassifierSeq3D", "RealismRegressor"}  # take (B, T, 3, H, W) clips
 CHOICES = {
-    "task": {"detect", "mos"},
-    "optimizer.type": {"SGD", "AdamW"},
+    "task": {"detect", "mos", "av"},
+    "optimizer.type": {"SGD", "AdamW", "Adam"},
     "optimizer.schedule.type": {"poly", "cosine", "step", "constant", "plateau"},
-    "data.dataset": {"frames", "pairs", "sequences", "sequence_pairs"},
+    "data.dataset": {"frames", "pairs", "sequences", "sequence_pairs", "av_segments"},
     "data.resize": {"isotropic", "shortest"},
     "data.augment": {"selim", "ntech", "none"},
     "distill.loss": {"hard", "soft"},
@@ -213,13 +219,25 @@ def validate(config: dict) -> dict:
     return cfg
 
 
+TASK_NETWORKS = {"mos": "RealismRegressor", "av": "DissonanceNet"}
+
+
 def _validate_task(cfg: dict) -> None:
-    """task mos: the RealismRegressor on clips of one face, an RMSE loss; task detect: the rest."""
-    mos = cfg["task"] == "mos"
-    if mos != (cfg["network"] == "RealismRegressor"):
-        raise ConfigError("'task': 'mos' goes with network RealismRegressor (and only with it); "
-                          f"got task {cfg['task']!r} with network {cfg['network']!r}")
-    allowed = MOS_LOSSES if mos else DETECT_LOSSES
+    """task mos: the RealismRegressor on clips of one face, an RMSE loss; task av: the
+    DissonanceNet on audio-visual segments, the MDS loss; task detect: the rest."""
+    task, mos = cfg["task"], cfg["task"] == "mos"
+    for t, network in TASK_NETWORKS.items():
+        if (task == t) != (cfg["network"] == network):
+            raise ConfigError(f"'task': '{t}' goes with network {network} (and only with it); "
+                              f"got task {task!r} with network {cfg['network']!r}")
+    if (task == "av") != (cfg["data"]["dataset"] == "av_segments"):
+        raise ConfigError("'task': 'av' trains on 'data.dataset': 'av_segments' (and only it does)")
+    if task == "av" and (cfg["margin"] is None or not isinstance(cfg["size"], int)):
+        raise ConfigError("'task': 'av' needs 'margin' (the face tracks' --av-margin, e.g. 0.15) and a square "
+                          "'size' (the tracks' crops are square)")
+    if not 0 <= cfg["data"]["av_fake_prob"] <= 1 or cfg["data"]["av_min_shift"] < 0:
+        raise ConfigError("'data.av_fake_prob' must be a probability and 'data.av_min_shift' >= 0 (seconds)")
+    allowed = {"mos": MOS_LOSSES, "av": AV_LOSSES}.get(task, DETECT_LOSSES)
     wrong = sorted(set(cfg["losses"]) - allowed)
     if wrong:
         raise ConfigError(f"loss 'losses.{wrong[0]}' is not for task {cfg['task']!r}; expected {sorted(allowed)}")
@@ -235,8 +253,8 @@ def _validate_task(cfg: dict) -> None:
 
 
 def is_clip_model(cfg: dict) -> bool:
-    """The network takes clips (B, T, 3, H, W) of `data.seq_len` frames."""
-    return cfg["network"] in CLIP_NETWORKS
+    """The network takes clips (B, T, 3, H, W) of `data.seq_len` frames (DissonanceNet: and MFCCs)."""
+    return cfg["network"] in CLIP_NETWORKS or cfg["network"] == "DissonanceNet"
 
 
 def input_hw(cfg: dict) -> tuple[int, int]:

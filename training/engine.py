@@ -28,6 +28,7 @@ from preprocessing.progress import progress_bar
 from .config import validate
 from .losses import WeightedLoss
 from .schedules import create_scheduler
+from .zoo.mds import mds_loss
 
 
 # --------------------------------------------------------------------------- distributed
@@ -200,7 +201,16 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
     if fold not in set(df.fold):
         raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))})")
     d = cfg["data"]
-    if cfg["task"] == "mos":
+    if cfg["task"] == "av":
+        from .av_data import AVSegmentDataset
+
+        train = AVSegmentDataset(work_dir, df, fold, True, cfg, seed=seed)
+        val = AVSegmentDataset(work_dir, df, fold, False, cfg, seed=seed)
+        for ds, what in ((train, "training"), (val, "validation")):
+            if ds.skipped:
+                print(f"[train] {len(ds.skipped)} {what} videos have no audio segment (no audio track, too short, "
+                      f"or 1_extract_crops.py --av not run): left out", file=sys.stderr)
+    elif cfg["task"] == "mos":
         train = MosSequenceDataset(work_dir, df, fold, True, cfg, seed=seed)
         val = MosSequenceDataset(work_dir, df, fold, False, cfg, seed=seed)
     elif d["dataset"] == "sequences":
@@ -216,9 +226,11 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
         train = FrameDataset(work_dir, df, fold, True, cfg, seed=seed)
         val = FrameDataset(work_dir, df, fold, False, cfg, seed=seed)
     if len(train) == 0:
-        raise ValueError(f"no training rows outside fold {fold}")
+        what = "segments with sound (step 1 --av)" if cfg["task"] == "av" else "rows"
+        raise ValueError(f"no training {what} outside fold {fold}")
     if len(val) == 0:
-        raise ValueError(f"no validation rows in fold {fold}")
+        what = "segments with sound (step 1 --av)" if cfg["task"] == "av" else "rows"
+        raise ValueError(f"no validation {what} in fold {fold}")
     return train, val
 
 
@@ -301,9 +313,11 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
         if i >= cap:
             break
         with autocast_context(cfg, d):
-            logits = module(batch["image"].to(d.device, non_blocking=True))
+            logits = forward(module, batch, cfg, d)
+        if cfg["task"] == "av":  # segment distances; the video's MDS and P(FAKE) come after the gather
+            logits = logits.distance
         per_item = logits.shape[1] if logits.ndim == 2 else 1  # a sequence model: one logit per frame
-        out = logits.float() if cfg["task"] == "mos" else torch.sigmoid(logits.float())
+        out = logits.float() if cfg["task"] in ("mos", "av") else torch.sigmoid(logits.float())
         probs += out.view(-1).cpu().tolist()
         labels += [y for y in batch["label"].view(-1).tolist() for _ in range(per_item)]
         videos += [v for v in batch["video"] for _ in range(per_item)]
@@ -313,7 +327,38 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
         videos, labels, probs = (sum((g[k] for g in gathered), []) for k in range(3))
     if cfg["task"] == "mos":
         return video_mos_metrics(videos, labels, probs)
+    if cfg["task"] == "av":
+        return av_metrics(module, videos, labels, probs)
     return video_metrics(videos, labels, probs)
+
+
+def av_metrics(module, videos: list[str], labels: list[float], distances: list[float]) -> dict:
+    """A dissonance model's validation: each video's MDS (mean segment distance), the
+    logistic calibration MDS -> P(FAKE) fitted on these videos and stored in the model
+    (so the checkpoint carries it), then the detection metrics of those probabilities
+    (optimistic: fitted and scored on the same fold) and the AUC of the raw MDS."""
+    from .av_data import fit_calibration, video_mds
+
+    names, mds = video_mds(videos, distances)
+    label_of = dict(zip(videos, labels))
+    y = np.array([round(label_of[v]) for v in names])
+    a, b = fit_calibration(mds, y)
+    with torch.no_grad():
+        module.calibration.copy_(torch.tensor([a, b]))
+    probs = 1 / (1 + np.exp(-a * (mds - b)))
+    out = video_metrics(names, y.tolist(), probs.tolist())
+    out.update({"mds_real": float(mds[y == 0].mean()) if (y == 0).any() else float("nan"),
+                "mds_fake": float(mds[y == 1].mean()) if (y == 1).any() else float("nan"),
+                "calibration": [a, b], "segments": len(distances)})
+    return out
+
+
+def forward(model, batch: dict, cfg: dict, d: Dist):
+    """The model's output on a batch: images, or (face crops, MFCCs) for a dissonance model."""
+    images = batch["image"].to(d.device, non_blocking=True)
+    if cfg["task"] == "av":
+        return model(images, batch["audio"].to(d.device, non_blocking=True))
+    return model(images)
 
 
 # --------------------------------------------------------------------------- precision
@@ -335,6 +380,8 @@ def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
     if o["type"] == "SGD":
         return torch.optim.SGD(params, lr=o["learning_rate"], momentum=o["momentum"],
                                weight_decay=o["weight_decay"], nesterov=o["nesterov"] and o["momentum"] > 0)
+    if o["type"] == "Adam":
+        return torch.optim.Adam(params, lr=o["learning_rate"], weight_decay=o["weight_decay"], betas=tuple(o["betas"]))
     return torch.optim.AdamW(params, lr=o["learning_rate"], weight_decay=o["weight_decay"],
                              betas=tuple(o["betas"]))
 
@@ -403,7 +450,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     per_epoch_schedule = o["schedule"]["type"] == "plateau"
     dtype = amp_dtype(cfg, d)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"])
+    criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"]) if cfg["task"] != "av" else None
 
     head_warmup = int(o["head_warmup_steps"])
     head_params = {id(p) for p in (model.head.parameters() if hasattr(model, "head") else [])}
@@ -464,8 +511,10 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
             sync = model.no_sync() if (d.enabled and not last) else nullcontext()
             with sync:
                 with autocast_context(cfg, d):
-                    out = model(images)
-                    if teacher is not None:
+                    out = forward(model, batch, cfg, d)
+                    if cfg["task"] == "av":
+                        loss = cfg["losses"]["MDS"] * mds_loss(out, target, margin=(model.module if d.enabled else model).margin)
+                    elif teacher is not None:
                         loss = distill_loss(out, target, teacher, images, criterion, cfg)
                     else:
                         loss = criterion(out, target.expand_as(out))  # a sequence model: the clip's target per frame
@@ -536,7 +585,7 @@ def describe_metrics(m: dict) -> str:
     if "rmse" in m:
         return f"val_rmse {m['rmse']:.4f} plcc {m['plcc']:.4f} srcc {m['srcc']:.4f} mae {m['mae']:.4f}"
     return (f"val_balanced_log_loss {m['balanced_log_loss']:.4f} val_log_loss {m['log_loss']:.4f} "
-            f"auc {m['auc']:.4f}")
+            f"auc {m['auc']:.4f}" + (f" mds real {m['mds_real']:.3f} fake {m['mds_fake']:.3f}" if "mds_real" in m else ""))
 
 
 def log_validation(writer, m: dict, epoch: int) -> None:

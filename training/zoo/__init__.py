@@ -3,6 +3,7 @@ import torch
 
 from .classifiers import DeepFakeClassifier, DeepFakeClassifierSeq3D, TemporalConv3d, inflate_expansion_convs
 from .distill import DeepFakeClassifierDistill
+from .mds import DissonanceNet, mds_loss
 from .realism import RealismRegressor, mean_std_pool
 from .weights import create_encoder, lite0_weights_path, load_encoder_weights
 
@@ -11,6 +12,7 @@ MODELS: dict[str, type] = {
     "DeepFakeClassifierSeq3D": DeepFakeClassifierSeq3D,
     "DeepFakeClassifierDistill": DeepFakeClassifierDistill,
     "RealismRegressor": RealismRegressor,
+    "DissonanceNet": DissonanceNet,
 }
 
 
@@ -28,4 +30,4 @@ def create_model(network: str, encoder: str, pretrained: bool | str | None = Fal
 
 __all__ = ["MODELS", "create_model", "load_encoder_weights", "lite0_weights_path", "create_encoder",
            "DeepFakeClassifier", "DeepFakeClassifierSeq3D", "DeepFakeClassifierDistill",
-           "RealismRegressor", "mean_std_pool", "TemporalConv3d", "inflate_expansion_convs"]
+           "RealismRegressor", "mean_std_pool", "DissonanceNet", "mds_loss", "TemporalConv3d", "inflate_expansion_convs"]

@@ -1,0 +1,205 @@
+"""Audio-visual segments for the dissonance model (Chugh et al., MDS): `data.dataset:
+av_segments`, read from step 1's `--av` artifacts (audio/{id}.wav, tracks/{id}.mp4 and .json).
+
+An item is one 1-second segment of one video: `data.seq_len` face crops spread evenly
+over the second (by presentation time, so variable frame rates line up with the sound),
+resized to the config's size and normalised, and the MFCCs of the same second (13 x 100,
+python_speech_features, cepstral mean and variance normalised over the video). Its label
+is the video's. Videos without audio (no track was written) are left out.
+
+Epochs are real/fake balanced by segments. With `data.av_fake_prob` (training only, a
+documented option beyond the paper) that share of the FAKE half is made from REAL
+segments by giving them the wrong sound: the same video's audio shifted by at least
+`data.av_min_shift` seconds, or another REAL video's audio; real videos are an unlimited
+supply of such negatives.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from preprocessing.artifacts import WorkDir
+
+SEGMENT_S = 1.0     # the paper's segment length
+MFCC_STEP = 0.01    # 10 ms: 100 MFCC frames per segment
+REAL_INDEX, FORCE_AV_FAKE = 0, 1  # index modes: index = item + mode * len(items)
+
+
+@lru_cache(maxsize=64)
+def _video_mfcc(wav: str) -> tuple[np.ndarray, float]:
+    """(MFCCs (n, 13) with cepstral mean and variance normalisation over the video, duration s)."""
+    from preprocessing.audio import mfcc, read_wav
+
+    signal, rate = read_wav(wav)
+    feats = mfcc(signal, rate, winstep=MFCC_STEP).astype(np.float32)
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
+    return feats, len(signal) / float(rate)
+
+
+@lru_cache(maxsize=16)
+def _track(path: str) -> tuple[np.ndarray, np.ndarray]:
+    from preprocessing.av import load_track
+
+    return load_track(path)
+
+
+def mfcc_window(feats: np.ndarray, start: float, length: float = SEGMENT_S) -> np.ndarray:
+    """(13, length / 10 ms) MFCC frames from `start` s (edge-padded past the end)."""
+    from preprocessing.audio import mfcc_window as window
+
+    return window(feats, start, length=length, winstep=MFCC_STEP)
+
+
+class AVSegmentDataset(Dataset):
+    balanced_epochs = True
+
+    def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
+        from preprocessing.audio import segments
+        from preprocessing.av import read_track_info
+
+        from .config import input_hw
+
+        self.work, self.cfg, self.train, self.seed = WorkDir(work_dir), cfg, bool(train), int(seed)
+        self.height, self.width = input_hw(cfg)
+        self.mean = np.asarray(cfg["normalize"]["mean"], np.float32)
+        self.std = np.asarray(cfg["normalize"]["std"], np.float32)
+        d = cfg["data"]
+        self.frames_per_segment = int(d["seq_len"])
+        self.av_fake_prob = float(d["av_fake_prob"]) if self.train else 0.0
+        self.min_shift = float(d["av_min_shift"])
+        videos = df.drop_duplicates("video")
+        videos = videos[videos.fold != int(fold)] if self.train else videos[videos.fold == int(fold)]
+        self.videos: list[dict] = []
+        items = []
+        self.skipped: list[str] = []
+        for row in videos.itertuples():
+            wav = self.work.root / "audio" / f"{row.video}.wav"
+            track = self.work.root / "tracks" / f"{row.video}.json"
+            if not (wav.is_file() and track.is_file()):
+                self.skipped.append(row.video)  # no audio (step 1 --av noted it) or not extracted
+                continue
+            info = read_track_info(track)
+            times, margin = np.asarray(info["times"], dtype=np.float64), float(info["margin"])
+            if abs(margin - float(cfg["margin"])) > 1e-4:
+                raise ValueError(f"{track}: the face track was cut with margin {margin:g}, the config says "
+                                 f"{cfg['margin']}: set 'margin' to the step's --av-margin (or re-run it)")
+            _, duration = _video_mfcc(str(wav))
+            segs = segments(times.astype(np.float64), duration, length=SEGMENT_S,
+                            frames_per_segment=self.frames_per_segment)
+            if not segs:
+                self.skipped.append(row.video)  # shorter than one segment
+                continue
+            k = len(self.videos)
+            self.videos.append({"video": row.video, "label": int(row.label), "wav": str(wav), "track": str(track),
+                                "duration": duration})
+            items += [(k, s.start, tuple(s.frames)) for s in segs]
+        self.items = items
+        self.labels = np.array([self.videos[k]["label"] for k, _, _ in items], dtype=np.int64)
+        self._real_videos = [k for k, v in enumerate(self.videos) if v["label"] == 0]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # -- epochs
+    def default_epoch_size(self) -> int:
+        return 2 * max(int((self.labels == 0).sum()), int((self.labels == 1).sum()), 1)
+
+    def epoch_indices(self, epoch: int, num_samples: int | None = None, seed: int | None = None) -> list[int]:
+        """Half REAL, half FAKE segments (av_fake_prob of the FAKE half: REAL segments with
+        the wrong audio, all of it when there are no FAKE videos), shuffled; a pure function
+        of (seed, epoch)."""
+        from .datasets import _draw
+
+        num_samples = self.default_epoch_size() if num_samples is None else int(num_samples)
+        rng = np.random.default_rng([self.seed if seed is None else int(seed), int(epoch), 11])
+        real, fake = np.flatnonzero(self.labels == 0), np.flatnonzero(self.labels == 1)
+        if len(real) == 0:
+            raise ValueError("no REAL segment with audio in this split: cannot balance real and fake")
+        n_fake = num_samples // 2
+        share = 1.0 if len(fake) == 0 else self.av_fake_prob
+        if share == 0 and len(fake) == 0:
+            raise ValueError("no FAKE segment with audio in this split (data.av_fake_prob makes some from reals)")
+        n_av = int((rng.random(n_fake) < share).sum())
+        n = len(self.items)
+        picks = [_draw(rng, real, num_samples - n_fake), _draw(rng, real, n_av) + FORCE_AV_FAKE * n,
+                 _draw(rng, fake, n_fake - n_av) if n_fake > n_av else np.zeros(0, np.int64)]
+        return rng.permutation(np.concatenate(picks)).tolist()
+
+    # -- items
+    def _item_rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(torch.initial_seed() % 2**32), index])
+
+    def wrong_audio(self, k: int, start: float, rng: np.random.Generator) -> tuple[str, float, str]:
+        """(wav, start, kind) of a wrong sound for video k's segment at `start`: its own audio
+        shifted by >= min_shift s (when the video is long enough), else another REAL video's."""
+        v = self.videos[k]
+        room = [t for t in np.arange(0.0, v["duration"] - SEGMENT_S + 1e-6, 0.1) if abs(t - start) >= self.min_shift]
+        others = [j for j in self._real_videos if j != k]
+        if room and (not others or rng.random() < 0.5):
+            return v["wav"], float(rng.choice(room)), "shift"
+        if not others:
+            raise ValueError(f"{v['video']}: too short to shift its audio by {self.min_shift} s and no other "
+                             f"REAL video to take audio from")
+        j = int(rng.choice(others))
+        latest = max(0.0, self.videos[j]["duration"] - SEGMENT_S)
+        return self.videos[j]["wav"], float(rng.uniform(0, latest)), "swap"
+
+    def faces(self, k: int, frames: tuple[int, ...]) -> torch.Tensor:
+        track, _ = _track(self.videos[k]["track"])
+        out = []
+        for i in frames:
+            im = track[min(i, len(track) - 1)]
+            if im.shape[:2] != (self.height, self.width):
+                im = cv2.resize(im, (self.width, self.height),
+                                interpolation=cv2.INTER_AREA if im.shape[0] > self.height else cv2.INTER_LINEAR)
+            out.append(im)
+        x = (np.stack(out).astype(np.float32) / 255.0 - self.mean) / self.std
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.get_item(int(index))
+
+    def get_item(self, index: int, rng: np.random.Generator | None = None) -> dict:
+        mode, item = divmod(int(index), len(self.items))
+        k, start, frames = self.items[item]
+        v = self.videos[k]
+        label, wav, audio_start, kind = v["label"], v["wav"], start, "own"
+        if mode == FORCE_AV_FAKE:
+            rng = rng or self._item_rng(index)
+            wav, audio_start, kind = self.wrong_audio(k, start, rng)
+            label = 1
+        feats, _ = _video_mfcc(wav)
+        audio = torch.from_numpy(mfcc_window(feats, audio_start)).unsqueeze(0).float()  # (1, 13, 100)
+        return {"image": self.faces(k, frames), "audio": audio, "label": torch.tensor(float(label)),
+                "video": v["video"], "file": f"{v['video']}@{start:.2f}s", "segment": float(start), "audio_kind": kind}
+
+
+def video_mds(videos: list[str], distances: list[float]) -> tuple[list[str], np.ndarray]:
+    """(videos in first-seen order, their MDS: the mean segment distance)."""
+    per: dict[str, list[float]] = {}
+    for v, d in zip(videos, distances):
+        per.setdefault(v, []).append(float(d))
+    return list(per), np.array([np.mean(x) for x in per.values()])
+
+
+def fit_calibration(mds: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(a, b) of P(FAKE) = sigmoid(a (MDS - b)), a logistic fit on validation videos (a >= 0:
+    more dissonance never means more real); the midpoint of the class means when one class
+    is missing or the fit degenerates."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels).astype(int)
+    if len(set(labels.tolist())) < 2:
+        return 10.0, float(np.mean(mds)) if len(mds) else 0.5
+    lr = LogisticRegression(C=100.0).fit(np.asarray(mds).reshape(-1, 1), labels)
+    a = float(lr.coef_[0, 0])
+    if not math.isfinite(a) or a <= 1e-6:
+        return 10.0, float((mds[labels == 0].mean() + mds[labels == 1].mean()) / 2)
+    return a, float(-lr.intercept_[0] / a)

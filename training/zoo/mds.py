@@ -1,0 +1,130 @@
+"""Audio-visual dissonance (Chugh et al., "Not made for each other", ACM MM 2020).
+
+Per 1-second segment, a visual stream embeds the face crops (a 3D CNN, torchvision's
+r3d_18, random init) and an audio stream embeds the segment's MFCCs (a SyncNet-style 2D
+CNN); the Euclidean distance between the two embeddings is the segment's dissonance.
+Training pulls a real segment's embeddings together and pushes a fake's apart beyond a
+margin (contrastive loss), plus a cross-entropy head on each stream (the paper's 1:1:1).
+A video's Modality Dissonance Score (MDS) is the mean distance over its segments; the
+per-segment distances localise the manipulated stretch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAPER_MARGIN = 0.99  # the paper's contrastive margin
+
+
+@dataclass
+class MDSOutput:
+    distance: torch.Tensor      # (B,) Euclidean distance of the L2-normalised embeddings, in [0, 2]
+    video_logit: torch.Tensor   # (B,) the visual stream's fake logit
+    audio_logit: torch.Tensor   # (B,) the audio stream's fake logit
+    video_embedding: torch.Tensor
+    audio_embedding: torch.Tensor
+
+
+def _projection(width: int, hidden: int, embedding: int) -> nn.Sequential:
+    """The paper's fc layers: Linear -> BN -> ReLU -> Linear (4096 and 1024 there)."""
+    return nn.Sequential(nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, embedding))
+
+
+def _head(embedding: int) -> nn.Sequential:
+    """The paper's per-stream classifier: BN -> Dropout 0.5 -> Linear (one fake logit here,
+    the same as its two-way softmax)."""
+    return nn.Sequential(nn.BatchNorm1d(embedding), nn.Dropout(0.5), nn.Linear(embedding, 1))
+
+
+class AudioStream(nn.Module):
+    """MFCCs (B, 1, 13, W) -> features (B, C): SyncNet-style conv blocks, pooled."""
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        c = channels
+
+        def block(i, o, pool):
+            layers = [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+            return layers + ([nn.MaxPool2d(pool)] if pool else [])
+
+        self.net = nn.Sequential(*block(1, c, (1, 2)), *block(c, 2 * c, (2, 2)), *block(2 * c, 4 * c, (2, 2)),
+                                 *block(4 * c, 4 * c, None), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = 4 * c
+
+    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        return self.net(mfcc)
+
+
+class VisualStream(nn.Module):
+    """Face crops (B, T, 3, H, W) -> features (B, 512): torchvision's r3d_18 without its fc."""
+
+    def __init__(self, pretrained: bool = False):
+        super().__init__()
+        from torchvision.models.video import R3D_18_Weights, r3d_18
+
+        self.net = r3d_18(weights=R3D_18_Weights.KINETICS400_V1 if pretrained is True else None)
+        self.num_features = self.net.fc.in_features
+        self.net.fc = nn.Identity()
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        if clip.dim() != 5:
+            raise ValueError(f"expected face crops (B, T, 3, H, W), got shape {tuple(clip.shape)}")
+        return self.net(clip.transpose(1, 2))  # torchvision's video models take (B, 3, T, H, W)
+
+
+class DissonanceNet(nn.Module):
+    """(face crops (B, T, 3, H, W), MFCCs (B, 1, 13, W)) of a segment -> MDSOutput.
+
+    `calibration` (a, b; buffers saved with the weights) maps a video's MDS to
+    P(FAKE) = sigmoid(a * (MDS - b)); training fits it on the validation fold.
+    """
+
+    def __init__(self, encoder: str = "r3d_18", pretrained=False, dropout: float = 0.5, embedding: int = 1024,
+                 hidden: int = 4096, audio_channels: int = 64, margin: float = PAPER_MARGIN,
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        if encoder != "r3d_18":
+            raise ValueError(f"DissonanceNet's visual stream is torchvision's r3d_18, got encoder {encoder!r}")
+        self.encoder_name = encoder
+        self.margin = float(margin)  # the contrastive loss's (the model's `model.margin` config key)
+        self.video = VisualStream(pretrained)
+        self.audio = AudioStream(audio_channels)
+        self.video_proj = _projection(self.video.num_features, hidden, embedding)
+        self.audio_proj = _projection(self.audio.num_features, hidden, embedding)
+        self.video_head, self.audio_head = _head(embedding), _head(embedding)
+        if dropout != 0.5:
+            for head in (self.video_head, self.audio_head):
+                head[1].p = dropout
+        self.register_buffer("calibration", torch.tensor([10.0, 0.5]))  # a, b: refitted on validation
+
+    def forward(self, clip: torch.Tensor, mfcc: torch.Tensor) -> MDSOutput:
+        v = F.normalize(self.video_proj(self.video(clip)).float(), dim=1)
+        a = F.normalize(self.audio_proj(self.audio(mfcc)).float(), dim=1)
+        return MDSOutput(distance=(v - a).norm(dim=1), video_logit=self.video_head(v).squeeze(1).float(),
+                         audio_logit=self.audio_head(a).squeeze(1).float(), video_embedding=v, audio_embedding=a)
+
+    def probability(self, mds: torch.Tensor) -> torch.Tensor:
+        """P(FAKE) of a video from its MDS, with the fitted calibration."""
+        a, b = self.calibration
+        return torch.sigmoid(a * (mds - b))
+
+
+def contrastive_loss(distance: torch.Tensor, fake: torch.Tensor, margin: float = PAPER_MARGIN) -> torch.Tensor:
+    """The paper's loss (y = 1 for a real segment): y d^2 + (1 - y) max(margin - d, 0)^2,
+    averaged: a real segment's embeddings are pulled together, a fake's pushed apart."""
+    real = 1.0 - fake.float().reshape(-1)
+    d = distance.float().reshape(-1)
+    return (real * d.pow(2) + (1 - real) * F.relu(margin - d).pow(2)).mean()
+
+
+def mds_loss(out: MDSOutput, fake: torch.Tensor, margin: float = PAPER_MARGIN,
+             weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Contrastive + the two streams' cross-entropies, weighted (the paper: 1:1:1)."""
+    y = fake.float().reshape(-1)
+    return (weights[0] * contrastive_loss(out.distance, y, margin)
+            + weights[1] * F.binary_cross_entropy_with_logits(out.video_logit, y)
+            + weights[2] * F.binary_cross_entropy_with_logits(out.audio_logit, y))
