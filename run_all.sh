@@ -14,6 +14,8 @@
 #              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
 #   FOLDS      validation folds to train ["0"]
 #   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", the others "0"; CPU: "0"]
+#              add mds_cpu (CPU) or mds (GPU) for the audio-visual dissonance model: step 1 then also
+#              extracts sound and face tracks (--av, AV_SIZE [96; 224 with mds])
 #   MOS_CONFIGS  realism (MOS) configs, trained when folds.csv has a mos column (metadata "mos" keys)
 #              [GPU: VRA's "mos_convnext mos_eva"; CPU: "mos_cpu"; "" = none]; their ensemble goes to
 #              WEIGHTS_DIR/ensemble_mos.txt    MOS_WEIGHTS  its member weights [GPU: VRA's "0.75 0.25"]
@@ -132,7 +134,12 @@ fi
 echo "[run_all] DATA_DIR=$DATA_DIR WORK_DIR=$WORK_DIR CONFIGS='$CONFIGS' FOLDS='$FOLDS' SEEDS='${SEEDS:-default}' NUM_GPUS=$NUM_GPUS"
 COMMON=(--data-dir "$DATA_DIR" --work-dir "$WORK_DIR" --workers "$WORKERS" ${EXTRA_ARGS:-})
 python 0_detect_faces.py "${COMMON[@]}" --frame-step "$FRAME_STEP"
-python 1_extract_crops.py "${COMMON[@]}" --clip-len "$CLIP_LEN"
+AV_ARGS=()  # a dissonance config (mds, mds_cpu) needs each video's sound and face track (step 1 --av)
+case " $CONFIGS " in
+    *" mds "*) AV_ARGS=(--av --av-size "${AV_SIZE:-224}") ;;
+    *" mds_"*) AV_ARGS=(--av --av-size "${AV_SIZE:-96}") ;;
+esac
+python 1_extract_crops.py "${COMMON[@]}" --clip-len "$CLIP_LEN" "${AV_ARGS[@]}"
 python 2_generate_landmarks.py "${COMMON[@]}"
 python 3_generate_diffs.py "${COMMON[@]}"
 python 4_generate_folds.py "${COMMON[@]}" --folds "$NUM_FOLDS"

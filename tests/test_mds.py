@@ -1,5 +1,6 @@
 """Audio-visual dissonance (Chugh et al., MDS): the model, its loss, calibration and config."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,100 @@ def test_fingerprint_covers_both_streams():
     with pytest.raises(fingerprint.FingerprintError):
         fingerprint.verify(net, cfg, record, "x")
     assert math.isfinite(record["logits"][0])
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def av_work(tmp_path_factory):
+    """The sample with sound (mouths driven by it) and wrong-sound fakes, steps 0, 1 --av and 4."""
+    from conftest import make_opts
+    from preprocessing.av import extract_av
+    from preprocessing.crops import extract_crops
+    from preprocessing.faces import detect_faces
+    from preprocessing.folds import generate_folds
+    from preprocessing.sample_data import generate_sample_dataset
+
+    data, work = tmp_path_factory.mktemp("av_data"), tmp_path_factory.mktemp("av_work")
+    generate_sample_dataset(data, folders=2, reals=2, fakes=1, seconds=2.2, size=(192, 144), seed=4, audio=True,
+                            av_fakes=1)
+    opts = make_opts(data, work)
+    detect_faces(opts)
+    extract_crops(opts)
+    av = extract_av(opts, size=48)
+    generate_folds(opts, folds=2, group_by="original")
+    return data, work, av
+
+
+@pytest.mark.slow
+def test_av_step_writes_sound_and_face_tracks(av_work):
+    from preprocessing.audio import read_wav
+    from preprocessing.av import load_track, read_track_info
+
+    data, work, av = av_work
+    assert av.failed == 0 and av.done == 10 and av.noted == 0
+    wav = sorted((work / "audio").rglob("*.wav"))
+    tracks = sorted((work / "tracks").rglob("*.json"))
+    assert len(wav) == len(tracks) == 10
+    signal, rate = read_wav(wav[0])
+    assert rate == 16000 and abs(len(signal) / rate - 2.2) < 0.1
+    frames, times = load_track(tracks[0])
+    assert frames.shape[1:] == (48, 48, 3) and len(frames) == len(times) == 33
+    assert read_track_info(tracks[0])["margin"] == pytest.approx(0.15)
+    np.testing.assert_allclose(np.diff(times), 1 / 15, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_mds_trains_and_joins_a_detection_ensemble_abstaining_without_sound(av_work, sample_work, sample_dir,
+                                                                              tmp_path):
+    import json as jsonlib
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from inference.predictor import predict_videos
+    from test_train import tiny
+    from training.datasets import load_folds
+    from training.engine import model_from_checkpoint, train
+    from training.av_data import AVSegmentDataset
+
+    data, work, _ = av_work
+    cfg = mds_cfg(batches_per_epoch=2, optimizer={"batch_size": 4})
+    ds = AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=cfg)
+    assert len(ds) >= 10 and not ds.skipped
+    item = ds.get_item(0)
+    assert item["image"].shape == (4, 3, 32, 32) and item["audio"].shape == (1, 13, 100)
+    real = int(np.flatnonzero(ds.labels == 0)[0])
+    forced = ds.get_item(real + len(ds), np.random.default_rng(0))  # a REAL segment with the wrong sound
+    assert float(forced["label"]) == 1 and forced["audio_kind"] in ("shift", "swap")
+    assert not torch.equal(forced["audio"], ds.get_item(real)["audio"])
+
+    result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
+    h = result.history[0]
+    assert h["segments"] > 0 and {"mds_real", "calibration", "auc"} <= set(h)
+    model, _ = model_from_checkpoint(result.best)
+    assert model.calibration.tolist() == pytest.approx(h["calibration"], rel=1e-5)
+
+    frame = train(tiny(), sample_work[0], fold=0, weights_dir=tmp_path / "f", progress=False).best
+    test = tmp_path / "test"
+    test.mkdir()
+    shutil.copy(sorted(data.rglob("*.mp4"))[0], test / "sound.mp4")
+    shutil.copy(sorted(sample_dir.rglob("*.mp4"))[0], test / "silent.mp4")  # the plain sample has no sound
+    pred = predict_videos([(p.name, p) for p in sorted(test.iterdir())], [frame, result.best], progress=False,
+                          details=True, num_frames=4)
+    assert not pred.errors and len(pred.rows) == 2
+    details = pred.details["silent.mp4"]["models"]
+    av_name = Path(result.best).stem
+    assert details[av_name]["video_score"] is None and details[av_name]["abstained"] == "no sound"
+    sound = pred.details["sound.mp4"]["models"][av_name]
+    assert sound["mds"] is not None and len(sound["segments"]) == 2
+    assert [s["start"] for s in sound["segments"]] == [0.0, 1.0]
+    # the ensemble's score of a silent video is the frame model's alone
+    alone = predict_videos([("silent.mp4", test / "silent.mp4")], [frame], progress=False, num_frames=4)
+    assert dict(pred.rows)["silent.mp4"] == pytest.approx(alone.rows[0][1])
+
+    proc = subprocess.run([sys.executable, "6_predict.py", str(test / "sound.mp4"), "--models", str(frame),
+                           str(result.best), "--json", "--frames", "4"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = jsonlib.loads(proc.stdout.splitlines()[0])
+    assert len(line["models"][av_name]["segments"]) == 2  # the per-second dissonance (localisation)
