@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+# This file is named av.py (issue #11): its folder must not shadow PyAV's `import av`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
