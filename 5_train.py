@@ -11,6 +11,23 @@ from pathlib import Path
 from training.config import ConfigError, load_config
 
 
+def summary_line(cfg: dict, fold: int, result) -> str:
+    """One line on the run: the last epoch's selection score and the epoch saved as _best
+    (balanced log loss for a detector, RMSE for a realism model)."""
+    from training.engine import describe_metrics, selection_score
+
+    name = "rmse" if cfg["task"] == "mos" else "balanced_log_loss"
+
+    def score(m: dict) -> float:  # histories resumed from before balanced log loss have log loss only
+        return selection_score(cfg, m) if name in m else m.get("log_loss", float("inf"))
+
+    h = result.history[-1]
+    best = min(result.history, key=score)  # the epoch saved as _best
+    described = describe_metrics(best) if name in best else f"val_log_loss {score(best):.4f}"
+    return (f"[5_train] {cfg['name']} fold {fold}: {len(result.history)} epochs, last val {name} "
+            f"{score(h):.4f}, best epoch {best.get('epoch', '?')}: {described} -> {result.best}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, type=Path)
@@ -47,12 +64,7 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.history:
-        h = result.history[-1]
-        key = "balanced_log_loss" if all("balanced_log_loss" in x for x in result.history) else "log_loss"
-        best = min(result.history, key=lambda x: x[key])  # the epoch saved as _best
-        print(f"[5_train] {cfg['name']} fold {a.fold}: {len(result.history)} epochs, last val {key} "
-              f"{h[key]:.4f}, best {best[key]:.4f} (epoch {best.get('epoch', '?')}, log loss {best['log_loss']:.4f}, "
-              f"AUC {best.get('auc', float('nan')):.4f}) -> {result.best}")
+        print(summary_line(cfg, a.fold, result))
     return 0
 
 

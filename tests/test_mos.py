@@ -253,3 +253,31 @@ def test_mos_model_trains_predicts_and_refuses_to_mix(sample_work, sample_dir, t
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1 and "cannot be mixed" in proc.stderr and not (tmp_path / "mixed.csv").exists()
     json.dumps(h)  # the metrics are plain numbers (history goes into JSON logs)
+
+
+def _train_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_step", REPO / "5_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_5_train_summary_picks_the_best_epoch_by_rmse_for_mos_and_log_loss_for_detection():
+    from types import SimpleNamespace
+
+    step = _train_script()
+    mos = [{"epoch": 0, "rmse": 0.9, "plcc": 0.1, "srcc": 0.2, "mae": 0.8},
+           {"epoch": 1, "rmse": 0.4, "plcc": 0.7, "srcc": 0.8, "mae": 0.3},
+           {"epoch": 2, "rmse": 0.6, "plcc": 0.6, "srcc": 0.7, "mae": 0.5}]
+    line = step.summary_line({"task": "mos", "name": "m"}, 0, SimpleNamespace(history=mos, best="b.pt"))
+    assert "last val rmse 0.6000" in line and "best epoch 1: val_rmse 0.4000" in line and "srcc 0.8000" in line
+    det = [{"epoch": 0, "balanced_log_loss": 0.5, "log_loss": 0.4, "auc": 0.9},
+           {"epoch": 1, "balanced_log_loss": 0.6, "log_loss": 0.3, "auc": 0.8}]
+    line = step.summary_line({"task": "detect", "name": "d"}, 1, SimpleNamespace(history=det, best="b.pt"))
+    assert "fold 1" in line and "best epoch 0: val_balanced_log_loss 0.5000" in line
+    # a history resumed from before the balanced log loss existed: its log loss decides
+    old = [{"epoch": 0, "log_loss": 0.7}, {"epoch": 1, "log_loss": 0.5}]
+    line = step.summary_line({"task": "detect", "name": "d"}, 0, SimpleNamespace(history=old, best="b.pt"))
+    assert "best epoch 1: val_log_loss 0.5000" in line
