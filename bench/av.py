@@ -97,7 +97,7 @@ def main() -> int:
     t0 = time.time()
     if not (data / ".complete").exists():
         shutil.rmtree(data, ignore_errors=True)
-        generate_sample_dataset(data, folders=2, reals=4, fakes=0, seconds=3.0, seed=a.seed, audio=True,
+        generate_sample_dataset(data, folders=4, reals=4, fakes=0, seconds=3.0, seed=a.seed, audio=True,
                                 av_fakes=2, prefix="sample_av")
         tv = load_dataset(a.train_videos)
         reals = [(v.path, v.id.replace("/", "__") + v.path.suffix) for v in tv.videos

@@ -7,11 +7,13 @@ resized to the config's size and normalised, and the MFCCs of the same second (1
 python_speech_features, cepstral mean and variance normalised over the video). Its label
 is the video's. Videos without audio (no track was written) are left out.
 
-Epochs are real/fake balanced by segments. With `data.av_fake_prob` (training only, a
-documented option beyond the paper) that share of the FAKE half is made from REAL
-segments by giving them the wrong sound: the same video's audio shifted by at least
-`data.av_min_shift` seconds, or another REAL video's audio; real videos are an unlimited
-supply of such negatives.
+Epochs are real/fake balanced by segments. With `data.av_fake_prob` (a documented option
+beyond the paper) that share of the FAKE half is made from REAL segments by giving them
+the wrong sound: the same video's audio shifted by at least `data.av_min_shift` seconds,
+or another REAL video's audio; real videos are an unlimited supply of such negatives.
+Such a segment is a FAKE pair of two real streams: its `stream_label` (the per-stream
+cross-entropies' target) is 0. Validation then also scores every REAL segment with a
+wrong sound (seeded per item), as a FAKE video "{video}+wrong_audio" of its own.
 """
 from __future__ import annotations
 
@@ -103,9 +105,14 @@ class AVSegmentDataset(Dataset):
         self.items = items
         self.labels = np.array([self.videos[k]["label"] for k, _, _ in items], dtype=np.int64)
         self._real_videos = [k for k, v in enumerate(self.videos) if v["label"] == 0]
+        # validation with av_fake_prob: every REAL segment once more with a wrong sound (seeded
+        # per item), scored as a FAKE video of its own, "{video}+wrong_audio"
+        self.order = list(range(len(items)))
+        if not self.train and float(d["av_fake_prob"]) > 0 and len(self._real_videos) > 1:
+            self.order += [i + FORCE_AV_FAKE * len(items) for i in np.flatnonzero(self.labels == 0)]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.order)
 
     # -- epochs
     def default_epoch_size(self) -> int:
@@ -164,21 +171,28 @@ class AVSegmentDataset(Dataset):
         return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
 
     def __getitem__(self, index: int) -> dict:
-        return self.get_item(int(index))
+        if self.train:
+            return self.get_item(int(index))  # the epoch's indices carry their mode
+        index = self.order[int(index)]
+        return self.get_item(index, np.random.default_rng([self.seed, 17, index]))
 
     def get_item(self, index: int, rng: np.random.Generator | None = None) -> dict:
         mode, item = divmod(int(index), len(self.items))
         k, start, frames = self.items[item]
         v = self.videos[k]
-        label, wav, audio_start, kind = v["label"], v["wav"], start, "own"
+        label, wav, audio_start, kind, name = v["label"], v["wav"], start, "own", v["video"]
+        stream_label = label
         if mode == FORCE_AV_FAKE:
             rng = rng or self._item_rng(index)
             wav, audio_start, kind = self.wrong_audio(k, start, rng)
-            label = 1
+            label, stream_label = 1, 0  # a fake pair of a real face and a real voice
+            if not self.train:
+                name = f"{name}+wrong_audio"
         feats, _ = _video_mfcc(wav)
         audio = torch.from_numpy(mfcc_window(feats, audio_start)).unsqueeze(0).float()  # (1, 13, 100)
         return {"image": self.faces(k, frames), "audio": audio, "label": torch.tensor(float(label)),
-                "video": v["video"], "file": f"{v['video']}@{start:.2f}s", "segment": float(start), "audio_kind": kind}
+                "stream_label": torch.tensor(float(stream_label)), "video": name,
+                "file": f"{name}@{start:.2f}s", "segment": float(start), "audio_kind": kind}
 
 
 def video_mds(videos: list[str], distances: list[float]) -> tuple[list[str], np.ndarray]:

@@ -513,7 +513,8 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 with autocast_context(cfg, d):
                     out = forward(model, batch, cfg, d)
                     if cfg["task"] == "av":
-                        loss = cfg["losses"]["MDS"] * mds_loss(out, target, margin=(model.module if d.enabled else model).margin)
+                        loss = cfg["losses"]["MDS"] * mds_loss(out, target, margin=(model.module if d.enabled else model).margin,
+                                                               stream_fake=batch.get("stream_label"))
                     elif teacher is not None:
                         loss = distill_loss(out, target, teacher, images, criterion, cfg)
                     else:

@@ -59,12 +59,37 @@ class AudioStream(nn.Module):
         return self.net(mfcc)
 
 
-class VisualStream(nn.Module):
-    """Face crops (B, T, 3, H, W) -> features (B, 512): torchvision's r3d_18 without its fc."""
+MOUTH_REGION = (0.5, 0.95, 0.2, 0.8)  # of a square face crop with step 1's --av-margin 0.15: mouth and chin
 
-    def __init__(self, pretrained: bool = False):
+
+def region_rows_cols(size: tuple[int, int], region) -> tuple[slice, slice]:
+    """(row slice, column slice) of `region` (top, bottom, left, right, fractions of the
+    crop) in an (H, W) crop; the whole crop when region is None."""
+    h, w = size
+    if region is None:
+        return slice(0, h), slice(0, w)
+    top, bottom, left, right = (float(v) for v in region)
+    if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+        raise ValueError(f"model.region must be [top, bottom, left, right] fractions with top < bottom and "
+                         f"left < right, got {list(region)}")
+    rows = slice(int(round(top * h)), max(int(round(top * h)) + 1, int(round(bottom * h))))
+    cols = slice(int(round(left * w)), max(int(round(left * w)) + 1, int(round(right * w))))
+    return rows, cols
+
+
+class VisualStream(nn.Module):
+    """Face crops (B, T, 3, H, W) -> features (B, 512): torchvision's r3d_18 without its fc,
+    on the whole crop or on `region` of it (SyncNet's mouth region: "mouth")."""
+
+    def __init__(self, pretrained: bool = False, region=None):
         super().__init__()
         from torchvision.models.video import R3D_18_Weights, r3d_18
+
+        if isinstance(region, str) and region != "mouth":
+            raise ValueError(f"model.region must be null (the whole face), \"mouth\" or [top, bottom, left, right], "
+                             f"got {region!r}")
+        self.region = MOUTH_REGION if region == "mouth" else (tuple(region) if region is not None else None)
+        region_rows_cols((100, 100), self.region)  # validates it
 
         self.net = r3d_18(weights=R3D_18_Weights.KINETICS400_V1 if pretrained is True else None)
         self.num_features = self.net.fc.in_features
@@ -73,25 +98,28 @@ class VisualStream(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if clip.dim() != 5:
             raise ValueError(f"expected face crops (B, T, 3, H, W), got shape {tuple(clip.shape)}")
-        return self.net(clip.transpose(1, 2))  # torchvision's video models take (B, 3, T, H, W)
+        rows, cols = region_rows_cols(clip.shape[-2:], self.region)
+        return self.net(clip[..., rows, cols].transpose(1, 2))  # torchvision's video models take (B, 3, T, H, W)
 
 
 class DissonanceNet(nn.Module):
     """(face crops (B, T, 3, H, W), MFCCs (B, 1, 13, W)) of a segment -> MDSOutput.
 
+    `region` (None: the whole face, as the paper; "mouth" or [top, bottom, left, right]
+    fractions: the visual stream sees that part of the crop only, SyncNet's choice).
     `calibration` (a, b; buffers saved with the weights) maps a video's MDS to
     P(FAKE) = sigmoid(a * (MDS - b)); training fits it on the validation fold.
     """
 
     def __init__(self, encoder: str = "r3d_18", pretrained=False, dropout: float = 0.5, embedding: int = 1024,
                  hidden: int = 4096, audio_channels: int = 64, margin: float = PAPER_MARGIN,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, region=None):
         super().__init__()
         if encoder != "r3d_18":
             raise ValueError(f"DissonanceNet's visual stream is torchvision's r3d_18, got encoder {encoder!r}")
         self.encoder_name = encoder
         self.margin = float(margin)  # the contrastive loss's (the model's `model.margin` config key)
-        self.video = VisualStream(pretrained)
+        self.video = VisualStream(pretrained, region)
         self.audio = AudioStream(audio_channels)
         self.video_proj = _projection(self.video.num_features, hidden, embedding)
         self.audio_proj = _projection(self.audio.num_features, hidden, embedding)
@@ -122,9 +150,17 @@ def contrastive_loss(distance: torch.Tensor, fake: torch.Tensor, margin: float =
 
 
 def mds_loss(out: MDSOutput, fake: torch.Tensor, margin: float = PAPER_MARGIN,
-             weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
-    """Contrastive + the two streams' cross-entropies, weighted (the paper: 1:1:1)."""
+             weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+             stream_fake: torch.Tensor | None = None) -> torch.Tensor:
+    """Contrastive + the two streams' cross-entropies, weighted (the paper: 1:1:1).
+
+    `fake` is the segment's pairing label (the contrastive target); `stream_fake` the
+    streams' own label for the cross-entropies, `fake` when not given (the paper: a
+    DFDC video's label). A real segment given the wrong sound (`data.av_fake_prob`) is a
+    fake pair of two real streams: stream_fake 0, or the stream heads would be taught that
+    a real face and a real voice are fake."""
     y = fake.float().reshape(-1)
+    s = y if stream_fake is None else stream_fake.float().reshape(-1).to(y.device)
     return (weights[0] * contrastive_loss(out.distance, y, margin)
-            + weights[1] * F.binary_cross_entropy_with_logits(out.video_logit, y)
-            + weights[2] * F.binary_cross_entropy_with_logits(out.audio_logit, y))
+            + weights[1] * F.binary_cross_entropy_with_logits(out.video_logit, s)
+            + weights[2] * F.binary_cross_entropy_with_logits(out.audio_logit, s))
