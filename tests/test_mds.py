@@ -63,6 +63,30 @@ def test_mouth_region_is_the_lower_middle_of_the_crop_and_bad_regions_are_refuse
             tiny_net(region=bad)
 
 
+def test_time_steps_keep_the_time_axis_in_both_streams():
+    """model.time_steps T: r3d_18's layers 2-4 stride over space only and both streams pool
+    to T steps, so features are (B, C * T) in temporal order; null pools over time (the paper)."""
+    pooled, timed = tiny_net().eval(), tiny_net(time_steps=4).eval()
+    clip, audio = torch.randn(2, 4, 3, 32, 32), torch.randn(2, 1, 13, 100)
+    assert pooled.video(clip).shape == (2, 512) and pooled.audio(audio).shape == (2, 32)
+    assert timed.video(clip).shape == (2, 512 * 4) and timed.audio(audio).shape == (2, 32 * 4)
+    for layer in (timed.video.net.layer2, timed.video.net.layer3, timed.video.net.layer4):
+        assert layer[0].conv1[0].stride == (1, 2, 2) and layer[0].downsample[0].stride == (1, 2, 2)
+    assert pooled.video.net.layer2[0].conv1[0].stride == (2, 2, 2)
+    # the audio features of the first half of the second come from its first half of MFCCs only
+    # (up to the receptive field at the middle): changing the last quarter leaves step 0 alone
+    later = audio.clone()
+    later[..., 75:] = torch.randn(2, 1, 13, 25)
+    with torch.no_grad():
+        f, g = timed.audio(audio).view(2, 32, 4), timed.audio(later).view(2, 32, 4)
+    torch.testing.assert_close(f[..., 0], g[..., 0])
+    assert not torch.allclose(f[..., 3], g[..., 3])
+    assert timed(clip, audio).distance.shape == (2,)
+    for bad in (0, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="model.time_steps"):
+            tiny_net(time_steps=bad)
+
+
 def test_contrastive_loss_against_hand_values():
     d = torch.tensor([0.2, 0.5, 1.5])
     fake = torch.tensor([0.0, 1.0, 1.0])
@@ -242,6 +266,17 @@ def test_mds_trains_and_joins_a_detection_ensemble_abstaining_without_sound(av_w
     forced = ds.get_item(real + len(ds), np.random.default_rng(0))  # a REAL segment with the wrong sound
     assert float(forced["label"]) == 1 and forced["audio_kind"] in ("shift", "swap")
     assert not torch.equal(forced["audio"], ds.get_item(real)["audio"])
+    assert float(forced["stream_label"]) == 0 and float(ds.get_item(real)["stream_label"]) == 0  # real streams
+    # validation scores every REAL segment once more with a wrong sound, as a FAKE video of its own, seeded
+    vals = [AVSegmentDataset(work, load_folds(work), fold=f, train=False, cfg=cfg) for f in (0, 1)]
+    val = max(vals, key=lambda v: len(v._real_videos))
+    assert len(val._real_videos) > 1
+    n = len(val.items)
+    assert len(val) == n + int((val.labels == 0).sum())
+    clones = [val[i] for i in range(n, len(val))]
+    assert all(c["video"].endswith("+wrong_audio") and float(c["label"]) == 1 and float(c["stream_label"]) == 0
+               for c in clones)
+    assert torch.equal(val[n]["audio"], clones[0]["audio"])  # the same wrong sound every epoch
 
     result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
     h = result.history[0]

@@ -40,20 +40,33 @@ def _head(embedding: int) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm1d(embedding), nn.Dropout(0.5), nn.Linear(embedding, 1))
 
 
-class AudioStream(nn.Module):
-    """MFCCs (B, 1, 13, W) -> features (B, C): SyncNet-style conv blocks, pooled."""
+def _check_time_steps(time_steps) -> int | None:
+    if time_steps is None:
+        return None
+    if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:
+        raise ValueError(f"model.time_steps must be null (pool over time, as the paper) or an integer >= 1, "
+                         f"got {time_steps!r}")
+    return time_steps
 
-    def __init__(self, channels: int = 64):
+
+class AudioStream(nn.Module):
+    """MFCCs (B, 1, 13, W) -> features (B, C): SyncNet-style conv blocks, pooled; with
+    `time_steps` T the time axis is kept, pooled to T steps (B, C * T), so the embedding
+    knows WHEN each sound came, not only which sounds the second held."""
+
+    def __init__(self, channels: int = 64, time_steps: int | None = None):
         super().__init__()
         c = channels
+        self.time_steps = _check_time_steps(time_steps)
 
         def block(i, o, pool):
             layers = [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
             return layers + ([nn.MaxPool2d(pool)] if pool else [])
 
         self.net = nn.Sequential(*block(1, c, (1, 2)), *block(c, 2 * c, (2, 2)), *block(2 * c, 4 * c, (2, 2)),
-                                 *block(4 * c, 4 * c, None), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.num_features = 4 * c
+                                 *block(4 * c, 4 * c, None), nn.AdaptiveAvgPool2d((1, self.time_steps or 1)),
+                                 nn.Flatten())
+        self.num_features = 4 * c * (self.time_steps or 1)
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
         return self.net(mfcc)
@@ -79,9 +92,13 @@ def region_rows_cols(size: tuple[int, int], region) -> tuple[slice, slice]:
 
 class VisualStream(nn.Module):
     """Face crops (B, T, 3, H, W) -> features (B, 512): torchvision's r3d_18 without its fc,
-    on the whole crop or on `region` of it (SyncNet's mouth region: "mouth")."""
+    on the whole crop or on `region` of it (SyncNet's mouth region: "mouth").
 
-    def __init__(self, pretrained: bool = False, region=None):
+    With `time_steps` T the network keeps the time axis: its layers 2-4 stride over space
+    only (r3d_18 halves time in each, so 8 frames end as 1) and the pooling keeps T steps:
+    features (B, 512 * T) in temporal order, to be matched with the audio stream's."""
+
+    def __init__(self, pretrained: bool = False, region=None, time_steps: int | None = None):
         super().__init__()
         from torchvision.models.video import R3D_18_Weights, r3d_18
 
@@ -92,14 +109,22 @@ class VisualStream(nn.Module):
         region_rows_cols((100, 100), self.region)  # validates it
 
         self.net = r3d_18(weights=R3D_18_Weights.KINETICS400_V1 if pretrained is True else None)
-        self.num_features = self.net.fc.in_features
+        self.time_steps = _check_time_steps(time_steps)
+        self.num_features = self.net.fc.in_features * (self.time_steps or 1)
         self.net.fc = nn.Identity()
+        if self.time_steps:
+            for layer in (self.net.layer2, self.net.layer3, self.net.layer4):
+                block = layer[0]
+                block.conv1[0].stride = (1,) + tuple(block.conv1[0].stride[1:])
+                block.downsample[0].stride = (1,) + tuple(block.downsample[0].stride[1:])
+            self.net.avgpool = nn.AdaptiveAvgPool3d((self.time_steps, 1, 1))
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if clip.dim() != 5:
             raise ValueError(f"expected face crops (B, T, 3, H, W), got shape {tuple(clip.shape)}")
         rows, cols = region_rows_cols(clip.shape[-2:], self.region)
-        return self.net(clip[..., rows, cols].transpose(1, 2))  # torchvision's video models take (B, 3, T, H, W)
+        # torchvision's video models take (B, 3, T, H, W); the flatten after the pooling keeps (C, T) order
+        return self.net(clip[..., rows, cols].transpose(1, 2))
 
 
 class DissonanceNet(nn.Module):
@@ -107,20 +132,22 @@ class DissonanceNet(nn.Module):
 
     `region` (None: the whole face, as the paper; "mouth" or [top, bottom, left, right]
     fractions: the visual stream sees that part of the crop only, SyncNet's choice).
+    `time_steps` (None: each stream pools over time, as the paper; T: both keep T steps
+    of time in their features, so a segment's embedding can tell a shifted sound).
     `calibration` (a, b; buffers saved with the weights) maps a video's MDS to
     P(FAKE) = sigmoid(a * (MDS - b)); training fits it on the validation fold.
     """
 
     def __init__(self, encoder: str = "r3d_18", pretrained=False, dropout: float = 0.5, embedding: int = 1024,
                  hidden: int = 4096, audio_channels: int = 64, margin: float = PAPER_MARGIN,
-                 drop_path_rate: float = 0.0, region=None):
+                 drop_path_rate: float = 0.0, region=None, time_steps: int | None = None):
         super().__init__()
         if encoder != "r3d_18":
             raise ValueError(f"DissonanceNet's visual stream is torchvision's r3d_18, got encoder {encoder!r}")
         self.encoder_name = encoder
         self.margin = float(margin)  # the contrastive loss's (the model's `model.margin` config key)
-        self.video = VisualStream(pretrained, region)
-        self.audio = AudioStream(audio_channels)
+        self.video = VisualStream(pretrained, region, time_steps)
+        self.audio = AudioStream(audio_channels, time_steps)
         self.video_proj = _projection(self.video.num_features, hidden, embedding)
         self.audio_proj = _projection(self.audio.num_features, hidden, embedding)
         self.video_head, self.audio_head = _head(embedding), _head(embedding)
