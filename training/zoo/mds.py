@@ -85,9 +85,8 @@ def region_rows_cols(size: tuple[int, int], region) -> tuple[slice, slice]:
     if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
         raise ValueError(f"model.region must be [top, bottom, left, right] fractions with top < bottom and "
                          f"left < right, got {list(region)}")
-    rows = slice(int(round(top * h)), max(int(round(top * h)) + 1, int(round(bottom * h))))
-    cols = slice(int(round(left * w)), max(int(round(left * w)) + 1, int(round(right * w))))
-    return rows, cols
+    r0, c0 = round(top * h), round(left * w)
+    return slice(r0, max(r0 + 1, round(bottom * h))), slice(c0, max(c0 + 1, round(right * w)))
 
 
 class VisualStream(nn.Module):
