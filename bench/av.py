@@ -17,8 +17,8 @@ Two held-out tests, each scored end to end by 6_predict's pipeline with the chec
 - `auc_lipsync`: train-videos' lip-sync fakes against their folders' reals (hyperlips:
   HyperLips; sadtalker_video_lipsync: Wav2Lip, video-retalking, SadTalker variants),
   never trained on.
-Prints one JSON object with both AUCs, their video counts, and `train_s`. Target
-(issue #11): auc_shifted >= 0.9 on CPU.
+Prints one JSON object with both AUCs and balanced log losses, their video counts, and
+`train_s`. Target (issue #11): auc_shifted >= 0.9 on CPU.
 """
 import argparse
 import json
@@ -86,7 +86,7 @@ def main() -> int:
     from preprocessing.runner import StepOptions
     from preprocessing.sample_data import generate_sample_dataset
     from training.config import load_config
-    from training.engine import train
+    from training.engine import balanced_log_loss, train
 
     for d in (a.train_videos, a.dev_videos):
         if not d.is_dir():
@@ -135,8 +135,10 @@ def main() -> int:
     predict_s = (time.time() - t1) / max(1, len(shifted))
     scores = dict(pred.rows)
     with_sound = sum(1 for _ in (work / "audio").rglob("*.wav"))  # this run's or an earlier one's (cached)
+    shifted_probs = [scores[n] for n, _ in shifted]
     out = {"config": str(a.config), "videos_with_sound": with_sound,
-           "auc_shifted": round(auc(labels, [scores[n] for n, _ in shifted]), 4),
+           "auc_shifted": round(auc(labels, shifted_probs), 4),
+           "balanced_log_loss_shifted": round(balanced_log_loss(np.array(labels), np.array(shifted_probs)), 4),
            "shifted_videos": len(shifted), "shifted_abstained": sum(1 for e in pred.errors)}
 
     # held-out test 2: lip-sync fakes against their folders' reals
@@ -150,7 +152,9 @@ def main() -> int:
     pred = predict_videos(lip, [result.best], progress=False)
     scores = dict(pred.rows)
     probs = [scores[n] for n, _ in lip]
-    out.update({"auc_lipsync": round(auc(lip_labels, probs), 4), "lipsync_videos": len(lip),
+    out.update({"auc_lipsync": round(auc(lip_labels, probs), 4),
+                "balanced_log_loss_lipsync": round(balanced_log_loss(np.array(lip_labels), np.array(probs)), 4),
+                "lipsync_videos": len(lip),
                 "lipsync_fakes": int(sum(lip_labels)),
                 "auc_lipsync_per_folder": {f: round(auc([lip_labels[i] for i in ix], [probs[i] for i in ix]), 4)
                                            for f, ix in per_folder.items()}})
