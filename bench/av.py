@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Audio-visual dissonance (Chugh et al., MDS): train `mds_cpu`, score sound it never heard.
+"""Audio-visual dissonance (Chugh et al., MDS): train `mds_cpu` (or --config mds_sync_cpu), score sound it never heard.
 
     python bench/av.py [--config configs/mds_cpu.json] [--out /tmp/bench_av]
                        [--train-videos ../shared/data/train-videos] [--dev-videos ../shared/data/dev-videos]

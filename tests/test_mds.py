@@ -42,8 +42,10 @@ def test_two_streams_give_a_distance_and_a_logit_each_per_segment():
     assert bool(((out.distance >= 0) & (out.distance <= 2)).all())                # distances in [0, 2]
     with pytest.raises(ValueError, match="B, T, 3, H, W"):
         net(torch.randn(3, 3, 32, 32), torch.randn(3, 1, 13, 100))
-    with pytest.raises(ValueError, match="r3d_18"):
-        DissonanceNet("resnet18")
+    with pytest.raises(ValueError, match="time_steps"):
+        DissonanceNet("resnet18")  # a 2D encoder runs per frame: it must be told how many steps to keep
+    with pytest.raises(RuntimeError, match="Unknown model"):
+        DissonanceNet("no_such_net", time_steps=4)
 
 
 def test_mouth_region_is_the_lower_middle_of_the_crop_and_bad_regions_are_refused():
@@ -85,6 +87,112 @@ def test_time_steps_keep_the_time_axis_in_both_streams():
     for bad in (0, 2.5, True, "8"):
         with pytest.raises(ValueError, match="model.time_steps"):
             tiny_net(time_steps=bad)
+
+
+def frame_net(**kw):
+    torch.manual_seed(0)
+    kw = {"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 32, **kw}
+    return create_model("DissonanceNet", "tf_efficientnet_lite0", pretrained=False, embedding=8, hidden=16,
+                        audio_channels=8, **kw)
+
+
+def test_frame_stream_runs_a_frozen_2d_encoder_on_each_frames_mouth():
+    """The CPU recipe's visual stream: a frozen 2D encoder per frame (its ImageNet batch
+    norms stay in eval mode while the rest trains), features in time order."""
+    net = frame_net()
+    enc = net.video.encoder
+    assert not any(p.requires_grad for p in enc.parameters())
+    assert all(p.requires_grad for n, p in net.named_parameters() if not n.startswith("video.encoder."))
+    net.train()
+    assert net.training and not enc.training
+    stats = {k: v.clone() for k, v in enc.state_dict().items() if "running" in k}
+    clip, audio = torch.randn(2, 4, 3, 48, 48), torch.randn(2, 1, 13, 100)
+    out = net(clip, audio)
+    out.distance.sum().backward()
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in stats.items())
+    assert all(p.grad is None for p in enc.parameters())
+    net.eval()
+    c = enc.num_features
+    with torch.no_grad():
+        f = net.video(clip)
+        assert f.shape == (2, c * 4)
+        # per frame: reversing the frames reverses the features in time
+        torch.testing.assert_close(net.video(clip.flip(1)).view(2, c, 4), f.view(2, c, 4).flip(2))
+        # the mouth only: pixels above it change nothing
+        other = clip.clone()
+        other[..., :20, :] = torch.randn(2, 4, 3, 20, 48)
+        torch.testing.assert_close(net.video(other), f)
+
+
+def test_temporal_embedding_keeps_time_and_removes_its_mean():
+    """model.temporal_embedding: embeddings are (E x T) with each channel's mean over the
+    segment removed, unit norm, so the distance sqrt(2 - 2 r) follows the streams'
+    correlation over time; it needs time_steps."""
+    net = frame_net().eval()
+    with torch.no_grad():
+        out = net(torch.randn(3, 4, 3, 48, 48), torch.randn(3, 1, 13, 100))
+    assert out.video_embedding.shape == out.audio_embedding.shape == (3, 8 * 4)
+    for e in (out.video_embedding, out.audio_embedding):
+        torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+        torch.testing.assert_close(e.view(3, 8, 4).mean(2), torch.zeros(3, 8), atol=1e-6, rtol=0)
+    r = (out.video_embedding * out.audio_embedding).sum(1)
+    torch.testing.assert_close(out.distance, (2 - 2 * r).clamp_min(0).sqrt(), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="time_steps"):
+        tiny_net(temporal_embedding=True)
+
+
+def test_temporal_embedding_learns_which_sound_goes_with_the_mouth_in_a_few_steps():
+    """Synced pairs: the frames' brightness and the MFCCs follow the same random curve over
+    the second; wrong pairs hear the curve backwards: the same sounds in the wrong order,
+    which only timing tells apart. The r3d_18 stream with time kept and the temporal
+    embedding learns to separate them in a few steps."""
+    from sklearn.metrics import roc_auc_score
+
+    torch.manual_seed(0)
+    net = tiny_net(time_steps=8, temporal_embedding=True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(1)
+
+    def batch(n=16):
+        knots = torch.randn(n, 1, 5, generator=g)
+        s = torch.nn.functional.interpolate(knots, size=100, mode="linear", align_corners=True).view(n, 100)
+        video = s[:, 6::12].reshape(n, 8, 1, 1, 1) * torch.ones(n, 8, 3, 32, 32)
+        video = video + 0.2 * torch.randn(n, 8, 3, 32, 32, generator=g)
+        fake = torch.zeros(n)
+        fake[n // 2:] = 1
+        heard = s.clone()
+        heard[n // 2:] = heard[n // 2:].flip(1)  # the wrong sound: backwards
+        audio = heard.view(n, 1, 1, 100) * torch.ones(n, 1, 13, 100) + 0.2 * torch.randn(n, 1, 13, 100, generator=g)
+        return video, audio, fake
+
+    for _ in range(40):
+        v, a, y = batch()
+        loss = mds_loss(net(v, a), y, stream_fake=torch.zeros_like(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    v, a, y = batch(64)
+    with torch.no_grad():
+        d = net(v, a).distance
+    assert roc_auc_score(y.numpy(), d.numpy()) > 0.85
+
+
+def test_frames_at_picks_the_nearest_frame_to_each_time_at_any_frame_rate():
+    from preprocessing.audio import segments
+    from training.av_data import frames_at
+
+    t25 = np.arange(50) / 25.0
+    assert frames_at(t25, 0.0, 5) == (0, 5, 10, 15, 20)
+    assert frames_at(t25, 0.3, 5) == (7, 12, 17, 22, 27)  # 0.3 s = frame 7.5: the earlier on a tie
+    vfr = np.cumsum(np.r_[0.0, np.random.default_rng(0).uniform(0.02, 0.06, 60)])  # variable frame rate
+    for start in (0.0, 0.37, 1.0):
+        picked = frames_at(vfr, start, 8)
+        targets = start + np.arange(8) / 8
+        np.testing.assert_allclose(np.abs(vfr[list(picked)] - targets), np.abs(vfr[:, None] - targets).min(0))
+    # inside a segment (away from its edges) it agrees with the segments' own choice
+    seg = segments(vfr, duration=2.0, frames_per_segment=8)[1]
+    assert frames_at(vfr, seg.start, 8)[1:] == tuple(seg.frames)[1:]
 
 
 def test_contrastive_loss_against_hand_values():
@@ -239,6 +347,46 @@ def test_av_step_writes_sound_and_face_tracks(av_work):
     assert frames.shape[1:] == (48, 48, 3) and len(frames) == len(times) == 33
     assert read_track_info(tracks[0])["margin"] == pytest.approx(0.15)
     np.testing.assert_allclose(np.diff(times), 1 / 15, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_jitter_moves_training_segments_and_frame_features_match_the_frozen_encoder(av_work):
+    """data.av_jitter: a training segment starts anywhere within J s of its place, inside the
+    video, its frames and its sound moved together. data.frame_features: items carry the
+    frozen encoder's features of exactly the crops they would have carried."""
+    from training.av_data import AVSegmentDataset, frames_at
+    from training.datasets import load_folds
+    from training.engine import build_model
+
+    _, work, _ = av_work
+    over = dict(encoder="tf_efficientnet_lite0", pretrained="lite0", size=48,
+                model={"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 32})
+    plain = AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=mds_cfg(**over))
+    jit = AVSegmentDataset(work, load_folds(work), fold=-1, train=True,
+                           cfg=mds_cfg(**over, data={"av_jitter": 0.4, "frame_features": True}))
+    k, start, frames = jit.items[0]
+    v = jit.videos[k]
+    starts = []
+    for i in range(8):
+        item = jit.get_item(0, np.random.default_rng(i))
+        t = item["segment"]
+        starts.append(t)
+        assert 0 <= t <= v["last_start"] + 1e-9 and abs(t - start) <= 0.4 + 1e-9
+        own = frames_at(v["times"], t, 4)
+        np.testing.assert_allclose(item["image"].numpy(), jit.features[k][list(own)].astype(np.float32))
+    assert len(set(starts)) > 4
+    # the features are the model's own frozen encoder's, on the same crops
+    model = build_model(jit.cfg).eval()
+    with torch.no_grad():
+        direct = model.video.frame_features(plain.faces(k, frames))
+    cached = torch.from_numpy(jit.features[k][list(frames)].astype(np.float32))
+    torch.testing.assert_close(cached, direct, atol=2e-2, rtol=1e-2)  # stored as float16
+    assert cached.shape == (4, model.video.channels)
+    with pytest.raises(ValueError, match="frozen encoder's weights"):
+        AVSegmentDataset(work, load_folds(work), fold=-1, train=True,
+                         cfg=mds_cfg(**{**over, "pretrained": False}, data={"frame_features": True}))
+    with pytest.raises(ValueError, match="r3d_18"):
+        AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=mds_cfg(data={"frame_features": True}))
 
 
 @pytest.mark.slow

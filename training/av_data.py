@@ -11,6 +11,13 @@ Epochs are real/fake balanced by segments. With `data.av_fake_prob` (a documente
 beyond the paper) that share of the FAKE half is made from REAL segments by giving them
 the wrong sound: the same video's audio shifted by at least `data.av_min_shift` seconds,
 or another REAL video's audio; real videos are an unlimited supply of such negatives.
+With `data.av_jitter` J (seconds, also beyond the paper) a training segment starts anywhere
+within J s of its place (inside the video and its sound), its frames picked again by time,
+so that a few minutes of speech give more than their count of 1-second windows.
+With `data.frame_features` (a frozen per-frame visual stream only: FrameStream) the dataset
+runs that encoder once over every frame of its videos, at start-up, and items carry the
+frames' features (T, C) in place of the crops: training then costs the small trainable
+part only. It keeps them in memory (2.5 KB a frame with Lite0): a CPU recipe's corpus.
 Such a segment is a FAKE pair of two real streams: its `stream_label` (the per-stream
 cross-entropies' target) is 0. Validation then also scores every REAL segment with a
 wrong sound (seeded per item), as a FAKE video "{video}+wrong_audio" of its own.
@@ -63,7 +70,7 @@ class AVSegmentDataset(Dataset):
     balanced_epochs = True
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
-        from preprocessing.audio import segments
+        from preprocessing.audio import segments, video_end
         from preprocessing.av import read_track_info
 
         from .config import input_hw
@@ -76,6 +83,7 @@ class AVSegmentDataset(Dataset):
         self.frames_per_segment = int(d["seq_len"])
         self.av_fake_prob = float(d["av_fake_prob"]) if self.train else 0.0
         self.min_shift = float(d["av_min_shift"])
+        self.jitter = float(d["av_jitter"]) if self.train else 0.0
         videos = df.drop_duplicates("video")
         videos = videos[videos.fold != int(fold)] if self.train else videos[videos.fold == int(fold)]
         self.videos: list[dict] = []
@@ -100,11 +108,13 @@ class AVSegmentDataset(Dataset):
                 continue
             k = len(self.videos)
             self.videos.append({"video": row.video, "label": int(row.label), "wav": str(wav), "track": str(track),
-                                "duration": duration})
+                                "duration": duration, "times": times,
+                                "last_start": max(0.0, min(video_end(times), duration) - SEGMENT_S)})
             items += [(k, s.start, tuple(s.frames)) for s in segs]
         self.items = items
         self.labels = np.array([self.videos[k]["label"] for k, _, _ in items], dtype=np.int64)
         self._real_videos = [k for k, v in enumerate(self.videos) if v["label"] == 0]
+        self.features = self._frame_features() if d["frame_features"] else None
         # validation with av_fake_prob: every REAL segment once more with a wrong sound (seeded
         # per item), scored as a FAKE video of its own, "{video}+wrong_audio"
         self.order = list(range(len(items)))
@@ -158,6 +168,29 @@ class AVSegmentDataset(Dataset):
         latest = max(0.0, self.videos[j]["duration"] - SEGMENT_S)
         return self.videos[j]["wav"], float(rng.uniform(0, latest)), "swap"
 
+    def _frame_features(self) -> list[np.ndarray]:
+        """Every frame's features (n, C) per video, float16, from the config's frozen encoder."""
+        from .engine import resolve_pretrained
+        from .zoo.mds import FrameStream
+
+        m = self.cfg["model"]
+        if self.cfg["encoder"] == "r3d_18":
+            raise ValueError("data.frame_features needs a frozen per-frame visual stream (a 2D encoder such as "
+                             "tf_efficientnet_lite0), not r3d_18, which trains")
+        weights = resolve_pretrained(self.cfg["pretrained"])
+        if weights is False:
+            raise ValueError("data.frame_features needs the frozen encoder's weights ('pretrained'): a random "
+                             "initialisation here would not be the model's")
+        stream = FrameStream(self.cfg["encoder"], weights, m.get("region"),
+                             m.get("time_steps") or 1, m.get("frame_size", 64)).eval()
+        out = []
+        for k, v in enumerate(self.videos):
+            track, _ = _track(v["track"])
+            x = self.faces(k, tuple(range(len(track))))
+            out.append(torch.cat([stream.frame_features(x[i:i + 64]) for i in range(0, len(x), 64)])
+                       .numpy().astype(np.float16))
+        return out
+
     def faces(self, k: int, frames: tuple[int, ...]) -> torch.Tensor:
         track, _ = _track(self.videos[k]["track"])
         out = []
@@ -180,6 +213,10 @@ class AVSegmentDataset(Dataset):
         mode, item = divmod(int(index), len(self.items))
         k, start, frames = self.items[item]
         v = self.videos[k]
+        if self.jitter > 0:
+            rng = rng or self._item_rng(index)
+            start = float(np.clip(start + rng.uniform(-self.jitter, self.jitter), 0.0, v["last_start"]))
+            frames = frames_at(v["times"], start, len(frames))
         label, wav, audio_start, kind, name = v["label"], v["wav"], start, "own", v["video"]
         stream_label = label
         if mode == FORCE_AV_FAKE:
@@ -190,9 +227,21 @@ class AVSegmentDataset(Dataset):
                 name = f"{name}+wrong_audio"
         feats, _ = _video_mfcc(wav)
         audio = torch.from_numpy(mfcc_window(feats, audio_start)).unsqueeze(0).float()  # (1, 13, 100)
-        return {"image": self.faces(k, frames), "audio": audio, "label": torch.tensor(float(label)),
+        image = (self.faces(k, frames) if self.features is None
+                 else torch.from_numpy(self.features[k][list(frames)].astype(np.float32)))
+        return {"image": image, "audio": audio, "label": torch.tensor(float(label)),
                 "stream_label": torch.tensor(float(stream_label)), "video": name,
                 "file": f"{name}@{start:.2f}s", "segment": float(start), "audio_kind": kind}
+
+
+def frames_at(times: np.ndarray, start: float, n: int, length: float = SEGMENT_S) -> tuple[int, ...]:
+    """Indices of the frames nearest in time to start + j * length / n, j < n (ties: the earlier)."""
+    times = np.asarray(times, dtype=np.float64)
+    targets = start + np.arange(n) * (length / n)
+    i = np.clip(np.searchsorted(times, targets, side="left"), 1, len(times) - 1) if len(times) > 1 else np.zeros(n, int)
+    if len(times) > 1:
+        i = np.where(targets - times[i - 1] <= times[i] - targets + 1e-9, i - 1, i)
+    return tuple(int(x) for x in i)
 
 
 def video_mds(videos: list[str], distances: list[float]) -> tuple[list[str], np.ndarray]:

@@ -84,6 +84,8 @@ DEFAULTS: dict = {
         "av_fake_prob": 0.0,      # av_segments: share of the FAKE half made from REAL segments by
                                   # wrong audio (shifted >= av_min_shift s, or another real video's)
         "av_min_shift": 0.5,
+        "av_jitter": 0.0,         # av_segments: a training segment starts up to this many s off its place
+        "frame_features": False,  # av_segments with a frozen per-frame encoder: compute its features once
         "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
         "val_batches": 0,         # cap on validation batches; 0 = all
@@ -237,6 +239,8 @@ def _validate_task(cfg: dict) -> None:
                           "'size' (the tracks' crops are square)")
     if not 0 <= cfg["data"]["av_fake_prob"] <= 1 or cfg["data"]["av_min_shift"] < 0:
         raise ConfigError("'data.av_fake_prob' must be a probability and 'data.av_min_shift' >= 0 (seconds)")
+    if cfg["data"]["av_jitter"] < 0:
+        raise ConfigError("'data.av_jitter' must be >= 0 (seconds)")
     allowed = {"mos": MOS_LOSSES, "av": AV_LOSSES}.get(task, DETECT_LOSSES)
     wrong = sorted(set(cfg["losses"]) - allowed)
     if wrong:

@@ -638,6 +638,8 @@ def log_input_grid(writer, images: torch.Tensor, cfg: dict, step: int) -> None:
     from torchvision.utils import make_grid
 
     x = images[:16].detach().float().cpu()
+    if x.ndim == 3:  # a frozen encoder's frame features (data.frame_features): no picture to show
+        return
     if x.ndim == 5:  # sequences: show the first frame of each
         x = x[:, 0]
     mean = torch.tensor(cfg["normalize"]["mean"]).view(1, 3, 1, 1)

@@ -89,6 +89,16 @@ def region_rows_cols(size: tuple[int, int], region) -> tuple[slice, slice]:
     return slice(r0, max(r0 + 1, round(bottom * h))), slice(c0, max(c0 + 1, round(right * w)))
 
 
+def _region(region):
+    """model.region -> (top, bottom, left, right) fractions, or None (the whole crop); checked."""
+    if isinstance(region, str) and region != "mouth":
+        raise ValueError(f"model.region must be null (the whole face), \"mouth\" or [top, bottom, left, right], "
+                         f"got {region!r}")
+    out = MOUTH_REGION if region == "mouth" else (tuple(region) if region is not None else None)
+    region_rows_cols((100, 100), out)  # validates it
+    return out
+
+
 class VisualStream(nn.Module):
     """Face crops (B, T, 3, H, W) -> features (B, 512): torchvision's r3d_18 without its fc,
     on the whole crop or on `region` of it (SyncNet's mouth region: "mouth").
@@ -101,11 +111,7 @@ class VisualStream(nn.Module):
         super().__init__()
         from torchvision.models.video import R3D_18_Weights, r3d_18
 
-        if isinstance(region, str) and region != "mouth":
-            raise ValueError(f"model.region must be null (the whole face), \"mouth\" or [top, bottom, left, right], "
-                             f"got {region!r}")
-        self.region = MOUTH_REGION if region == "mouth" else (tuple(region) if region is not None else None)
-        region_rows_cols((100, 100), self.region)  # validates it
+        self.region = _region(region)
 
         self.net = r3d_18(weights=R3D_18_Weights.KINETICS400_V1 if pretrained is True else None)
         self.time_steps = _check_time_steps(time_steps)
@@ -126,6 +132,78 @@ class VisualStream(nn.Module):
         return self.net(clip[..., rows, cols].transpose(1, 2))
 
 
+class FrameStream(nn.Module):
+    """Face crops (B, T, 3, H, W) -> features (B, C * time_steps) in (C, T) order: a frozen
+    ImageNet 2D encoder (timm, e.g. tf_efficientnet_lite0 with the package-shipped weights)
+    run on `region` of every frame, resized to `frame_size` rows; its pooled features per
+    frame, pooled over time to `time_steps`. A departure from the paper's r3d_18 for the CPU
+    recipe: trained from random init on the little speech a laptop has, r3d_18 does not
+    learn sync (bench/av), a frozen ImageNet encoder sees an open mouth from the start.
+
+    Being frozen, it may also be given the frames' features (B, T, C), `frame_features` of
+    the same frames (`data.frame_features`: the dataset computes them once per video)."""
+
+    def __init__(self, encoder: str, pretrained=False, region=None, time_steps: int | None = None,
+                 frame_size: int = 64):
+        super().__init__()
+        from .weights import create_encoder
+
+        if not time_steps:
+            raise ValueError(f"a per-frame visual stream ({encoder}) needs model.time_steps (frames kept per segment)")
+        self.region = _region(region)
+        self.frame_size, self.time_steps = int(frame_size), _check_time_steps(time_steps)
+        self.encoder = create_encoder(encoder, pretrained=pretrained, pooled=True)
+        for param in self.encoder.parameters():
+            param.requires_grad_(False)
+        self.channels = self.encoder.num_features
+        self.num_features = self.channels * self.time_steps
+        self.encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: its batch norms keep their ImageNet statistics
+        return self
+
+    @torch.no_grad()
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised face crops (N, 3, H, W) -> the encoder's pooled features (N, C) of their region."""
+        rows, cols = region_rows_cols(frames.shape[-2:], self.region)
+        x = frames[..., rows, cols]
+        h, w = x.shape[-2:]
+        x = F.interpolate(x, size=(self.frame_size, max(1, round(w * self.frame_size / h))), mode="bilinear",
+                          align_corners=False)
+        return self.encoder(x).float()
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        if clip.dim() == 3 and clip.shape[-1] == self.channels:
+            f = clip.float()  # the frames' features, already computed
+        elif clip.dim() == 5:
+            f = self.frame_features(clip.flatten(0, 1)).view(clip.shape[0], clip.shape[1], -1)
+        else:
+            raise ValueError(f"expected face crops (B, T, 3, H, W) or their features (B, T, {self.channels}), "
+                             f"got shape {tuple(clip.shape)}")
+        return F.adaptive_avg_pool1d(f.transpose(1, 2), self.time_steps).flatten(1)
+
+
+class TemporalProjection(nn.Module):
+    """Features (B, C * T) in (C, T) order -> an embedding (B, E * T) that keeps time: a
+    per-step 1x1 conv, a temporal conv, and the temporal mean removed, so that the distance
+    of two L2-normalised embeddings is sqrt(2 - 2 r), r the streams' correlation over the
+    segment (SyncNet's question: do mouth and sound rise and fall together?)."""
+
+    def __init__(self, channels: int, time_steps: int, hidden: int, embedding: int, dropout: float = 0.0):
+        super().__init__()
+        self.channels, self.time_steps = int(channels), int(time_steps)
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Conv1d(channels, hidden, 1), nn.BatchNorm1d(hidden),
+                                 nn.ReLU(inplace=True), nn.Conv1d(hidden, hidden, 5, padding=2),
+                                 nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                 nn.Conv1d(hidden, embedding, 3, padding=1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.net(features.view(features.shape[0], self.channels, self.time_steps))
+        return (x - x.mean(2, keepdim=True)).flatten(1)
+
+
 class DissonanceNet(nn.Module):
     """(face crops (B, T, 3, H, W), MFCCs (B, 1, 13, W)) of a segment -> MDSOutput.
 
@@ -133,23 +211,39 @@ class DissonanceNet(nn.Module):
     fractions: the visual stream sees that part of the crop only, SyncNet's choice).
     `time_steps` (None: each stream pools over time, as the paper; T: both keep T steps
     of time in their features, so a segment's embedding can tell a shifted sound).
+    `encoder` (r3d_18: the paper's 3D CNN; a timm 2D encoder, e.g. tf_efficientnet_lite0:
+    FrameStream, frozen and run per frame, which needs `time_steps`; `frame_size` its rows).
+    `temporal_embedding` (False: the paper's fc projections; True, with `time_steps`: both
+    streams project each time step, TemporalProjection, so that the distance measures how
+    well mouth and sound co-vary over the segment; `feature_dropout` before the visual one).
     `calibration` (a, b; buffers saved with the weights) maps a video's MDS to
     P(FAKE) = sigmoid(a * (MDS - b)); training fits it on the validation fold.
     """
 
     def __init__(self, encoder: str = "r3d_18", pretrained=False, dropout: float = 0.5, embedding: int = 1024,
                  hidden: int = 4096, audio_channels: int = 64, margin: float = PAPER_MARGIN,
-                 drop_path_rate: float = 0.0, region=None, time_steps: int | None = None):
+                 drop_path_rate: float = 0.0, region=None, time_steps: int | None = None,
+                 temporal_embedding: bool = False, frame_size: int = 64, feature_dropout: float = 0.0):
         super().__init__()
-        if encoder != "r3d_18":
-            raise ValueError(f"DissonanceNet's visual stream is torchvision's r3d_18, got encoder {encoder!r}")
         self.encoder_name = encoder
         self.margin = float(margin)  # the contrastive loss's (the model's `model.margin` config key)
-        self.video = VisualStream(pretrained, region, time_steps)
+        if encoder == "r3d_18":
+            self.video = VisualStream(pretrained, region, time_steps)
+        else:
+            self.video = FrameStream(encoder, pretrained, region, time_steps, frame_size)
         self.audio = AudioStream(audio_channels, time_steps)
-        self.video_proj = _projection(self.video.num_features, hidden, embedding)
-        self.audio_proj = _projection(self.audio.num_features, hidden, embedding)
-        self.video_head, self.audio_head = _head(embedding), _head(embedding)
+        if temporal_embedding:
+            t = _check_time_steps(time_steps)
+            if not t:
+                raise ValueError("model.temporal_embedding needs model.time_steps (the time steps it keeps)")
+            self.video_proj = TemporalProjection(self.video.num_features // t, t, hidden, embedding, feature_dropout)
+            self.audio_proj = TemporalProjection(self.audio.num_features // t, t, hidden, embedding)
+            width = embedding * t
+        else:
+            self.video_proj = _projection(self.video.num_features, hidden, embedding)
+            self.audio_proj = _projection(self.audio.num_features, hidden, embedding)
+            width = embedding
+        self.video_head, self.audio_head = _head(width), _head(width)
         if dropout != 0.5:
             for head in (self.video_head, self.audio_head):
                 head[1].p = dropout
