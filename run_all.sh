@@ -116,18 +116,23 @@ else
     TEST_DIR="${DATA_ROOT:-data}/sample_heldout"
     WORK_DIR="${WORK_ROOT:-work}/sample"
     NUM_FOLDS="${NUM_FOLDS:-2}"
-    # --mos: every FAKE's swap artefacts get a random strength, and its metadata a MOS that falls with it
-    if [ ! -f "$DATA_DIR/.complete-mos" ]; then
+    # --mos: every FAKE's swap artefacts get a random strength, and its metadata a MOS that falls with it;
+    # with a dissonance config, the clips also speak (--audio: the voice drives the mouth) and some
+    # FAKEs have the wrong sound (--av-fakes), or the dissonance model would have nothing to learn from
+    KIND=mos
+    SAMPLE_AV=()
+    case " $CONFIGS " in *" mds"*) KIND=mos-av; SAMPLE_AV=(--audio --av-fakes 2) ;; esac
+    if [ ! -f "$DATA_DIR/.complete-$KIND" ]; then
         rm -rf "$DATA_DIR"
         python -m preprocessing.sample_data "$DATA_DIR" --folders 2 --reals 4 --fakes 1 --orphan-fakes 1 \
-            --seconds 3 --seed 0 --mos ${SAMPLE_ARGS:-}
-        touch "$DATA_DIR/.complete-mos"
+            --seconds 3 --seed 0 --mos "${SAMPLE_AV[@]}" ${SAMPLE_ARGS:-}
+        touch "$DATA_DIR/.complete-$KIND"
     fi
-    if [ ! -f "$TEST_DIR/.complete-mos" ]; then
+    if [ ! -f "$TEST_DIR/.complete-$KIND" ]; then
         rm -rf "$TEST_DIR"  # another seed: other motion, lighting, pairings and artefacts, never trained on
         python -m preprocessing.sample_data "$TEST_DIR" --folders 1 --reals 3 --fakes 1 \
-            --seconds 3 --seed 1 --prefix heldout --mos ${SAMPLE_ARGS:-}
-        touch "$TEST_DIR/.complete-mos"
+            --seconds 3 --seed 1 --prefix heldout --mos "${SAMPLE_AV[@]}" ${SAMPLE_ARGS:-}
+        touch "$TEST_DIR/.complete-$KIND"
     fi
 fi
 
