@@ -123,7 +123,7 @@ else
     SAMPLE_AV=()
     case " $CONFIGS " in *" mds"*) KIND=mos-av; SAMPLE_AV=(--audio --av-fakes 2) ;; esac
     if [ ! -f "$DATA_DIR/.complete-$KIND" ]; then
-        rm -rf "$DATA_DIR"
+        rm -rf "$DATA_DIR" "$WORK_DIR"  # the steps resume by video id: a new sample needs a clean work dir
         python -m preprocessing.sample_data "$DATA_DIR" --folders 2 --reals 4 --fakes 1 --orphan-fakes 1 \
             --seconds 3 --seed 0 --mos "${SAMPLE_AV[@]}" ${SAMPLE_ARGS:-}
         touch "$DATA_DIR/.complete-$KIND"
