@@ -84,6 +84,7 @@ class AVSegmentDataset(Dataset):
         self.av_fake_prob = float(d["av_fake_prob"]) if self.train else 0.0
         self.min_shift = float(d["av_min_shift"])
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
+        self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")
         videos = videos[videos.fold != int(fold)] if self.train else videos[videos.fold == int(fold)]
         self.videos: list[dict] = []
@@ -151,7 +152,15 @@ class AVSegmentDataset(Dataset):
 
     # -- items
     def _item_rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, int(torch.initial_seed() % 2**32), index])
+        """A fresh Generator for one training item, drawn from this process's advancing stream
+        (seeded by the seed, the worker's torch seed, the DDP rank): a new draw every epoch,
+        also with persistent workers, whose torch seed never changes."""
+        from .datasets import _ddp_rank
+
+        key = (int(torch.initial_seed() % 2**63), _ddp_rank())
+        if self._rng is None or self._rng_key != key:
+            self._rng, self._rng_key = np.random.default_rng([self.seed, key[0], key[1]]), key
+        return np.random.default_rng([int(self._rng.integers(2**63)), int(index)])
 
     def wrong_audio(self, k: int, start: float, rng: np.random.Generator) -> tuple[str, float, str]:
         """(wav, start, kind) of a wrong sound for video k's segment at `start`: its own audio
@@ -185,10 +194,9 @@ class AVSegmentDataset(Dataset):
                              m.get("time_steps") or 1, m.get("frame_size", 64)).eval()
         out = []
         for k, v in enumerate(self.videos):
-            track, _ = _track(v["track"])
-            x = self.faces(k, tuple(range(len(track))))
-            out.append(torch.cat([stream.frame_features(x[i:i + 64]) for i in range(0, len(x), 64)])
-                       .numpy().astype(np.float16))
+            n = len(_track(v["track"])[0])
+            out.append(torch.cat([stream.frame_features(self.faces(k, tuple(range(i, min(n, i + 64)))))
+                                  for i in range(0, n, 64)]).numpy().astype(np.float16))
         return out
 
     def faces(self, k: int, frames: tuple[int, ...]) -> torch.Tensor:
@@ -215,7 +223,9 @@ class AVSegmentDataset(Dataset):
         v = self.videos[k]
         if self.jitter > 0:
             rng = rng or self._item_rng(index)
-            start = float(np.clip(start + rng.uniform(-self.jitter, self.jitter), 0.0, v["last_start"]))
+            lo = max(0.0, start - self.jitter)  # uniform over what the video allows, no pile-up at its ends
+            hi = max(lo, min(max(v["last_start"], start), start + self.jitter))
+            start = float(rng.uniform(lo, hi))
             frames = frames_at(v["times"], start, len(frames))
         label, wav, audio_start, kind, name = v["label"], v["wav"], start, "own", v["video"]
         stream_label = label
@@ -228,7 +238,8 @@ class AVSegmentDataset(Dataset):
         feats, _ = _video_mfcc(wav)
         audio = torch.from_numpy(mfcc_window(feats, audio_start)).unsqueeze(0).float()  # (1, 13, 100)
         image = (self.faces(k, frames) if self.features is None
-                 else torch.from_numpy(self.features[k][list(frames)].astype(np.float32)))
+                 else torch.from_numpy(self.features[k][np.minimum(frames, len(self.features[k]) - 1)]
+                                       .astype(np.float32)))  # as faces(): a track cut short repeats its last frame
         return {"image": image, "audio": audio, "label": torch.tensor(float(label)),
                 "stream_label": torch.tensor(float(stream_label)), "video": name,
                 "file": f"{name}@{start:.2f}s", "segment": float(start), "audio_kind": kind}
