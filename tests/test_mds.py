@@ -89,6 +89,22 @@ def test_time_steps_keep_the_time_axis_in_both_streams():
             tiny_net(time_steps=bad)
 
 
+def train_then_measure(net, batch, steps: int, n_eval: int):
+    """`steps` Adam steps (lr 1e-3) of mds_loss on batch() with REAL stream labels (wrong-sound
+    pairs of real streams), then the eval-mode distances and labels of a fresh batch(n_eval)."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        v, a, y = batch()
+        loss = mds_loss(net(v, a), y, stream_fake=torch.zeros_like(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    v, a, y = batch(n_eval)
+    with torch.no_grad():
+        return net(v, a).distance, y
+
+
 def frame_net(**kw):
     torch.manual_seed(0)
     kw = {"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 32, **kw}
@@ -148,7 +164,6 @@ def test_temporal_embedding_learns_which_sound_goes_with_the_mouth_in_a_few_step
 
     torch.manual_seed(0)
     net = tiny_net(time_steps=8, temporal_embedding=True)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(1)
 
     def batch(n=16):
@@ -163,16 +178,7 @@ def test_temporal_embedding_learns_which_sound_goes_with_the_mouth_in_a_few_step
         audio = heard.view(n, 1, 1, 100) * torch.ones(n, 1, 13, 100) + 0.2 * torch.randn(n, 1, 13, 100, generator=g)
         return video, audio, fake
 
-    for _ in range(40):
-        v, a, y = batch()
-        loss = mds_loss(net(v, a), y, stream_fake=torch.zeros_like(y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    v, a, y = batch(64)
-    with torch.no_grad():
-        d = net(v, a).distance
+    d, y = train_then_measure(net, batch, steps=40, n_eval=64)
     assert roc_auc_score(y.numpy(), d.numpy()) > 0.85
 
 
@@ -212,7 +218,6 @@ def test_loss_sign_a_few_steps_pull_synced_pairs_together_and_push_wrong_ones_ap
 
     torch.manual_seed(0)
     net = tiny_net()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(1)
 
     def batch(n=16):
@@ -224,16 +229,7 @@ def test_loss_sign_a_few_steps_pull_synced_pairs_together_and_push_wrong_ones_ap
         audio[n // 2:] = -audio[n // 2:]  # the wrong sound
         return video, audio, fake
 
-    for _ in range(25):
-        v, a, y = batch()
-        loss = mds_loss(net(v, a), y, stream_fake=torch.zeros_like(y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    v, a, y = batch(32)
-    with torch.no_grad():
-        d = net(v, a).distance
+    d, y = train_then_measure(net, batch, steps=25, n_eval=32)
     assert d[y == 0].mean() < d[y == 1].mean() - 0.2
     assert roc_auc_score(y.numpy(), d.numpy()) > 0.85
 

@@ -152,15 +152,11 @@ class AVSegmentDataset(Dataset):
 
     # -- items
     def _item_rng(self, index: int) -> np.random.Generator:
-        """A fresh Generator for one training item, drawn from this process's advancing stream
-        (seeded by the seed, the worker's torch seed, the DDP rank): a new draw every epoch,
-        also with persistent workers, whose torch seed never changes."""
-        from .datasets import _ddp_rank
+        """A fresh Generator for one training item from this process's advancing stream (the
+        frame datasets' process_stream): a new draw every epoch, also with persistent workers."""
+        from .datasets import process_stream
 
-        key = (int(torch.initial_seed() % 2**63), _ddp_rank())
-        if self._rng is None or self._rng_key != key:
-            self._rng, self._rng_key = np.random.default_rng([self.seed, key[0], key[1]]), key
-        return np.random.default_rng([int(self._rng.integers(2**63)), int(index)])
+        return np.random.default_rng([int(process_stream(self).integers(2**63)), int(index)])
 
     def wrong_audio(self, k: int, start: float, rng: np.random.Generator) -> tuple[str, float, str]:
         """(wav, start, kind) of a wrong sound for video k's segment at `start`: its own audio
@@ -246,13 +242,12 @@ class AVSegmentDataset(Dataset):
 
 
 def frames_at(times: np.ndarray, start: float, n: int, length: float = SEGMENT_S) -> tuple[int, ...]:
-    """Indices of the frames nearest in time to start + j * length / n, j < n (ties: the earlier)."""
+    """Indices of the frames nearest in time to start + j * length / n, j < n (ties: the earlier),
+    over the whole video: segments()' rule without its window."""
+    from preprocessing.audio import _nearest
+
     times = np.asarray(times, dtype=np.float64)
-    targets = start + np.arange(n) * (length / n)
-    i = np.clip(np.searchsorted(times, targets, side="left"), 1, len(times) - 1) if len(times) > 1 else np.zeros(n, int)
-    if len(times) > 1:
-        i = np.where(targets - times[i - 1] <= times[i] - targets + 1e-9, i - 1, i)
-    return tuple(int(x) for x in i)
+    return tuple(_nearest(times, 0, len(times), float(t)) for t in start + np.arange(n) * (length / n))
 
 
 def video_mds(videos: list[str], distances: list[float]) -> tuple[list[str], np.ndarray]:

@@ -88,6 +88,17 @@ def _ddp_rank() -> int:
     return 0
 
 
+def process_stream(owner) -> np.random.Generator:
+    """`owner`'s advancing random stream in this process (it holds `seed`, `_rng`, `_rng_key`),
+    seeded by its seed, the worker's torch seed and the DDP rank: items drawn from it differ
+    every epoch, also with persistent workers, whose torch seed never changes."""
+    key = (torch.initial_seed(), _ddp_rank())
+    if owner._rng is None or owner._rng_key != key:
+        owner._rng = np.random.default_rng([owner.seed, key[0], key[1]])
+        owner._rng_key = key
+    return owner._rng
+
+
 # --------------------------------------------------------------------------- base
 def dataset_config(size: int | list = 64, mean: Sequence[float] = IMAGENET_MEAN,
                    std: Sequence[float] = IMAGENET_STD, **data) -> dict:
@@ -158,11 +169,7 @@ class _CropDataset(Dataset):
     # -- randomness
     def _item_rng(self) -> np.random.Generator:
         """A fresh Generator for one item from this process's stream (see module doc)."""
-        key = (torch.initial_seed(), _ddp_rank())
-        if self._rng is None or self._rng_key != key:
-            self._rng = np.random.default_rng([self.seed, key[0], key[1]])
-            self._rng_key = key
-        return np.random.default_rng(int(self._rng.integers(2**63)))
+        return np.random.default_rng(int(process_stream(self).integers(2**63)))
 
     # -- files
     def _crop_path(self, row) -> Path:
