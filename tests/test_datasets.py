@@ -280,6 +280,42 @@ def test_sbi_epochs_of_real_rows_only():
     assert 60 < forced < 140
 
 
+def test_sequence_sbi_epochs_and_clips(tmp_path):
+    """SBI for the sequence model (#8): balanced epochs carry the SBI decision in the index
+    as for frames, and a REAL clip turned fake has every frame blended with one draw."""
+    work = make_work(tmp_path, reals=2, folds=2)
+    df = load_folds(work)
+    real = df[df.video == "part/real0"]
+    still = read_png(work / real.file.iloc[0])
+    for f in real.file:  # a still clip: the same crop at every frame
+        atomic_write_bytes(work / f, encode_png(still))
+    cfg = C(32, mean=(0, 0, 0), std=(1, 1, 1), dataset="sequences", seq_len=3, sbi=True, sbi_prob=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no clip crops: clips of detected frames
+        ds = SequenceDataset(work, df, fold=-1, train=True, cfg=cfg)
+        val = SequenceDataset(work, df, fold=0, train=False, cfg=cfg)
+    assert ds._uses_sbi() and not val._uses_sbi()
+    idx = ds.epoch_indices(0, 400)
+    labels = [ds.effective_label(i) for i in idx]
+    assert labels.count(1) == labels.count(0) == 200
+    assert 60 < sum(ds.decode_index(i)[1] == SBI_FORCE for i in idx) < 140
+    ds.augment = Augmenter(cfg, train=False)  # the blend alone
+    n, row = len(ds.rows), int(np.flatnonzero((ds.rows.video == "part/real0") & (ds.rows.frame == 0))[0])
+    fake = ds.get_item(row + SBI_FORCE * n, rng=np.random.default_rng(0))
+    plain = ds.get_item(row + SBI_NEVER * n, rng=np.random.default_rng(0))
+    assert float(fake["label"]) == 1.0 and float(plain["label"]) == 0.0
+    assert fake["image"].shape == plain["image"].shape == (3, 3, 32, 32)
+    assert all(torch.equal(fake["image"][k], fake["image"][0]) for k in range(3))  # one draw for the clip
+    assert (fake["image"][0] - plain["image"][0]).abs().max() > 0.05
+    other = ds.get_item(row + SBI_FORCE * n, rng=np.random.default_rng(1))["image"][0]
+    assert not torch.equal(other, fake["image"][0])
+    fake_row = int(np.flatnonzero(ds.rows.label == 1)[0])  # a FAKE row stays itself in any mode
+    assert float(ds.get_item(fake_row + SBI_FORCE * n, rng=np.random.default_rng(0))["label"]) == 1.0
+    assert {float(ds.get_item(row, rng=np.random.default_rng(s))["label"]) for s in range(16)} == {0.0, 1.0}
+    with pytest.raises(IndexError):
+        ds.get_item(3 * n)
+
+
 # --------------------------------------------------------------------------- datasets on a synthetic work dir
 def test_missing_crop_uses_substitute(tmp_path):
     work = make_work(tmp_path)
@@ -490,6 +526,33 @@ def test_sequence_reads_clip_crops_at_the_clip_frame_rate(sample_work, tmp_path)
     too_long = C(64, dataset="sequences", seq_len=3, clip_fps=fps / (stride + 1) if stride < 3 else 1)
     with pytest.raises(ValueError, match="--clip-len"):
         SequenceDataset(w2, df, fold=0, train=False, cfg=too_long)
+
+
+@pytest.mark.slow
+def test_sequence_sbi_blends_before_reencoding(sample_work, tmp_path, monkeypatch):
+    """An SBI clip is made as a fake video is: blended first (every frame of the run, one
+    draw), then re-encoded; the codec sees the blend."""
+    import training.datasets as datasets
+
+    work, _ = sample_work
+    w2, df, _, _, span = _with_clip_crops(work, tmp_path / "w", _brighter)
+    cfg = C(64, mean=(0, 0, 0), std=(1, 1, 1), dataset="sequences", seq_len=3, clip_fps=5, sbi=True,
+            reencode_prob=1.0)
+    ds = SequenceDataset(w2, df, fold=-1, train=True, cfg=cfg)
+    ds.augment = Augmenter(cfg, train=False)
+    encoded = []
+    real_encode = datasets.reencode_clip
+    monkeypatch.setattr(datasets, "reencode_clip", lambda clip, *a, **k: encoded.append(clip) or real_encode(clip, *a, **k))
+    n, row = len(ds.rows), int(np.flatnonzero(ds.rows.label == 0)[0])
+    fake = ds.get_item(row + SBI_FORCE * n, rng=np.random.default_rng(0))
+    plain = ds.get_item(row + SBI_NEVER * n, rng=np.random.default_rng(0))
+    assert float(fake["label"]) == 1.0 and float(plain["label"]) == 0.0
+    assert fake["image"].shape == plain["image"].shape == (3, 3, 64, 64)
+    blended, raw = encoded
+    assert blended.shape == raw.shape and len(raw) == span  # the whole run went to the codec
+    changed = (blended != raw).any(-1).mean(axis=(1, 2))
+    assert (changed > 0.02).all()  # every frame of the run was blended before encoding
+    assert 0 < (fake["image"] - plain["image"]).abs().mean() * 255 < 40
 
 
 def _brighter(crop, j):

@@ -284,6 +284,27 @@ class _BalancedEpochs:
     def _uses_sbi(self) -> bool:
         return False
 
+    def decode_index(self, index: int) -> tuple[int, int]:
+        """index -> (row, mode): index = row + mode * len(rows), mode SBI_AUTO/FORCE/NEVER."""
+        n = len(self.labels)
+        if not 0 <= index < 3 * n:
+            raise IndexError(f"index {index} out of range for {n} rows")
+        return index % n, index // n
+
+    def effective_label(self, index: int) -> int | None:
+        """The label an index yields: None for a REAL row in SBI_AUTO mode with SBI on
+        (decided at random per item)."""
+        row, mode = self.decode_index(index)
+        label = int(self.labels[row])
+        if label == 1 or not self._uses_sbi() or mode == SBI_NEVER:
+            return label
+        return 1 if mode == SBI_FORCE else None
+
+    def _sbi_decision(self, label: int, mode: int, rng: np.random.Generator) -> bool:
+        """Whether this item turns its REAL row into an SBI fake (see decode_index)."""
+        return bool(self._uses_sbi() and label == 0 and (
+            mode == SBI_FORCE or (mode == SBI_AUTO and rng.random() < self.sbi_prob)))
+
     def default_epoch_size(self) -> int:
         """Twice the larger class: each row of it once per epoch."""
         return 2 * max(int((self.labels == 0).sum()), int((self.labels == 1).sum()))
@@ -373,22 +394,6 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
     def _uses_sbi(self) -> bool:
         return self.sbi
 
-    def decode_index(self, index: int) -> tuple[int, int]:
-        """index -> (row, mode): index = row + mode * len(rows), mode SBI_AUTO/FORCE/NEVER."""
-        n = len(self.rows)
-        if not 0 <= index < 3 * n:
-            raise IndexError(f"index {index} out of range for {n} rows")
-        return index % n, index // n
-
-    def effective_label(self, index: int) -> int | None:
-        """The label an index yields: None for a REAL row in SBI_AUTO mode with SBI on
-        (decided at random per item)."""
-        row, mode = self.decode_index(index)
-        label = int(self.labels[row])
-        if label == 1 or not self._uses_sbi() or mode == SBI_NEVER:
-            return label
-        return 1 if mode == SBI_FORCE else None
-
     def get_item(self, index: int, rng: np.random.Generator | None = None) -> dict:
         row_index, mode = self.decode_index(index)
         rng = self._item_rng() if rng is None else rng
@@ -400,9 +405,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
             diff = self._diff(row)
             if diff is not None and diff.shape != image.shape[:2]:
                 diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
-            make_sbi = self.sbi and label == 0 and (
-                mode == SBI_FORCE or (mode == SBI_AUTO and rng.random() < self.sbi_prob))
-            if make_sbi:
+            if self._sbi_decision(label, mode, rng):
                 image, mask = self_blend(image, landmarks, rng, regions=self.sbi_regions)
                 label, diff = 1, np.round(mask * 255).astype(np.uint8)
             if self.hardcore:
@@ -538,11 +541,24 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
 
     Without clip crops (step 1 run with --clip-len 1) the clip is made of the crops of the
     same face at the following detected frames, with a warning: slow motion, not NTech's.
+
+    With `data.sbi` (train only) a REAL clip becomes a Self-Blended fake clip (label 1) with
+    probability `data.sbi_prob`: every frame is blended with the same draw (colour, the
+    frequency artefact, shift and scale, mask shape) around the anchor's landmarks, so the
+    blend is as steady over the clip as a face swap's; a re-encoded clip is blended before
+    the encoding, as a fake video is made before it is compressed. Indices run over
+    3 * len(self) as FrameDataset's (see decode_index).
     """
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         super().__init__(work_dir, df, fold, train, cfg, seed)
+        d = cfg["data"]
+        self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
+        self.sbi_regions = d.get("sbi_regions")
         self._init_sequences(cfg)
+
+    def _uses_sbi(self) -> bool:
+        return self.sbi
 
     def _init_sequences(self, cfg: dict) -> None:
         self.use_clip_crops = False
@@ -589,9 +605,13 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         """Row j's crop in every stream (the fallback without clip crops)."""
         return [self._read_crop(j)]
 
-    def _read_sequence(self, anchor: int, rng: np.random.Generator | None = None) -> list[list[np.ndarray]]:
+    def _read_sequence(self, anchor: int, rng: np.random.Generator | None = None,
+                       blend: Callable[[list[np.ndarray], object], list[np.ndarray]] | None = None
+                       ) -> list[list[np.ndarray]]:
         """One list of seq_len frames per stream; with `rng` (training) every stream is
-        re-encoded with the same settings, with probability reencode_prob."""
+        re-encoded with the same settings, with probability reencode_prob. `blend(frames,
+        row)` (SBI) turns each stream's frames into a fake's: every frame of the run before
+        a re-encoding, else the clip's frames."""
         row = self.rows.iloc[anchor]
         if self.use_clip_crops:
             stride = clip_stride(self._src_fps(row), self.clip_fps)
@@ -600,10 +620,13 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
             if len({c.shape for c in clips}) > 1:
                 raise ValueError(f"the clips of {row.file} differ in shape: {[c.shape for c in clips]}")
             if rng is not None and self.reencode_prob > 0 and rng.random() < self.reencode_prob:
+                if blend is not None:
+                    clips = [np.stack(blend(list(c), row)) for c in clips]
                 seed, fps = int(rng.integers(2**63)), self._src_fps(row)
                 out = [reencode_clip(c, np.random.default_rng(seed), src_fps=fps) for c in clips]
                 return [[o[output_index(j * stride, span, len(o))] for j in range(self.seq_len)] for o in out]
-            return [[c[j * stride] for j in range(self.seq_len)] for c in clips]
+            streams = [[c[j * stride] for j in range(self.seq_len)] for c in clips]
+            return [blend(f, row) for f in streams] if blend is not None else streams
         first = self._read_frame(anchor)  # the anchor must load, else a substitute row
         h, w = first[0].shape[:2]
         fit = lambda c: cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA) if c.shape[:2] != (h, w) else c  # noqa: E731
@@ -616,18 +639,30 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
                     warnings.warn(f"skipping {self.rows.file[j]} in a sequence ({e}); repeating the previous frame")
                     cache[j] = frames[-1]
             frames.append(cache[j])
-        return [list(stream) for stream in zip(*frames)]
+        streams = [list(stream) for stream in zip(*frames)]
+        return [blend(f, row) for f in streams] if blend is not None else streams
+
+    def _blend_clip(self, seed: int) -> Callable[[list[np.ndarray], object], list[np.ndarray]]:
+        """SBI for a clip: every frame self-blended with the draws of one seed."""
+        def blend(frames: list[np.ndarray], row) -> list[np.ndarray]:
+            landmarks = self._landmarks(row)
+            return [self_blend(f, landmarks, np.random.default_rng(seed), regions=self.sbi_regions)[0]
+                    for f in frames]
+        return blend
 
     def get_item(self, index: int, rng: np.random.Generator | None = None) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} rows")
+        row_index, mode = self.decode_index(index)
         rng = self._item_rng() if rng is None else rng
+        blend = None
+        if self.train and self._sbi_decision(int(self.labels[row_index]), mode, rng):
+            blend = self._blend_clip(int(rng.integers(2**63)))
         anchor, (frames,) = self._load_with_substitute(
-            index, lambda j: self._read_sequence(j, rng if self.train else None))
+            row_index, lambda j: self._read_sequence(j, rng if self.train else None, blend))
         if self.train:
             self.augment.reseed(rng)
         row = self.rows.iloc[anchor]
-        return {"image": self.augment(frames), "label": self._target(row), "video": row.video, "file": row.file}
+        label = self._target(row) if blend is None else torch.tensor(1.0)
+        return {"image": self.augment(frames), "label": label, "video": row.video, "file": row.file}
 
     def _target(self, row) -> torch.Tensor:
         return torch.tensor(float(row.label))
