@@ -21,7 +21,9 @@ would peek. A video's score comes from its step-1 crops (the crops 6_predict cut
 tests/test_crop_parity.py), pooled with 6_predict's strategy (`--strategy`).
 
 With --dev-dir, a model trained on all of DATA_DIR scores that folder end to end with
-6_predict's pipeline (decode, detect, crop, score) against its metadata labels.
+6_predict's pipeline (decode, detect, crop, score) against its metadata labels (per video:
+OUT_DIR/all/dev_scores.csv). bench/quality_ensemble.py combines the runs of several configs
+into the ensemble's scores.
 
 With --calibrate, every round does what run_all.sh does with its validation fold: the
 training videos of step 4's fold CAL (1; identity-grouped, disjoint from the reserve) are
@@ -373,8 +375,9 @@ def main() -> int:
                              {"videos": len(cal_scores), "fit": "balanced_log_loss"})
         pred = predict_dir(a.dev_dir, [ckpt], strategy=a.strategy, progress=False, calibration=calibration)
         dev_labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
-        rows = [(dev_labels[(a.dev_dir / name).resolve()], p) for name, p in pred.rows
+        rows = [(dev_labels[(a.dev_dir / name).resolve()], p, name) for name, p in pred.rows
                 if (a.dev_dir / name).resolve() in dev_labels]
+        pd.DataFrame(rows, columns=["label", "pred", "video"]).to_csv(rd / "dev_scores.csv", index=False)
         dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
         dev["failed"] = len(pred.errors)
         out["dev"], out["dev_auc"] = dev, dev["auc"]

@@ -91,3 +91,60 @@ def test_size_shortcut_reads_face_size_against_labels_and_scores(quality):
     out = quality.size_shortcut(scores)
     assert out["face_size_auc"] == 0.0  # every fake's face is smaller than every real's
     assert out["score_size_spearman"] == pytest.approx(-1.0)  # and the score follows the size exactly
+
+
+@pytest.fixture(scope="module")
+def quality_ensemble(quality):
+    import sys
+
+    sys.modules.setdefault("quality", quality)
+    spec = importlib.util.spec_from_file_location("quality_ensemble", REPO / "bench" / "quality_ensemble.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp_path, name, methods):
+    """A bench/quality.py --out-dir with one scores.csv per method: {method: [(video, label, pred)]}."""
+    for m, rows in methods.items():
+        (tmp_path / name / m).mkdir(parents=True)
+        pd.DataFrame([{"video": v, "label": y, "pred": p, "face_size": 100.0 + i} for i, (v, y, p) in enumerate(rows)]
+                     ).to_csv(tmp_path / name / m / "scores.csv", index=False)
+    (tmp_path / name / "all" / "weights").mkdir(parents=True)  # the dev round: no scores.csv
+    return tmp_path / name
+
+
+def test_ensemble_of_quality_runs_averages_member_probabilities(quality_ensemble, tmp_path):
+    """The ensemble's video score is 6_predict's: the (weighted) mean of the members'
+    probabilities; an AUC can rise above both members' when their errors differ."""
+    a = _run(tmp_path, "a", {"Swap": [("r1", 0, 0.2), ("r2", 0, 0.7), ("f1", 1, 0.6), ("f2", 1, 0.9)],
+                             "Lips": [("r1", 0, 0.1), ("f3", 1, 0.3)]})
+    b = _run(tmp_path, "b", {"Swap": [("f2", 1, 0.5), ("r2", 0, 0.1), ("f1", 1, 0.8), ("r1", 0, 0.6)],
+                             "Avatar": [("r1", 0, 0.5), ("f4", 1, 0.4)]})
+    alone = quality_ensemble.ensemble_report([a])
+    assert alone["methods"]["Swap"]["auc"] == 0.75 and alone["skipped"] == []
+    out = quality_ensemble.ensemble_report([a, b])
+    assert out["skipped"] == ["Avatar", "Lips"] and list(out["methods"]) == ["Swap"]
+    assert out["methods"]["Swap"]["auc"] == 1.0 and out["mean_auc"] == 1.0  # 0.4, 0.4 vs 0.7, 0.7
+    assert out["methods"]["Swap"]["mean_fake_score"] == pytest.approx(0.7)
+    weighted = quality_ensemble.ensemble_report([a, b], [3, 1])
+    assert weighted["methods"]["Swap"]["mean_real_score"] == pytest.approx((0.75 * 0.45 + 0.25 * 0.35))
+    with pytest.raises(ValueError, match="weights"):
+        quality_ensemble.ensemble_report([a, b], [1])
+
+
+def test_ensemble_refuses_runs_of_different_splits(quality_ensemble, tmp_path):
+    a = _run(tmp_path, "a", {"Swap": [("r1", 0, 0.2), ("f1", 1, 0.6)]})
+    b = _run(tmp_path, "b", {"Swap": [("r9", 0, 0.2), ("f1", 1, 0.6)]})
+    c = _run(tmp_path, "c", {"Swap": [("r1", 1, 0.2), ("f1", 1, 0.6)]})
+    with pytest.raises(ValueError, match="not the same split"):
+        quality_ensemble.ensemble_report([a, b])
+    with pytest.raises(ValueError, match="labels"):
+        quality_ensemble.ensemble_report([a, c])
+    with pytest.raises(FileNotFoundError, match="all_fold0_last.pt"):
+        quality_ensemble.dev_checkpoints([a])
+    (tmp_path / "a" / "all" / "calibration.json").write_text("{}")
+    with pytest.raises(ValueError, match="--calibrate"):
+        quality_ensemble.dev_checkpoints([a])
+    with pytest.raises(FileNotFoundError, match="scores.csv"):
+        quality_ensemble.ensemble_report([tmp_path / "empty"])

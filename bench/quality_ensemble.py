@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Leave-one-method-out quality of an ENSEMBLE, from bench/quality.py runs of its members.
+
+    python bench/quality.py ... --config configs/lite0_cpu.json --out-dir Q/lite0 [--dev-dir DEV]
+    python bench/quality.py ... --config configs/lite0_seq3d_cpu.json --out-dir Q/seq3d [--dev-dir DEV]
+    python bench/quality_ensemble.py Q/lite0 Q/seq3d [--weights 1 1] [--dev-dir DEV]
+
+Each run leaves, per held-out method, `OUT_DIR/<method>/scores.csv` (one row per held-out
+video: label, pred, face_size). The runs hold out the same videos (the split depends on
+the data only), so the ensemble's score of a video is what 6_predict's ensemble computes
+from the same models: the (weighted) mean of the members' video probabilities, each pooled
+with its own strategy (`inference.aggregation.ensemble`). Methods missing from a run are
+left out and listed under `skipped`.
+
+With --dev-dir, the members' models trained on all of DATA_DIR (`OUT_DIR/all/weights/
+all_fold0_last.pt`, what quality.py scored) score that folder end to end together with
+6_predict's pipeline. Runs made with --calibrate are refused there (each member has its
+own temperature; run_all fits one on the ensemble instead).
+
+Prints one JSON object with quality.py's keys: `methods` (auc, log_loss,
+balanced_log_loss, counts, mean scores, face_size_auc, score_size_spearman), `mean_auc`,
+`mean_balanced_log_loss`, and with --dev-dir `dev` and `dev_auc`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import _round, metrics, size_shortcut  # noqa: E402
+
+
+def round_scores(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """{method dir: its scores.csv} of one quality.py run (the dev round 'all' has none)."""
+    return {p.parent.name: pd.read_csv(p) for p in sorted(Path(run_dir).glob("*/scores.csv"))}
+
+
+def combine(frames: list[pd.DataFrame], weights: list[float]) -> pd.DataFrame:
+    """One method's ensemble scores: the weighted mean of the members' `pred` per video.
+    The members must hold out the same videos with the same labels."""
+    base = frames[0].set_index("video").sort_index()
+    preds = []
+    for k, f in enumerate(frames):
+        f = f.set_index("video").sort_index()
+        if set(f.index) != set(base.index):
+            raise ValueError(f"member {k} scored other videos than member 0 "
+                             f"({len(set(f.index) ^ set(base.index))} differ): not the same split")
+        if not (f.label.loc[base.index] == base.label).all():
+            raise ValueError(f"member {k} labels some videos differently from member 0")
+        preds.append(f.pred.loc[base.index].to_numpy(dtype=np.float64))
+    w = np.asarray(weights, dtype=np.float64)
+    out = base[["label"]].copy()
+    out["pred"] = np.average(np.stack(preds), axis=0, weights=w)
+    out["face_size"] = base["face_size"] if "face_size" in base else np.nan
+    return out.reset_index()
+
+
+def ensemble_report(run_dirs: list[Path], weights: list[float] | None = None) -> dict:
+    weights = [1.0] * len(run_dirs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(run_dirs) or any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"--weights: one non-negative number per run, not all 0; got {weights}")
+    runs = [round_scores(d) for d in run_dirs]
+    for d, r in zip(run_dirs, runs):
+        if not r:
+            raise FileNotFoundError(f"no */scores.csv under {d}: is it a bench/quality.py --out-dir?")
+    common = sorted(set.intersection(*(set(r) for r in runs)))
+    skipped = sorted(set.union(*(set(r) for r in runs)) - set(common))
+    methods = {}
+    for m in common:
+        scores = combine([r[m] for r in runs], weights)
+        methods[m] = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
+        methods[m].update({k: _round(v) for k, v in size_shortcut(scores).items()})
+    finite = lambda k: [v[k] for v in methods.values() if v.get(k) is not None]  # noqa: E731
+    return {"runs": [str(d) for d in run_dirs], "weights": weights, "methods": methods, "skipped": skipped,
+            "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
+            "mean_balanced_log_loss": _round(float(np.mean(finite("balanced_log_loss")))) if methods else None}
+
+
+def dev_checkpoints(run_dirs: list[Path]) -> list[Path]:
+    ckpts = []
+    for d in run_dirs:
+        if (Path(d) / "all" / "calibration.json").exists():
+            raise ValueError(f"{d} was run with --calibrate: its dev model has its own temperature; "
+                             f"ensemble runs made without --calibrate")
+        ckpt = Path(d) / "all" / "weights" / "all_fold0_last.pt"
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{ckpt} is missing: run bench/quality.py with --dev-dir to train it")
+        ckpts.append(ckpt)
+    return ckpts
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="bench/quality.py --out-dir folders, one per member")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one per run (default: equal)")
+    p.add_argument("--dev-dir", type=Path, default=None, help="also score this folder end to end with the "
+                   "members' all-data models")
+    p.add_argument("--strategy", default="confident", choices=["confident", "ntech", "mean"])
+    a = p.parse_args()
+    try:
+        out = ensemble_report(a.runs, a.weights)
+        if a.dev_dir is not None:
+            from inference.predictor import predict_dir
+            from preprocessing.dataset import load_dataset
+
+            pred = predict_dir(a.dev_dir, dev_checkpoints(a.runs), strategy=a.strategy, progress=False,
+                               weights=out["weights"])
+            labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
+            rows = [(labels[(a.dev_dir / name).resolve()], prob) for name, prob in pred.rows
+                    if (a.dev_dir / name).resolve() in labels]
+            dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
+            dev["failed"] = len(pred.errors)
+            out["dev"], out["dev_auc"] = dev, dev["auc"]
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
