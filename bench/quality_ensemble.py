@@ -8,14 +8,16 @@
 Each run leaves, per held-out method, `OUT_DIR/<method>/scores.csv` (one row per held-out
 video: label, pred, face_size). The runs hold out the same videos (the split depends on
 the data only), so the ensemble's score of a video is what 6_predict's ensemble computes
-from the same models: the (weighted) mean of the members' video probabilities, each pooled
-with its own strategy (`inference.aggregation.ensemble`). Methods missing from a run are
-left out and listed under `skipped`.
+from the same models with a per-model strategy (confident, mean): the (weighted) mean of
+the members' video probabilities (`inference.aggregation.ensemble`). The 'ntech' strategy
+pools every model's faces together and cannot be rebuilt from video scores: refused. Runs
+made with --calibrate are refused too (each member's scores carry its own temperature;
+run_all fits one on the ensemble). Methods missing from a run are left out and listed
+under `skipped`.
 
 With --dev-dir, the members' models trained on all of DATA_DIR (`OUT_DIR/all/weights/
 all_fold0_last.pt`, what quality.py scored) score that folder end to end together with
-6_predict's pipeline. Runs made with --calibrate are refused there (each member has its
-own temperature; run_all fits one on the ensemble instead).
+6_predict's pipeline, with --strategy (the members' runs should have used the same).
 
 Prints one JSON object with quality.py's keys: `methods` (auc, log_loss,
 balanced_log_loss, counts, mean scores, face_size_auc, score_size_spearman), `mean_auc`,
@@ -70,6 +72,10 @@ def ensemble_report(run_dirs: list[Path], weights: list[float] | None = None) ->
     for d, r in zip(run_dirs, runs):
         if not r:
             raise FileNotFoundError(f"no */scores.csv under {d}: is it a bench/quality.py --out-dir?")
+        calibrated = sorted(m for m in r if (Path(d) / m / "cal").is_dir())
+        if calibrated:
+            raise ValueError(f"{d} was run with --calibrate ({calibrated[0]}/cal): its scores carry the "
+                             f"member's own temperature; ensemble runs made without --calibrate")
     common = sorted(set.intersection(*(set(r) for r in runs)))
     skipped = sorted(set.union(*(set(r) for r in runs)) - set(common))
     methods = {}
@@ -102,7 +108,8 @@ def main() -> int:
     p.add_argument("--weights", type=float, nargs="+", default=None, help="one per run (default: equal)")
     p.add_argument("--dev-dir", type=Path, default=None, help="also score this folder end to end with the "
                    "members' all-data models")
-    p.add_argument("--strategy", default="confident", choices=["confident", "ntech", "mean"])
+    p.add_argument("--strategy", default="confident", choices=["confident", "mean"],
+                   help="dev-videos' pooling per model (the runs' --strategy; 'ntech' cannot be ensembled here)")
     a = p.parse_args()
     try:
         out = ensemble_report(a.runs, a.weights)
@@ -111,7 +118,7 @@ def main() -> int:
             from preprocessing.dataset import load_dataset
 
             pred = predict_dir(a.dev_dir, dev_checkpoints(a.runs), strategy=a.strategy, progress=False,
-                               weights=out["weights"])
+                               weights=a.weights)
             labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
             rows = [(labels[(a.dev_dir / name).resolve()], prob) for name, prob in pred.rows
                     if (a.dev_dir / name).resolve() in labels]

@@ -81,3 +81,22 @@ def test_sharded_sampler_is_deterministic_and_disjoint_per_epoch():
     assert a0 == list(ShardedRandomSampler(100, 8, seed=1, rank=0, world_size=2))
     s[0].set_epoch(1)
     assert list(s[0]) != a0
+
+
+def test_checkpoint_of_an_sbi_pairs_config_still_loads(tmp_path):
+    """`data.sbi` with a dataset that never used it became a config error; a checkpoint
+    trained so (the flag was ignored) still loads for prediction, with the flag off."""
+    from training.config import ConfigError, validate
+    from training.engine import build_model, model_from_checkpoint, save_checkpoint
+
+    cfg = validate({"network": "DeepFakeClassifier", "encoder": "tf_efficientnet_lite0", "pretrained": False,
+                    "size": 64, "data": {"dataset": "pairs"}})
+    model = build_model(cfg, pretrained=False).eval()
+    old = dict(cfg, data=dict(cfg["data"], sbi=True))
+    with pytest.raises(ConfigError, match="does not use it"):
+        validate(old)
+    save_checkpoint(tmp_path / "old.pt", model, old, 0, {})
+    loaded, loaded_cfg = model_from_checkpoint(tmp_path / "old.pt")
+    assert loaded_cfg["data"]["sbi"] is False and loaded_cfg["data"]["dataset"] == "pairs"
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), model(x))

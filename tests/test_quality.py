@@ -148,3 +148,6 @@ def test_ensemble_refuses_runs_of_different_splits(quality_ensemble, tmp_path):
         quality_ensemble.dev_checkpoints([a])
     with pytest.raises(FileNotFoundError, match="scores.csv"):
         quality_ensemble.ensemble_report([tmp_path / "empty"])
+    (tmp_path / "b" / "Swap" / "cal").mkdir()
+    with pytest.raises(ValueError, match="--calibrate"):
+        quality_ensemble.ensemble_report([b])

@@ -183,7 +183,7 @@ def validate(config: dict) -> dict:
     if cfg["data"]["sbi"] and cfg["data"]["dataset"] not in ("frames", "sequences"):
         raise ConfigError(f"'data.sbi' makes fakes from REAL crops (datasets 'frames' and 'sequences'); "
                           f"'data.dataset': '{cfg['data']['dataset']}' does not use it: turn it off")
-    if not 0 <= cfg["data"]["sbi_prob"] <= 1:
+    if not (isinstance(cfg["data"]["sbi_prob"], (int, float)) and 0 <= cfg["data"]["sbi_prob"] <= 1):
         raise ConfigError("config key 'data.sbi_prob' must be a probability")
     regions = cfg["data"]["sbi_regions"]
     if regions is not None:

@@ -48,8 +48,8 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmenter
 # NTech re-encoded a clip with p=0.5 (their TrackTransform).
 REENCODE_CLIP_PROB = 0.5
 
-# FrameDataset index modes: index = row + mode * len(rows). A plain index (mode AUTO)
-# turns a REAL row into an SBI fake with probability sbi_prob; balanced epochs decide
+# Index modes of the balanced datasets (FrameDataset, SequenceDataset): index = row + mode *
+# len(rows). A plain index (mode AUTO) turns a REAL row into an SBI fake with probability sbi_prob; balanced epochs decide
 # per index instead (FORCE: an SBI fake, NEVER: the row as it is), so that their halves
 # stay exactly real and fake.
 SBI_AUTO, SBI_FORCE, SBI_NEVER = 0, 1, 2
@@ -176,13 +176,27 @@ class _CropDataset(Dataset):
         return self.work.root / row.file
 
     def _landmarks(self, row) -> np.ndarray | None:
-        """The 5 MTCNN points of this crop: a paired fake shares its original's."""
+        """The 5 MTCNN points of this crop, in the pixels of the crop as read (a config
+        margin tighter than step 1's shifts them); a paired fake shares its original's."""
         path = self.work.landmarks(row.original or row.video, int(row.frame), int(row.face))
         try:
             points = np.load(path)
         except (OSError, ValueError):
             return None
-        return points.astype(np.float32) if points.shape == (5, 2) else None
+        if points.shape != (5, 2):
+            return None
+        points = points.astype(np.float32)
+        manifest = self._manifest(row.video)
+        if self.margin is None or manifest is None or abs(manifest.margin - self.margin) < 1e-9:
+            return points
+        # landmarks are in step-1 crop pixels: shift them into the tighter crop
+        boxes = self._video_boxes(manifest.boxes_from)
+        box = boxes.frames[int(row.frame)][int(row.face)]
+        from preprocessing.crops import crop_box
+
+        outer = crop_box(box, boxes.width, boxes.height, manifest.margin)
+        inner = crop_box(box, boxes.width, boxes.height, self.margin)
+        return points - np.array([inner[0] - outer[0], inner[1] - outer[1]], np.float32)
 
     def _diff(self, row) -> np.ndarray | None:
         """The step-3 diff of a paired fake, else None."""
@@ -313,7 +327,7 @@ class _BalancedEpochs:
         """`num_samples` dataset indices, half REAL and half FAKE (an odd count gets
         one more REAL), shuffled; a pure function of (seed, epoch).
 
-        With SBI (FrameDataset, train) a share sbi_prob of the fake half is SBI fakes
+        With SBI (FrameDataset or SequenceDataset, train) a share sbi_prob of the fake half is SBI fakes
         made from REAL rows, and all of it when there are no fake rows; these slots
         carry their decision in the index (SBI_FORCE / SBI_NEVER, see decode_index).
         """
@@ -334,7 +348,7 @@ class _BalancedEpochs:
         else:
             if len(fake) == 0:
                 raise ValueError("no FAKE rows in this split: cannot balance real and fake "
-                                 "(FrameDataset(sbi=True) makes fakes from REAL crops)")
+                                 "(data.sbi makes fakes from REAL crops)")
             reals, fakes = _draw(rng, real, n_real), _draw(rng, fake, n_fake)
         return rng.permutation(np.concatenate([reals, fakes])).tolist()
 
@@ -413,23 +427,6 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
             self.augment.reseed(rng)
         return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
                 "video": row.video, "file": row.file}
-
-    def _landmarks(self, row) -> np.ndarray | None:
-        points = super()._landmarks(row)
-        if points is None or self.margin is None:
-            return points
-        manifest = self._manifest(row.video)
-        if manifest is None or abs(manifest.margin - self.margin) < 1e-9:
-            return points
-        # landmarks are in step-1 crop pixels: shift them into the tighter crop
-        boxes = self._video_boxes(manifest.boxes_from)
-        box = boxes.frames[int(row.frame)][int(row.face)]
-        from preprocessing.crops import crop_box
-
-        outer = crop_box(box, boxes.width, boxes.height, manifest.margin)
-        inner = crop_box(box, boxes.width, boxes.height, self.margin)
-        return points - np.array([inner[0] - outer[0], inner[1] - outer[1]], np.float32)
-
 
 # --------------------------------------------------------------------------- pairs
 class PairDataset(_CropDataset):
@@ -543,12 +540,16 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
     same face at the following detected frames, with a warning: slow motion, not NTech's.
 
     With `data.sbi` (train only) a REAL clip becomes a Self-Blended fake clip (label 1) with
-    probability `data.sbi_prob`: every frame is blended with the same draw (colour, the
-    frequency artefact, shift and scale, mask shape) around the anchor's landmarks, so the
-    blend is as steady over the clip as a face swap's; a re-encoded clip is blended before
-    the encoding, as a fake video is made before it is compressed. Indices run over
-    3 * len(self) as FrameDataset's (see decode_index).
+    probability `data.sbi_prob`: every frame is blended with the same random draws (colour,
+    frequency artefact, shift and scale, mask erosion or dilation, edge blur, blend ratio), so it does not
+    flicker from frame to frame; the mask follows each frame's face (dlib's 68 points when
+    the predictor is installed, else the anchor's 5 MTCNN points, the clip being cut with
+    the anchor's box). A re-encoded clip is blended before the encoding, as a fake video is
+    made before it is compressed. Indices run over 3 * len(self) as FrameDataset's (see
+    decode_index).
     """
+
+    sbi, sbi_prob, sbi_regions = False, 0.0, None  # SequencePairDataset: real fakes only
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         super().__init__(work_dir, df, fold, train, cfg, seed)
@@ -643,7 +644,7 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         return [blend(f, row) for f in streams] if blend is not None else streams
 
     def _blend_clip(self, seed: int) -> Callable[[list[np.ndarray], object], list[np.ndarray]]:
-        """SBI for a clip: every frame self-blended with the draws of one seed."""
+        """SBI for a clip: every frame self-blended with the random draws of one seed."""
         def blend(frames: list[np.ndarray], row) -> list[np.ndarray]:
             landmarks = self._landmarks(row)
             return [self_blend(f, landmarks, np.random.default_rng(seed), regions=self.sbi_regions)[0]
@@ -656,12 +657,14 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         blend = None
         if self.train and self._sbi_decision(int(self.labels[row_index]), mode, rng):
             blend = self._blend_clip(int(rng.integers(2**63)))
+        # a substitute row of the other label (no REAL clip loads) is a FAKE: not blended
         anchor, (frames,) = self._load_with_substitute(
-            row_index, lambda j: self._read_sequence(j, rng if self.train else None, blend))
+            row_index, lambda j: self._read_sequence(j, rng if self.train else None,
+                                                     blend if self.labels[j] == 0 else None))
         if self.train:
             self.augment.reseed(rng)
         row = self.rows.iloc[anchor]
-        label = self._target(row) if blend is None else torch.tensor(1.0)
+        label = torch.tensor(1.0) if blend is not None and self.labels[anchor] == 0 else self._target(row)
         return {"image": self.augment(frames), "label": label, "video": row.video, "file": row.file}
 
     def _target(self, row) -> torch.Tensor:

@@ -183,7 +183,13 @@ def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Modu
         imported = import_checkpoint(path, raw=raw)
         return imported.model.to(device).eval(), imported.cfg
     ckpt = _checked(raw, path)
-    cfg = validate(ckpt["config"])
+    saved = ckpt["config"]
+    data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    if data.get("sbi") and data.get("dataset", "frames") not in ("frames", "sequences"):
+        # training-only, and ignored by the datasets that have no use for it until it became
+        # a config error: a checkpoint trained so still loads
+        saved = dict(saved, data=dict(data, sbi=False))
+    cfg = validate(saved)
     model = build_model(cfg, pretrained=False)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model = model.to(device).eval()
