@@ -119,6 +119,23 @@ def round_dir(work: Path, dest: Path, df: pd.DataFrame, test: list[str], train: 
     return dest
 
 
+def with_teacher(cfg: dict, teacher_run: Path | None, slug: str) -> dict:
+    """`cfg` with the round's own distillation teacher: the checkpoint the teacher's
+    bench/quality.py run trained and scored in the same round (`slug`: a method, or 'all')."""
+    if teacher_run is None:
+        return cfg
+    if not cfg.get("distill", {}).get("teacher"):
+        raise ValueError(f"--teacher-run is for a distillation config; {cfg.get('name')} has no distill.teacher")
+    name = "all" if slug == "all" else f"lomo_{slug}"
+    weights = teacher_run / slug / "weights"
+    calibrated = (teacher_run / slug / "cal").is_dir() or (teacher_run / slug / "calibration.json").exists()
+    ckpt = weights / f"{name}_fold0_{'best' if calibrated else 'last'}.pt"  # the checkpoint that run scored
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt} is missing: run bench/quality.py with the teacher's config and "
+                                f"--out-dir {teacher_run} over the same methods first")
+    return dict(cfg, distill=dict(cfg["distill"], teacher=str(ckpt.resolve())))
+
+
 def calibration_split(df: pd.DataFrame, train: list[str], cal_fold: int = CAL_FOLD) -> tuple[list[str], list[str]]:
     """(calibration videos, the rest): the training videos of step 4's fold `cal_fold`
     (whole identities), when it holds both classes; else ([], train)."""
@@ -276,6 +293,10 @@ def main() -> int:
     p.add_argument("--out-dir", type=Path, default=None, help="round work dirs and checkpoints "
                    "(default WORK/quality)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher-run", type=Path, default=None,
+                   help="a distillation config's teacher, per round: the checkpoint that round of this earlier "
+                        "bench/quality.py --out-dir scored (a teacher trained on everything would have seen the "
+                        "held-out method)")
     p.add_argument("--calibrate", action="store_true",
                    help=f"hold step 4's fold {CAL_FOLD} of the training videos out: best epoch + temperature (run_all's way)")
     p.add_argument("--no-reencode-check", dest="reencode_check", action="store_false",
@@ -306,7 +327,7 @@ def main() -> int:
     for m, (test, train_videos) in splits.items():
         slug = re.sub(r"[^A-Za-z0-9]+", "_", m).strip("_")
         rd = round_dir(a.work_dir, out_dir / slug, df, test, train_videos)
-        c = dict(cfg, name=f"lomo_{slug}")
+        c = with_teacher(dict(cfg, name=f"lomo_{slug}"), a.teacher_run, slug)
         t1 = time.time()
         cal = []
         if a.calibrate:
@@ -362,8 +383,8 @@ def main() -> int:
             held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
             folds.loc[folds.video.isin(held), "fold"] = 0
             folds.to_csv(rd / "folds.csv", index=False)
-        result = train(dict(cfg, name="all"), rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs,
-                       progress=False)
+        result = train(with_teacher(dict(cfg, name="all"), a.teacher_run, "all"), rd, fold=0, seed=a.seed,
+                       weights_dir=rd / "weights", epochs=a.epochs, progress=False)
         ckpt = result.best if cal else result.last
         calibration = None
         if cal:

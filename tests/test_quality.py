@@ -151,3 +151,24 @@ def test_ensemble_refuses_runs_of_different_splits(quality_ensemble, tmp_path):
     (tmp_path / "b" / "Swap" / "cal").mkdir()
     with pytest.raises(ValueError, match="--calibrate"):
         quality_ensemble.ensemble_report([b])
+
+
+def test_teacher_run_gives_each_round_its_own_teacher(quality, tmp_path):
+    """A distilled student's teacher in a round is the teacher config's model of that round
+    (never one trained on the held-out method)."""
+    cfg = {"name": "s", "distill": {"teacher": "weights/lite0_cpu_fold0_best.pt", "alpha": 0.5}}
+    assert quality.with_teacher(cfg, None, "Swap") is cfg
+    for slug, name in (("Swap", "lomo_Swap"), ("all", "all")):
+        (tmp_path / slug / "weights").mkdir(parents=True)
+        for kind in ("best", "last"):
+            (tmp_path / slug / "weights" / f"{name}_fold0_{kind}.pt").write_bytes(b"")
+    got = quality.with_teacher(cfg, tmp_path, "Swap")
+    assert got["distill"] == {"teacher": str((tmp_path / "Swap/weights/lomo_Swap_fold0_last.pt").resolve()),
+                              "alpha": 0.5}
+    assert cfg["distill"]["teacher"] == "weights/lite0_cpu_fold0_best.pt"  # not modified in place
+    (tmp_path / "all" / "calibration.json").write_text("{}")  # a --calibrate run scored its best checkpoint
+    assert quality.with_teacher(cfg, tmp_path, "all")["distill"]["teacher"].endswith("all_fold0_best.pt")
+    with pytest.raises(FileNotFoundError, match="lomo_Lips_fold0_last.pt"):
+        quality.with_teacher(cfg, tmp_path, "Lips")
+    with pytest.raises(ValueError, match="distillation config"):
+        quality.with_teacher({"name": "x"}, tmp_path, "Swap")
