@@ -23,7 +23,9 @@ tests/test_crop_parity.py), pooled with 6_predict's strategy (`--strategy`).
 With --dev-dir, a model trained on all of DATA_DIR scores that folder end to end with
 6_predict's pipeline (decode, detect, crop, score) against its metadata labels (per video:
 OUT_DIR/all/dev_scores.csv). bench/quality_ensemble.py combines the runs of several configs
-into the ensemble's scores.
+into the ensemble's scores. A distillation config (`distill.teacher`) needs --teacher-run
+OUT_DIR, an earlier run of its teacher's config: each round's student then learns from that
+round's teacher, which never saw the held-out method.
 
 With --calibrate, every round does what run_all.sh does with its validation fold: the
 training videos of step 4's fold CAL (1; identity-grouped, disjoint from the reserve) are
