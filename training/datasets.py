@@ -49,9 +49,9 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmenter
 REENCODE_CLIP_PROB = 0.5
 
 # Index modes of the balanced datasets (FrameDataset, SequenceDataset): index = row + mode *
-# len(rows). A plain index (mode AUTO) turns a REAL row into an SBI fake with probability sbi_prob; balanced epochs decide
-# per index instead (FORCE: an SBI fake, NEVER: the row as it is), so that their halves
-# stay exactly real and fake.
+# len(rows). A plain index (mode AUTO) turns a REAL row into an SBI fake with probability
+# sbi_prob; balanced epochs decide per index instead (FORCE: an SBI fake, NEVER: the row as
+# it is), so that their halves stay exactly real and fake.
 SBI_AUTO, SBI_FORCE, SBI_NEVER = 0, 1, 2
 # What a broken crop file raises: read_png's FileNotFoundError / IOError, OpenCV errors.
 LOAD_ERRORS = (OSError, ValueError, cv2.error)
@@ -327,9 +327,9 @@ class _BalancedEpochs:
         """`num_samples` dataset indices, half REAL and half FAKE (an odd count gets
         one more REAL), shuffled; a pure function of (seed, epoch).
 
-        With SBI (FrameDataset or SequenceDataset, train) a share sbi_prob of the fake half is SBI fakes
-        made from REAL rows, and all of it when there are no fake rows; these slots
-        carry their decision in the index (SBI_FORCE / SBI_NEVER, see decode_index).
+        With SBI (FrameDataset or SequenceDataset, train) a share sbi_prob of the fake half
+        is SBI fakes made from REAL rows, and all of it when there are no fake rows; these
+        slots carry their decision in the index (SBI_FORCE / SBI_NEVER, see decode_index).
         """
         num_samples = self.default_epoch_size() if num_samples is None else int(num_samples)
         seed = self.seed if seed is None else int(seed)
@@ -427,6 +427,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
             self.augment.reseed(rng)
         return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
                 "video": row.video, "file": row.file}
+
 
 # --------------------------------------------------------------------------- pairs
 class PairDataset(_CropDataset):
@@ -541,12 +542,12 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
 
     With `data.sbi` (train only) a REAL clip becomes a Self-Blended fake clip (label 1) with
     probability `data.sbi_prob`: every frame is blended with the same random draws (colour,
-    frequency artefact, shift and scale, mask erosion or dilation, edge blur, blend ratio), so it does not
-    flicker from frame to frame; the mask follows each frame's face (dlib's 68 points when
-    the predictor is installed, else the anchor's 5 MTCNN points, the clip being cut with
-    the anchor's box). A re-encoded clip is blended before the encoding, as a fake video is
-    made before it is compressed. Indices run over 3 * len(self) as FrameDataset's (see
-    decode_index).
+    frequency artefact, shift and scale, mask erosion or dilation, edge blur, blend ratio),
+    so it does not flicker from frame to frame; the mask follows each frame's face (dlib's
+    68 points when the predictor is installed, else the anchor's 5 MTCNN points, the clip
+    being cut with the anchor's box). A re-encoded clip is blended before the encoding, as
+    a fake video is made before it is compressed. Indices run over 3 * len(self) as
+    FrameDataset's (see decode_index).
     """
 
     sbi, sbi_prob, sbi_regions = False, 0.0, None  # SequencePairDataset: real fakes only
