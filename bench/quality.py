@@ -138,6 +138,21 @@ def with_teacher(cfg: dict, teacher_run: Path | None, slug: str) -> dict:
     return dict(cfg, distill=dict(cfg["distill"], teacher=str(ckpt.resolve())))
 
 
+def dev_scores(dev_dir: Path, checkpoints: list[Path], strategy: str, **predict_kw) -> tuple[dict, pd.DataFrame]:
+    """(metrics, per-video label/pred/video) of 6_predict end to end on a labelled folder
+    with these checkpoints as one ensemble (`predict_kw`: calibration, weights)."""
+    from inference.predictor import predict_dir
+    from preprocessing.dataset import load_dataset
+
+    pred = predict_dir(dev_dir, checkpoints, strategy=strategy, progress=False, **predict_kw)
+    labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(dev_dir).videos}
+    scores = pd.DataFrame([(labels[(dev_dir / name).resolve()], p, name) for name, p in pred.rows
+                           if (dev_dir / name).resolve() in labels], columns=["label", "pred", "video"])
+    dev = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
+    dev["failed"] = len(pred.errors)
+    return dev, scores
+
+
 def calibration_split(df: pd.DataFrame, train: list[str], cal_fold: int = CAL_FOLD) -> tuple[list[str], list[str]]:
     """(calibration videos, the rest): the training videos of step 4's fold `cal_fold`
     (whole identities), when it holds both classes; else ([], train)."""
@@ -371,8 +386,6 @@ def main() -> int:
         out["mean_balanced_log_loss_raw"] = _round(float(np.mean(finite("balanced_log_loss_raw"))))
 
     if a.dev_dir is not None:
-        from inference.predictor import predict_dir
-
         everything = sorted(df.video.unique())
         cal = calibration_split(df, everything)[0] if a.calibrate else []
         if cal:  # run_all's way: train on the rest, best epoch and temperature on the calibration fold
@@ -396,13 +409,8 @@ def main() -> int:
             calibration = rd / "calibration.json"
             save_calibration(calibration, fit_balanced_temperature(cal_scores),
                              {"videos": len(cal_scores), "fit": "balanced_log_loss"})
-        pred = predict_dir(a.dev_dir, [ckpt], strategy=a.strategy, progress=False, calibration=calibration)
-        dev_labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
-        rows = [(dev_labels[(a.dev_dir / name).resolve()], p, name) for name, p in pred.rows
-                if (a.dev_dir / name).resolve() in dev_labels]
-        pd.DataFrame(rows, columns=["label", "pred", "video"]).to_csv(rd / "dev_scores.csv", index=False)
-        dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
-        dev["failed"] = len(pred.errors)
+        dev, scores = dev_scores(a.dev_dir, [ckpt], a.strategy, calibration=calibration)
+        scores.to_csv(rd / "dev_scores.csv", index=False)
         out["dev"], out["dev_auc"] = dev, dev["auc"]
         if calibration is not None:
             out["dev"]["temperature"] = _round(json.loads(calibration.read_text())["temperature"])

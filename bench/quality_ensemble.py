@@ -36,7 +36,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import _round, metrics, size_shortcut  # noqa: E402
+from quality import _round, dev_scores, metrics, size_shortcut  # noqa: E402
 
 
 def round_scores(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -114,16 +114,7 @@ def main() -> int:
     try:
         out = ensemble_report(a.runs, a.weights)
         if a.dev_dir is not None:
-            from inference.predictor import predict_dir
-            from preprocessing.dataset import load_dataset
-
-            pred = predict_dir(a.dev_dir, dev_checkpoints(a.runs), strategy=a.strategy, progress=False,
-                               weights=a.weights)
-            labels = {v.path.resolve(): int(v.is_fake) for v in load_dataset(a.dev_dir).videos}
-            rows = [(labels[(a.dev_dir / name).resolve()], prob) for name, prob in pred.rows
-                    if (a.dev_dir / name).resolve() in labels]
-            dev = {k: _round(v) for k, v in metrics([r[0] for r in rows], [r[1] for r in rows]).items()}
-            dev["failed"] = len(pred.errors)
+            dev, _ = dev_scores(a.dev_dir, dev_checkpoints(a.runs), a.strategy, weights=a.weights)
             out["dev"], out["dev_auc"] = dev, dev["auc"]
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
