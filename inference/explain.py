@@ -257,7 +257,7 @@ def render_page(name: str, prob: float, error: str | None, *, strategy: str = ""
         for m, d in details["models"].items():
             score = "n/a" if d["video_score"] is None else f"{d['video_score']:.4f}"
             kind = (model_kinds or {}).get(m, "")
-            count = len(d["faces"]) if "faces" in d else f"{len(d.get('segments', []))} one-second segments (MDS)"
+            count = len(d["faces"]) if "faces" in d else f"{len(d.get('segments', []))} segments (MDS)"
             kind = kind or ("audio-visual dissonance" if "segments" in d else "")
             rows += f"<tr><td>{esc(m)}</td><td>{esc(kind)}</td><td>{score}</td><td>{count}</td></tr>"
         parts.append(f"<h2>Models</h2><p>{details['faces']} faces on {details['frames']} sampled frames.</p>"

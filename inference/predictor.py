@@ -20,10 +20,11 @@ cannot be scored gets the models' training-label mean. MOS and detection checkpo
 do not mix in one call.
 
 Dissonance checkpoints (`task: av`, Chugh et al.) sit in a detection ensemble: the
-video's sound is read (ffmpeg, 16 kHz), its first `max_segments` whole seconds each get
-`seq_len` frames spread over the second, cut around the main face with the nearest
-detection's box; the model's MDS (mean segment distance) becomes P(FAKE) through the
-calibration fitted on validation. A video without sound gets no prediction from it (it
+video's sound is read (ffmpeg, 16 kHz), the whole segments (`data.av_segment_s`, 1 s by
+default) of its first `max_segments` seconds each get `seq_len` frames spread over the
+segment, cut around the main face with the nearest detection's box; the model's MDS (the
+mean segment distance, or with `model.mds` "video" one distance over the joined segments)
+becomes P(FAKE) through the calibration fitted on validation. A video without sound gets no prediction from it (it
 abstains; the ensemble uses the other models).
 """
 from __future__ import annotations
@@ -103,6 +104,10 @@ class LoadedModel:
         from training.config import input_hw
 
         return input_hw(self.cfg)[0]
+
+    @property
+    def av_segment_s(self) -> float:  # a dissonance model's segment length, seconds
+        return float(self.cfg["data"].get("av_segment_s", 1.0))
 
     @property
     def flip_half(self) -> bool:
@@ -199,10 +204,10 @@ class VideoFaces:
     clip_keys: dict[float, list[tuple[int, int, list[float]]]] = field(default_factory=dict)
     # with FaceExtractor(keep_thumbs=True), for explanations: anchor frame -> (downscaled frame, its scale)
     thumbs: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
-    # dissonance models: the MFCCs of the sound (None: no audio track), and per (size, margin)
-    # the main face's square crops of each segment: [(start s, [crop per frame])]
+    # dissonance models: the MFCCs of the sound (None: no audio track), and per (size, margin,
+    # segment length s) the main face's square crops of each segment: [(start s, [crop per frame])]
     mfcc: np.ndarray | None = None
-    segments: dict[tuple[int, float], list[tuple[float, list[np.ndarray]]]] = field(default_factory=dict)
+    segments: dict[tuple[int, float, float], list[tuple[float, list[np.ndarray]]]] = field(default_factory=dict)
     av: dict = field(default_factory=dict)  # model name -> {"mds", "segments": [{"start", "distance"}]}
 
 
@@ -226,7 +231,8 @@ class FaceExtractor:
         self.keep_thumbs = keep_thumbs  # keep a small copy of every anchor frame (explanation pages)
         # realism models: clips at random starts, from this seed and the file's name (`frame_plan`)
         self.random_clips_seed = random_clips_seed
-        # dissonance models: (frames per segment, crop size, margin) of each, and how many seconds
+        # dissonance models: (frames per segment, crop size, margin, segment length s) of each,
+        # and how many seconds
         self.av_segments, self.max_segments = tuple(av_segments), max(1, int(max_segments))
         self._local = threading.local()
 
@@ -274,29 +280,32 @@ class FaceExtractor:
         return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0),
                           self.num_clips, rng)
 
-    def segment_plan(self, reader: FrameReader, duration: float) -> list[tuple[float, list[int]]]:
-        """[(start s, frame indices)] of the whole seconds of sound and picture (at most
-        max_segments), each with the largest frames-per-segment count of the models, spread
-        over the second at the nominal frame rate."""
-        if not self.av_segments:
-            return []
+    def segment_plan(self, reader: FrameReader, duration: float) -> dict[float, list[tuple[float, list[int]]]]:
+        """{segment length: [(start s, frame indices)]}: the consecutive whole segments of
+        sound and picture within the first max_segments seconds, each with the largest
+        frames-per-segment count of the models of that length, spread over the segment at
+        the nominal frame rate."""
         fps = float(reader.info.fps or 25.0)
         count = reader.info.frame_count or int(duration * fps)
-        seconds = min(self.max_segments, int(min(duration, count / fps) + 1e-6))
-        per = max(t for t, _, _ in self.av_segments)
-        return [(float(k), [min(count - 1, int((k + (j + 0.5) / per) * fps)) for j in range(per)])
-                for k in range(seconds)]
+        seconds = min(float(self.max_segments), min(duration, count / fps))
+        plans = {}
+        for length in sorted({float(s) for *_, s in self.av_segments}):
+            per = max(t for t, *_, s in self.av_segments if float(s) == length)
+            plans[length] = [(k * length, [min(count - 1, int((k * length + (j + 0.5) * length / per) * fps))
+                                           for j in range(per)])
+                             for k in range(int(seconds / length + 1e-6))]
+        return plans
 
     def __call__(self, path: Path) -> VideoFaces:
         t0 = time.time()
         reader = FrameReader(path)
         anchors, clip_anchors, wanted = self.plan(reader)
-        mfcc, plan = None, []
+        mfcc, plans = None, {}
         if self.av_segments:
             mfcc, duration = read_sound(path)
             if mfcc is not None:
-                plan = self.segment_plan(reader, duration)
-                wanted = wanted | {f for _, fs in plan for f in fs}
+                plans = self.segment_plan(reader, duration)
+                wanted = wanted | {f for plan in plans.values() for _, fs in plan for f in fs}
         frames = dict(iter(reader.select(wanted)))
         out = VideoFaces(frames_decoded=reader.frames_decoded, decode_s=time.time() - t0,
                          decoder_note=decoder_counters(reader).get("note"))
@@ -331,13 +340,15 @@ class FaceExtractor:
                             clip.append(last[y1:y2, x1:x2])
                         clips.append(clip)
         out.mfcc = mfcc
-        if plan:
+        if plans:
             from preprocessing.av import square_crop
 
             keys = np.array(anchors)
-            for frames_per, size, margin in self.av_segments:
-                crops = out.segments.setdefault((size, margin), [])
-                for start, idx in plan:
+            for frames_per, size, margin, length in self.av_segments:
+                crops = out.segments.setdefault((size, margin, float(length)), [])
+                if crops:
+                    continue  # another model with the same crops
+                for start, idx in plans[float(length)]:
                     seg = []
                     for f in idx:
                         frame = frames.get(f)
@@ -373,25 +384,31 @@ def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size
     no sound or no segment); its MDS and per-segment distances go to faces.av[m.name]."""
     from training.av_data import mfcc_window
 
-    segs = faces.segments.get((m.av_size, m.margin), [])
+    length = m.av_segment_s
+    segs = faces.segments.get((m.av_size, m.margin, length), [])
     if faces.mfcc is None or not segs:
         faces.av[m.name] = {"mds": None, "segments": [], "abstained": "no sound" if faces.mfcc is None else
-                            "no whole second with a face"}
+                            "no whole segment with a face"}
         return np.zeros(0)
     per = m.cfg["data"]["seq_len"]
-    distances = []
+    distances, fv, fa = [], [], []
     for i in range(0, len(segs), batch_size):
         chunk = segs[i:i + batch_size]
         # the segment's frames were planned for the largest count: take this model's evenly
         x = torch.stack([m.augment([crops[int(j)] for j in np.linspace(0, len(crops) - 1, per).round()])
                          for _, crops in chunk]).to(device)
-        a = torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, start)).unsqueeze(0) for start, _ in chunk])
-        distances.append(m.model(x, a.float().to(device)).distance.float().cpu().numpy())
+        a = torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, start, length)).unsqueeze(0)
+                         for start, _ in chunk])
+        out = m.model(x, a.float().to(device))
+        distances.append(out.distance.float().cpu().numpy())
+        fv.append(out.video_features.float())
+        fa.append(out.audio_features.float())
     d = np.concatenate(distances)
-    mds = float(d.mean())
+    # the paper's MDS, the mean segment distance; or one distance over the joined segments
+    mds = float(d.mean()) if m.model.mds == "segments" else float(m.model.video_distance(torch.cat(fv), torch.cat(fa)))
     prob = float(m.model.probability(torch.tensor(mds)))
-    faces.av[m.name] = {"mds": round(mds, 5), "segments": [{"start": s, "distance": round(float(x), 5)}
-                                                          for (s, _), x in zip(segs, d)]}
+    faces.av[m.name] = {"mds": round(mds, 5), "mds_over": m.model.mds,
+                        "segments": [{"start": s, "distance": round(float(x), 5)} for (s, _), x in zip(segs, d)]}
     return np.array([prob])
 
 
@@ -531,7 +548,8 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None,
                             keep_thumbs=explain_dir is not None, random_clips_seed=seed if task == "mos" else None,
-                            av_segments=[(m.cfg["data"]["seq_len"], m.av_size, m.margin) for m in models if m.is_av])
+                            av_segments=[(m.cfg["data"]["seq_len"], m.av_size, m.margin, m.av_segment_s)
+                                         for m in models if m.is_av])
     if explain_dir is not None:
         from . import explain
 

@@ -182,6 +182,94 @@ def test_temporal_embedding_learns_which_sound_goes_with_the_mouth_in_a_few_step
     assert roc_auc_score(y.numpy(), d.numpy()) > 0.85
 
 
+def motion_net(**kw):
+    torch.manual_seed(0)
+    kw = {"region": "mouth", "time_steps": 6, "temporal_embedding": True, "frame_size": 16, **kw}
+    return create_model("DissonanceNet", "mouth_motion", pretrained=False, embedding=8, hidden=16,
+                        audio_channels=8, **kw)
+
+
+def test_motion_stream_sees_how_the_mouth_moves_not_what_it_looks_like():
+    """encoder "mouth_motion": the visual stream is a function of the mouth region's frame
+    differences only. Two still clips of different faces give the same features; a
+    brightness offset, the same over time, changes nothing; moving the mouth does; pixels
+    above the mouth are never seen; it trains (random init), needs time_steps."""
+    net = motion_net().eval()
+    assert all(p.requires_grad for p in net.video.parameters())
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 1, 3, 48, 48, generator=g).expand(2, 6, 3, 48, 48).clone()
+    b = torch.rand(1, 1, 3, 48, 48, generator=g).expand(2, 6, 3, 48, 48).clone()
+    with torch.no_grad():
+        still = net.video(a)
+        assert still.shape == (2, net.video.channels * 6)
+        torch.testing.assert_close(net.video(b), still)
+        moving = a.clone()
+        moving[:, 3:, :, 30:, 15:35] += 0.5  # the mouth opens at frame 3
+        f = net.video(moving)
+        assert not torch.allclose(f, still)
+        torch.testing.assert_close(net.video(moving + 0.3), f, atol=1e-5, rtol=1e-5)
+        other = moving.clone()
+        other[..., :20, :] = torch.randn(2, 6, 3, 20, 48, generator=g)
+        torch.testing.assert_close(net.video(other), f)
+        # the change shows at the step where it happens: steps 0-2 and 4-5 are those of a still clip
+        steps = f.view(2, -1, 6) - still.view(2, -1, 6)
+        assert steps[..., 3].abs().max() > 1e-3
+        assert steps[..., [0, 1, 2, 4, 5]].abs().max() < 1e-5
+    with pytest.raises(ValueError, match="time_steps"):
+        create_model("DissonanceNet", "mouth_motion", pretrained=False, embedding=8, hidden=16, audio_channels=8)
+
+
+def test_video_level_distance_joins_segments_in_time_order():
+    """model.mds "video": one distance over the video's segments joined in time. For one
+    segment it is that segment's own distance; validation (av_metrics) joins each video's
+    segments by start time, whatever order they came in, and fits the calibration on it;
+    it needs temporal embeddings."""
+    from training.engine import av_metrics
+
+    net = motion_net(mds="video").eval()
+    g = torch.Generator().manual_seed(3)
+    clip, audio = torch.rand(6, 6, 3, 48, 48, generator=g), torch.randn(6, 1, 13, 100, generator=g)
+    with torch.no_grad():
+        out = net(clip, audio)
+        for i in range(6):
+            torch.testing.assert_close(net.video_distance(out.video_features[i:i + 1], out.audio_features[i:i + 1]),
+                                       out.distance[i])
+        joined = [float(net.video_distance(out.video_features[k:k + 3], out.audio_features[k:k + 3]))
+                  for k in (0, 3)]
+        shuffled = float(net.video_distance(out.video_features[[2, 0, 1]], out.audio_features[[2, 0, 1]]))
+    assert abs(shuffled - joined[0]) > 1e-4  # order matters: the time axis is joined
+    assert joined != pytest.approx(out.distance.view(2, 3).mean(1).tolist(), abs=1e-4)  # not the mean
+    order = [4, 1, 0, 5, 3, 2]  # as a loader might deliver them
+    names = ["b" if i >= 3 else "a" for i in order]
+    steps = [(float(i % 3), out.video_features[i].numpy(), out.audio_features[i].numpy()) for i in order]
+    m = av_metrics(net, names, [1.0 if n == "b" else 0.0 for n in names], out.distance[order].tolist(), steps)
+    assert [m["mds_real"], m["mds_fake"]] == pytest.approx([joined[0], joined[1]], abs=1e-5)
+    with pytest.raises(ValueError, match="temporal_embedding"):
+        tiny_net(mds="video")
+    with pytest.raises(ValueError, match="model.mds"):
+        motion_net(mds="mean")
+
+
+def test_segment_plan_cuts_each_models_segment_length_within_the_video():
+    """data.av_segment_s: prediction cuts consecutive whole segments of each model's length
+    within the first max_segments seconds, the frames spread over each segment."""
+    from types import SimpleNamespace
+
+    from inference.predictor import FaceExtractor
+
+    ext = FaceExtractor(av_segments=[(5, 48, 0.15, 1.0), (10, 48, 0.15, 2.0), (4, 48, 0.15, 1.0)], max_segments=10)
+    reader = SimpleNamespace(info=SimpleNamespace(fps=25.0, frame_count=130))  # 5.2 s
+    plans = ext.segment_plan(reader, duration=4.9)  # the sound ends first
+    assert sorted(plans) == [1.0, 2.0]
+    assert [s for s, _ in plans[1.0]] == [0, 1, 2, 3] and [s for s, _ in plans[2.0]] == [0, 2]
+    for length, plan in plans.items():
+        for start, frames in plan:
+            assert len(frames) == (5 if length == 1.0 else 10)  # the largest count of that length
+            assert all(start * 25 <= f < (start + length) * 25 for f in frames) and frames == sorted(frames)
+    assert [s for s, _ in FaceExtractor(av_segments=[(4, 48, 0.15, 2.0)], max_segments=3)
+            .segment_plan(reader, 4.9)[2.0]] == [0]
+
+
 def test_frames_at_picks_the_nearest_frame_to_each_time_at_any_frame_rate():
     from preprocessing.audio import segments
     from training.av_data import frames_at
@@ -387,6 +475,51 @@ def test_jitter_moves_training_segments_and_frame_features_match_the_frozen_enco
 
 
 @pytest.mark.slow
+def test_swap_prob_chooses_between_another_voice_and_the_same_voice_shifted(av_work):
+    """data.av_swap_prob: 0 gives only the same video's sound shifted by >= av_min_shift
+    (timing is the only cue), 1 only another REAL video's; the default mixes both."""
+    from training.av_data import AVSegmentDataset
+    from training.datasets import load_folds
+
+    _, work, _ = av_work
+    kinds = {}
+    for prob in (0.0, 0.5, 1.0):
+        ds = AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=mds_cfg(data={"av_swap_prob": prob}))
+        rng = np.random.default_rng(0)
+        k, start, _ = ds.items[int(np.flatnonzero(ds.labels == 0)[0])]
+        drawn = [ds.wrong_audio(k, start, rng) for _ in range(40)]
+        kinds[prob] = {kind for _, _, kind in drawn}
+        for wav, t, kind in drawn:
+            assert (wav == ds.videos[k]["wav"]) == (kind == "shift")
+            if kind == "shift":
+                assert abs(t - start) >= ds.min_shift - 1e-9
+    assert kinds == {0.0: {"shift"}, 0.5: {"shift", "swap"}, 1.0: {"swap"}}
+
+
+@pytest.mark.slow
+def test_longer_segments_carry_their_length_of_frames_and_sound(av_work):
+    """data.av_segment_s 2: a 2.2-s video gives one 2-s segment (two of 1 s by default),
+    its MFCCs 200 steps long, its frames spread over the two seconds, a shifted wrong sound
+    at least av_min_shift away, and a jittered start that leaves the whole segment inside."""
+    from training.av_data import AVSegmentDataset, frames_at
+    from training.datasets import load_folds
+
+    _, work, _ = av_work
+    one = AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=mds_cfg())
+    two = AVSegmentDataset(work, load_folds(work), fold=-1, train=True,
+                           cfg=mds_cfg(data={"seq_len": 8, "av_segment_s": 2.0, "av_jitter": 0.5}))
+    assert len(one.items) == 2 * len(two.items) and {s for _, s, _ in two.items} == {0.0}
+    k, start, frames = two.items[0]
+    v = two.videos[k]
+    assert v["last_start"] == pytest.approx(min(v["duration"], v["times"][-1] + 1 / 15) - 2.0, abs=1e-3)
+    assert frames == frames_at(v["times"], 0.0, 8, 2.0) and frames[-1] >= 15 * 1.5
+    for i in range(6):
+        item = two.get_item(0, np.random.default_rng(i))
+        assert item["audio"].shape == (1, 13, 200) and item["image"].shape == (8, 3, 32, 32)
+        assert 0 <= item["segment"] <= v["last_start"] + 1e-9
+
+
+@pytest.mark.slow
 def test_mds_trains_and_joins_a_detection_ensemble_abstaining_without_sound(av_work, sample_work, sample_dir,
                                                                               tmp_path):
     import json as jsonlib
@@ -452,3 +585,38 @@ def test_mds_trains_and_joins_a_detection_ensemble_abstaining_without_sound(av_w
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = jsonlib.loads(proc.stdout.splitlines()[0])
     assert len(line["models"][av_name]["segments"]) == 2  # the per-second dissonance (localisation)
+
+
+@pytest.mark.slow
+def test_video_level_mds_trains_validates_and_predicts_over_the_joined_segments(av_work, tmp_path):
+    """mds_motion_cpu's options end to end: the mouth-motion stream, only shifted wrong
+    sounds, model.mds "video". Validation fits the calibration on the joined-segment
+    distance; prediction reports that distance as the MDS, the same as the model's own
+    video_distance over the video's segments, and still lists every second's distance."""
+    from inference.predictor import FaceExtractor, load_models, predict_videos
+    from training.av_data import mfcc_window
+    from training.engine import train
+
+    data, work, _ = av_work
+    cfg = mds_cfg(encoder="mouth_motion", size=48, batches_per_epoch=2, optimizer={"batch_size": 4},
+                  model={"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 16,
+                         "mds": "video"},
+                  data={"av_swap_prob": 0.0, "av_fake_prob": 1.0})
+    result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
+    h = result.history[0]
+    assert np.isfinite([h["mds_real"], h["mds_fake"], *h["calibration"]]).all()
+    clip = sorted(data.rglob("*.mp4"))[0]
+    pred = predict_videos([("v.mp4", clip)], [result.best], progress=False, details=True, num_frames=4)
+    assert not pred.errors
+    m = load_models([result.best], torch.device("cpu"))[0]
+    got = pred.details["v.mp4"]["models"][m.name]
+    assert got["mds_over"] == "video" and [s["start"] for s in got["segments"]] == [0.0, 1.0]
+    faces = FaceExtractor(num_frames=4, margins=(m.margin,), av_segments=[(4, m.av_size, m.margin, 1.0)])(clip)
+    segs = faces.segments[(m.av_size, m.margin, 1.0)]
+    with torch.no_grad():
+        out = m.model(torch.stack([m.augment(c) for _, c in segs]),
+                      torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, s)).unsqueeze(0) for s, _ in segs]))
+        want = float(m.model.video_distance(out.video_features, out.audio_features))
+    assert got["mds"] == pytest.approx(want, abs=1e-4)
+    assert [s["distance"] for s in got["segments"]] == pytest.approx(out.distance.tolist(), abs=1e-4)
+    assert pred.rows[0][1] == pytest.approx(float(m.model.probability(torch.tensor(want))), abs=1e-4)

@@ -1,19 +1,22 @@
 """Audio-visual segments for the dissonance model (Chugh et al., MDS): `data.dataset:
 av_segments`, read from step 1's `--av` artifacts (audio/{id}.wav, tracks/{id}.mp4 and .json).
 
-An item is one 1-second segment of one video: `data.seq_len` face crops spread evenly
-over the second (by presentation time, so variable frame rates line up with the sound),
-resized to the config's size and normalised, and the MFCCs of the same second (13 x 100,
+An item is one segment of one video, `data.av_segment_s` seconds (1, the paper's; longer
+windows are an option beyond it): `data.seq_len` face crops spread evenly over it (by
+presentation time, so variable frame rates line up with the sound), resized to the
+config's size and normalised, and the MFCCs of the same stretch (13 x 100 a second,
 python_speech_features, cepstral mean and variance normalised over the video). Its label
 is the video's. Videos without audio (no track was written) are left out.
 
 Epochs are real/fake balanced by segments. With `data.av_fake_prob` (a documented option
 beyond the paper) that share of the FAKE half is made from REAL segments by giving them
 the wrong sound: the same video's audio shifted by at least `data.av_min_shift` seconds,
-or another REAL video's audio; real videos are an unlimited supply of such negatives.
+or (`data.av_swap_prob`, 0.5) another REAL video's audio; real videos are an unlimited
+supply of such negatives. A swapped voice can be told by who speaks, a shifted one only by
+timing: `av_swap_prob` 0 leaves timing as the only cue.
 With `data.av_jitter` J (seconds, also beyond the paper) a training segment starts anywhere
 within J s of its place (inside the video and its sound), its frames picked again by time,
-so that a few minutes of speech give more than their count of 1-second windows.
+so that a few minutes of speech give more than their count of windows.
 With `data.frame_features` (a frozen per-frame visual stream only: FrameStream) the dataset
 runs that encoder once over every frame of its videos, at start-up, and items carry the
 frames' features (T, C) in place of the crops: training then costs the small trainable
@@ -36,8 +39,8 @@ from torch.utils.data import Dataset
 
 from preprocessing.artifacts import WorkDir
 
-SEGMENT_S = 1.0     # the paper's segment length
-MFCC_STEP = 0.01    # 10 ms: 100 MFCC frames per segment
+SEGMENT_S = 1.0     # the paper's segment length (data.av_segment_s's default)
+MFCC_STEP = 0.01    # 10 ms: 100 MFCC frames per second
 REAL_INDEX, FORCE_AV_FAKE = 0, 1  # index modes: index = item + mode * len(items)
 
 
@@ -81,8 +84,10 @@ class AVSegmentDataset(Dataset):
         self.std = np.asarray(cfg["normalize"]["std"], np.float32)
         d = cfg["data"]
         self.frames_per_segment = int(d["seq_len"])
+        self.segment_s = float(d["av_segment_s"])
         self.av_fake_prob = float(d["av_fake_prob"]) if self.train else 0.0
         self.min_shift = float(d["av_min_shift"])
+        self.swap_prob = float(d["av_swap_prob"])
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
         self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")
@@ -102,7 +107,7 @@ class AVSegmentDataset(Dataset):
                 raise ValueError(f"{track}: the face track was cut with margin {margin:g}, the config says "
                                  f"{cfg['margin']}: set 'margin' to the step's --av-margin (or re-run it)")
             _, duration = _video_mfcc(str(wav))
-            segs = segments(times.astype(np.float64), duration, length=SEGMENT_S,
+            segs = segments(times.astype(np.float64), duration, length=self.segment_s,
                             frames_per_segment=self.frames_per_segment)
             if not segs:
                 self.skipped.append(row.video)  # shorter than one segment
@@ -110,7 +115,7 @@ class AVSegmentDataset(Dataset):
             k = len(self.videos)
             self.videos.append({"video": row.video, "label": int(row.label), "wav": str(wav), "track": str(track),
                                 "duration": duration, "times": times,
-                                "last_start": max(0.0, min(video_end(times), duration) - SEGMENT_S)})
+                                "last_start": max(0.0, min(video_end(times), duration) - self.segment_s)})
             items += [(k, s.start, tuple(s.frames)) for s in segs]
         self.items = items
         self.labels = np.array([self.videos[k]["label"] for k, _, _ in items], dtype=np.int64)
@@ -159,18 +164,20 @@ class AVSegmentDataset(Dataset):
         return np.random.default_rng([int(process_stream(self).integers(2**63)), int(index)])
 
     def wrong_audio(self, k: int, start: float, rng: np.random.Generator) -> tuple[str, float, str]:
-        """(wav, start, kind) of a wrong sound for video k's segment at `start`: its own audio
-        shifted by >= min_shift s (when the video is long enough), else another REAL video's."""
+        """(wav, start, kind) of a wrong sound for video k's segment at `start`: another REAL
+        video's with probability `data.av_swap_prob` (0.5), else its own audio shifted by
+        >= min_shift s; always another's when the video is too short to shift."""
         v = self.videos[k]
-        room = [t for t in np.arange(0.0, v["duration"] - SEGMENT_S + 1e-6, 0.1) if abs(t - start) >= self.min_shift]
+        room = [t for t in np.arange(0.0, v["duration"] - self.segment_s + 1e-6, 0.1)
+                if abs(t - start) >= self.min_shift]
         others = [j for j in self._real_videos if j != k]
-        if room and (not others or rng.random() < 0.5):
+        if room and (not others or rng.random() < 1.0 - self.swap_prob):
             return v["wav"], float(rng.choice(room)), "shift"
         if not others:
             raise ValueError(f"{v['video']}: too short to shift its audio by {self.min_shift} s and no other "
                              f"REAL video to take audio from")
         j = int(rng.choice(others))
-        latest = max(0.0, self.videos[j]["duration"] - SEGMENT_S)
+        latest = max(0.0, self.videos[j]["duration"] - self.segment_s)
         return self.videos[j]["wav"], float(rng.uniform(0, latest)), "swap"
 
     def _frame_features(self) -> list[np.ndarray]:
@@ -222,7 +229,7 @@ class AVSegmentDataset(Dataset):
             lo = max(0.0, start - self.jitter)  # uniform over what the video allows, no pile-up at its ends
             hi = max(lo, min(max(v["last_start"], start), start + self.jitter))
             start = float(rng.uniform(lo, hi))
-            frames = frames_at(v["times"], start, len(frames))
+            frames = frames_at(v["times"], start, len(frames), self.segment_s)
         label, wav, audio_start, kind, name = v["label"], v["wav"], start, "own", v["video"]
         stream_label = label
         if mode == FORCE_AV_FAKE:
@@ -232,7 +239,8 @@ class AVSegmentDataset(Dataset):
             if not self.train:
                 name = f"{name}+wrong_audio"
         feats, _ = _video_mfcc(wav)
-        audio = torch.from_numpy(mfcc_window(feats, audio_start)).unsqueeze(0).float()  # (1, 13, 100)
+        # (1, 13, 100 per second of segment)
+        audio = torch.from_numpy(mfcc_window(feats, audio_start, self.segment_s)).unsqueeze(0).float()
         image = (self.faces(k, frames) if self.features is None
                  else torch.from_numpy(self.features[k][np.minimum(frames, len(self.features[k]) - 1)]
                                        .astype(np.float32)))  # as faces(): a track cut short repeats its last frame

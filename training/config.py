@@ -80,11 +80,13 @@ DEFAULTS: dict = {
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random
         "low_res_min_side": 40,   # size in [low_res_min_side, size] px (face resolution is a shortcut)
-        "seq_len": 8,             # sequences: frames per clip; av_segments: frames per 1-s segment
+        "seq_len": 8,             # sequences: frames per clip; av_segments: frames per segment
         "av_fake_prob": 0.0,      # av_segments: share of the FAKE half made from REAL segments by
                                   # wrong audio (shifted >= av_min_shift s, or another real video's)
         "av_min_shift": 0.5,
+        "av_swap_prob": 0.5,      # av_segments: share of those wrong sounds taken from another REAL video
         "av_jitter": 0.0,         # av_segments: a training segment starts up to this many s off its place
+        "av_segment_s": 1.0,      # av_segments: segment length in seconds (the paper: 1)
         "frame_features": False,  # av_segments with a frozen per-frame encoder: compute its features once
         "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
@@ -244,8 +246,12 @@ def _validate_task(cfg: dict) -> None:
                           "'size' (the tracks' crops are square)")
     if not 0 <= cfg["data"]["av_fake_prob"] <= 1 or cfg["data"]["av_min_shift"] < 0:
         raise ConfigError("'data.av_fake_prob' must be a probability and 'data.av_min_shift' >= 0 (seconds)")
+    if not 0 <= cfg["data"]["av_swap_prob"] <= 1:
+        raise ConfigError("'data.av_swap_prob' must be a probability")
     if cfg["data"]["av_jitter"] < 0:
         raise ConfigError("'data.av_jitter' must be >= 0 (seconds)")
+    if not cfg["data"]["av_segment_s"] > 0:
+        raise ConfigError("'data.av_segment_s' must be > 0 (seconds)")
     allowed = {"mos": MOS_LOSSES, "av": AV_LOSSES}.get(task, DETECT_LOSSES)
     wrong = sorted(set(cfg["losses"]) - allowed)
     if wrong:

@@ -314,13 +314,17 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
     loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                         shuffle=False, num_workers=workers)
     cap = cfg["data"]["val_batches"] or math.inf
-    videos, labels, probs = [], [], []
+    videos, labels, probs, steps = [], [], [], []
+    video_level = cfg["task"] == "av" and module.mds == "video"
     for i, batch in enumerate(loader):
         if i >= cap:
             break
         with autocast_context(cfg, d):
             logits = forward(module, batch, cfg, d)
         if cfg["task"] == "av":  # segment distances; the video's MDS and P(FAKE) come after the gather
+            if video_level:  # and the streams' features, to be joined per video (model.mds "video")
+                steps += list(zip(batch["segment"].tolist(), logits.video_features.float().cpu().numpy(),
+                                  logits.audio_features.float().cpu().numpy()))
             logits = logits.distance
         per_item = logits.shape[1] if logits.ndim == 2 else 1  # a sequence model: one logit per frame
         out = logits.float() if cfg["task"] in ("mos", "av") else torch.sigmoid(logits.float())
@@ -329,23 +333,37 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
         videos += [v for v in batch["video"] for _ in range(per_item)]
     if d.enabled:
         gathered = [None] * d.world_size
-        dist.all_gather_object(gathered, (videos, labels, probs))
-        videos, labels, probs = (sum((g[k] for g in gathered), []) for k in range(3))
+        dist.all_gather_object(gathered, (videos, labels, probs, steps))
+        videos, labels, probs, steps = (sum((g[k] for g in gathered), []) for k in range(4))
     if cfg["task"] == "mos":
         return video_mos_metrics(videos, labels, probs)
     if cfg["task"] == "av":
-        return av_metrics(module, videos, labels, probs)
+        return av_metrics(module, videos, labels, probs, steps if video_level else None)
     return video_metrics(videos, labels, probs)
 
 
-def av_metrics(module, videos: list[str], labels: list[float], distances: list[float]) -> dict:
-    """A dissonance model's validation: each video's MDS (mean segment distance), the
-    logistic calibration MDS -> P(FAKE) fitted on these videos and stored in the model
-    (so the checkpoint carries it), then the detection metrics of those probabilities
-    (optimistic: fitted and scored on the same fold) and the AUC of the raw MDS."""
+def av_metrics(module, videos: list[str], labels: list[float], distances: list[float],
+               steps: list[tuple] | None = None) -> dict:
+    """A dissonance model's validation: each video's MDS (mean segment distance; with
+    `steps`, (start, video features, audio features) per segment, the model's
+    `video_distance` over its segments in time order), the logistic calibration MDS ->
+    P(FAKE) fitted on these videos and stored in the model (so the checkpoint carries it),
+    then the detection metrics of those probabilities (optimistic: fitted and scored on the
+    same fold) and the AUC of the raw MDS."""
     from .av_data import fit_calibration, video_mds
 
     names, mds = video_mds(videos, distances)
+    if steps is not None:
+        per: dict[str, list] = {}
+        for v, item in zip(videos, steps):
+            per.setdefault(v, []).append(item)
+        joined = []
+        for v in names:
+            items = sorted(per[v], key=lambda t: t[0])  # time order
+            fv, fa = (torch.from_numpy(np.stack([t[k] for t in items])).to(module.calibration.device) for k in (1, 2))
+            with torch.no_grad():
+                joined.append(float(module.video_distance(fv, fa)))
+        mds = np.array(joined)
     label_of = dict(zip(videos, labels))
     y = np.array([round(label_of[v]) for v in names])
     a, b = fit_calibration(mds, y)

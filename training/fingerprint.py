@@ -60,7 +60,8 @@ def logits(model: torch.nn.Module, cfg: dict) -> list[float]:
         with _exact_float32(), torch.autocast(device.type, enabled=False):
             x = fingerprint_input(cfg).to(device)
             if cfg["network"] == "DissonanceNet":  # a segment's face crops and its MFCCs
-                m = torch.arange(13 * 100, dtype=torch.float64).view(1, 1, 13, 100)
+                width = round(100 * float(cfg["data"].get("av_segment_s", 1.0)))  # 10-ms MFCC steps
+                m = torch.arange(13 * width, dtype=torch.float64).view(1, 1, 13, width)
                 r = module(x, (torch.sin(0.37 * m) * 4.0).float().to(device))
                 out = torch.cat([r.distance, r.video_logit, r.audio_logit])
             else:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PAPER_MARGIN = 0.99  # the paper's contrastive margin
+MOTION_ENCODER = "mouth_motion"  # DissonanceNet's encoder name for MotionStream
 
 
 @dataclass
@@ -26,6 +27,8 @@ class MDSOutput:
     audio_logit: torch.Tensor   # (B,) the audio stream's fake logit
     video_embedding: torch.Tensor
     audio_embedding: torch.Tensor
+    video_features: torch.Tensor | None = None  # (B, C * T) the streams' outputs before their
+    audio_features: torch.Tensor | None = None  # projections: what `video_distance` joins over time
 
 
 def _projection(width: int, hidden: int, embedding: int) -> nn.Sequential:
@@ -185,6 +188,45 @@ class FrameStream(nn.Module):
         return F.adaptive_avg_pool1d(f.transpose(1, 2), self.time_steps).flatten(1)
 
 
+class MotionStream(nn.Module):
+    """Face crops (B, T, 3, H, W) -> features (B, C * T) in (C, T) order: how the mouth
+    moves, not what it looks like. The grey level of `region` (the mouth), resized to
+    `frame_size` rows, is differenced between consecutive frames (the first frame's
+    difference is zero); two small convolutions and a spatial mean turn each difference
+    image into C channels. Trained from random init (about 3k weights at C = 16).
+
+    Beyond the paper, for CPU data: lip sync is the co-variation of mouth motion and
+    loudness (on GRID the plain correlation of mean |frame difference| and log energy
+    already separates synced from shifted sound, bench/av); a frame's appearance, which an
+    r3d_18 or an ImageNet encoder sees, carries the speaker, the lighting and the crop,
+    which a few dozen training clips cannot teach a network to ignore."""
+
+    def __init__(self, region=None, time_steps: int | None = None, frame_size: int = 32, channels: int = 16):
+        super().__init__()
+        if not time_steps:
+            raise ValueError("the mouth-motion visual stream needs model.time_steps (frames kept per segment)")
+        self.region = _region(region)
+        self.frame_size, self.time_steps, self.channels = int(frame_size), _check_time_steps(time_steps), int(channels)
+        c = self.channels
+        self.net = nn.Sequential(nn.Conv2d(1, c, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(c),
+                                 nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                                 nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = c * self.time_steps
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        if clip.dim() != 5:
+            raise ValueError(f"expected face crops (B, T, 3, H, W), got shape {tuple(clip.shape)}")
+        b, t = clip.shape[:2]
+        rows, cols = region_rows_cols(clip.shape[-2:], self.region)
+        x = clip[..., rows, cols].float().mean(2, keepdim=True).flatten(0, 1)  # grey (B * T, 1, h, w)
+        h, w = x.shape[-2:]
+        x = F.interpolate(x, size=(self.frame_size, max(1, round(w * self.frame_size / h))), mode="area")
+        x = x.view(b, t, *x.shape[1:])
+        motion = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], 1)
+        f = self.net(motion.flatten(0, 1)).view(b, t, -1)
+        return F.adaptive_avg_pool1d(f.transpose(1, 2), self.time_steps).flatten(1)
+
+
 class TemporalProjection(nn.Module):
     """Features (B, C * T) in (C, T) order -> an embedding (B, E * T) that keeps time: a
     per-step 1x1 conv, a temporal conv, and the temporal mean removed, so that the distance
@@ -200,7 +242,13 @@ class TemporalProjection(nn.Module):
                                  nn.Conv1d(hidden, embedding, 3, padding=1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.net(features.view(features.shape[0], self.channels, self.time_steps))
+        return self.sequence(features.view(features.shape[0], self.channels, self.time_steps))
+
+    def sequence(self, steps: torch.Tensor) -> torch.Tensor:
+        """Per-step features (B, C, L) of any length L -> (B, E * L), the mean over all L
+        steps removed: the projection is convolutional in time, so it runs as well over a
+        whole video's consecutive segments joined end to end."""
+        x = self.net(steps)
         return (x - x.mean(2, keepdim=True)).flatten(1)
 
 
@@ -212,10 +260,14 @@ class DissonanceNet(nn.Module):
     `time_steps` (None: each stream pools over time, as the paper; T: both keep T steps
     of time in their features, so a segment's embedding can tell a shifted sound).
     `encoder` (r3d_18: the paper's 3D CNN; a timm 2D encoder, e.g. tf_efficientnet_lite0:
-    FrameStream, frozen and run per frame, which needs `time_steps`; `frame_size` its rows).
+    FrameStream, frozen and run per frame, which needs `time_steps`; `frame_size` its rows;
+    "mouth_motion": MotionStream, a small CNN on the differences of consecutive frames).
     `temporal_embedding` (False: the paper's fc projections; True, with `time_steps`: both
     streams project each time step, TemporalProjection, so that the distance measures how
     well mouth and sound co-vary over the segment; `feature_dropout` before the visual one).
+    `mds` ("segments": a video's score is the mean segment distance, the paper's MDS;
+    "video", beyond it, with `temporal_embedding`: one distance over the video's segments
+    joined in time, `video_distance`).
     `calibration` (a, b; buffers saved with the weights) maps a video's MDS to
     P(FAKE) = sigmoid(a * (MDS - b)); training fits it on the validation fold.
     """
@@ -223,12 +275,20 @@ class DissonanceNet(nn.Module):
     def __init__(self, encoder: str = "r3d_18", pretrained=False, dropout: float = 0.5, embedding: int = 1024,
                  hidden: int = 4096, audio_channels: int = 64, margin: float = PAPER_MARGIN,
                  drop_path_rate: float = 0.0, region=None, time_steps: int | None = None,
-                 temporal_embedding: bool = False, frame_size: int = 64, feature_dropout: float = 0.0):
+                 temporal_embedding: bool = False, frame_size: int = 64, feature_dropout: float = 0.0,
+                 mds: str = "segments"):
         super().__init__()
-        self.encoder_name = encoder
+        if mds not in ("segments", "video"):
+            raise ValueError(f"model.mds must be \"segments\" (the paper's mean segment distance) or \"video\" "
+                             f"(one distance over the video's joined segments), got {mds!r}")
+        if mds == "video" and not temporal_embedding:
+            raise ValueError("model.mds \"video\" needs model.temporal_embedding (embeddings that keep time)")
+        self.encoder_name, self.mds = encoder, mds
         self.margin = float(margin)  # the contrastive loss's (the model's `model.margin` config key)
         if encoder == "r3d_18":
             self.video = VisualStream(pretrained, region, time_steps)
+        elif encoder == MOTION_ENCODER:
+            self.video = MotionStream(region, time_steps, frame_size)
         else:
             self.video = FrameStream(encoder, pretrained, region, time_steps, frame_size)
         self.audio = AudioStream(audio_channels, time_steps)
@@ -250,10 +310,29 @@ class DissonanceNet(nn.Module):
         self.register_buffer("calibration", torch.tensor([10.0, 0.5]))  # a, b: refitted on validation
 
     def forward(self, clip: torch.Tensor, mfcc: torch.Tensor) -> MDSOutput:
-        v = F.normalize(self.video_proj(self.video(clip)).float(), dim=1)
-        a = F.normalize(self.audio_proj(self.audio(mfcc)).float(), dim=1)
+        fv, fa = self.video(clip), self.audio(mfcc)
+        v = F.normalize(self.video_proj(fv).float(), dim=1)
+        a = F.normalize(self.audio_proj(fa).float(), dim=1)
         return MDSOutput(distance=(v - a).norm(dim=1), video_logit=self.video_head(v).squeeze(1).float(),
-                         audio_logit=self.audio_head(a).squeeze(1).float(), video_embedding=v, audio_embedding=a)
+                         audio_logit=self.audio_head(a).squeeze(1).float(), video_embedding=v, audio_embedding=a,
+                         video_features=fv, audio_features=fa)
+
+    def video_distance(self, video_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """One distance for a whole video (`model.mds` "video", beyond the paper): the streams'
+        features (K, C * T) of its K segments in time order (MDSOutput.video_features,
+        .audio_features) are joined into K * T steps, projected, centred over all of them and
+        L2-normalised; the distance is sqrt(2 - 2 r), r the correlation of mouth and sound
+        over the whole video rather than within each second. With K = 1 it is the segment's
+        own distance."""
+        if not isinstance(self.video_proj, TemporalProjection):
+            raise ValueError("a video-level distance needs model.temporal_embedding")
+
+        def joined(features, proj):
+            k = features.shape[0]
+            steps = features.float().view(k, proj.channels, proj.time_steps).permute(1, 0, 2)
+            return F.normalize(proj.sequence(steps.reshape(1, proj.channels, k * proj.time_steps)).float(), dim=1)
+
+        return (joined(video_features, self.video_proj) - joined(audio_features, self.audio_proj)).norm()
 
     def probability(self, mds: torch.Tensor) -> torch.Tensor:
         """P(FAKE) of a video from its MDS, with the fitted calibration."""
