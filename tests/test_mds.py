@@ -499,8 +499,8 @@ def test_swap_prob_chooses_between_another_voice_and_the_same_voice_shifted(av_w
 @pytest.mark.slow
 def test_longer_segments_carry_their_length_of_frames_and_sound(av_work):
     """data.av_segment_s 2: a 2.2-s video gives one 2-s segment (two of 1 s by default),
-    its MFCCs 200 steps long, its frames spread over the two seconds, a shifted wrong sound
-    at least av_min_shift away, and a jittered start that leaves the whole segment inside."""
+    its MFCCs 200 steps long, its frames spread over the two seconds, and a jittered start
+    that leaves the whole segment inside."""
     from training.av_data import AVSegmentDataset, frames_at
     from training.datasets import load_folds
 
@@ -602,6 +602,24 @@ def test_video_level_mds_trains_validates_and_predicts_over_the_joined_segments(
                   model={"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 16,
                          "mds": "video"},
                   data={"av_swap_prob": 0.0, "av_fake_prob": 1.0})
+    # validation's wrong sound is one shift of the video's own sound for all its segments
+    # that the advanced sound still covers, as a fake with shifted sound would have
+    from training.av_data import AVSegmentDataset
+    from training.datasets import load_folds
+
+    val = max((AVSegmentDataset(work, load_folds(work), fold=f, train=False, cfg=cfg) for f in (0, 1)),
+              key=lambda v: len(v._real_videos))
+    clones = [val[i] for i in range(len(val.items), len(val))]
+    delays = {}
+    for c in clones:
+        duration = next(v["duration"] for v in val.videos if c["video"] == v["video"] + "+wrong_audio")
+        assert c["audio_kind"] == "shift" and c["audio_start"] + 1.0 <= duration + 1e-6
+        delays.setdefault(c["video"], set()).add(round(c["audio_start"] - c["segment"], 6))
+    assert len(delays) == len(val._real_videos)  # every REAL video has its shifted clone
+    assert all(len(d) == 1 and 0.5 <= next(iter(d)) < 1.0 for d in delays.values())
+    assert len({next(iter(d)) for d in delays.values()}) == len(delays)  # drawn per video
+    assert len(clones) < int((val.labels == 0).sum())  # the advanced sound ends early: fewer segments
+
     result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
     h = result.history[0]
     assert np.isfinite([h["mds_real"], h["mds_fake"], *h["calibration"]]).all()

@@ -23,7 +23,9 @@ frames' features (T, C) in place of the crops: training then costs the small tra
 part only. It keeps them in memory (2.5 KB a frame with Lite0): a CPU recipe's corpus.
 Such a segment is a FAKE pair of two real streams: its `stream_label` (the per-stream
 cross-entropies' target) is 0. Validation then also scores every REAL segment with a
-wrong sound (seeded per item), as a FAKE video "{video}+wrong_audio" of its own.
+wrong sound (seeded per item), as a FAKE video "{video}+wrong_audio" of its own; with
+`model.mds` "video" (segments scored joined) that video's sound is one shift of its own
+for all its segments (`video_wrong_audio`), as a fake with shifted sound would have.
 """
 from __future__ import annotations
 
@@ -88,6 +90,9 @@ class AVSegmentDataset(Dataset):
         self.av_fake_prob = float(d["av_fake_prob"]) if self.train else 0.0
         self.min_shift = float(d["av_min_shift"])
         self.swap_prob = float(d["av_swap_prob"])
+        # model.mds "video": validation scores a video's segments joined, so its wrong sound is
+        # one shift of the whole video's sound (video_wrong_audio), as a shifted fake's would be
+        self.video_level = (cfg.get("model") or {}).get("mds") == "video"
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
         self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")
@@ -125,7 +130,13 @@ class AVSegmentDataset(Dataset):
         # per item), scored as a FAKE video of its own, "{video}+wrong_audio"
         self.order = list(range(len(items)))
         if not self.train and float(d["av_fake_prob"]) > 0 and len(self._real_videos) > 1:
-            self.order += [i + FORCE_AV_FAKE * len(items) for i in np.flatnonzero(self.labels == 0)]
+            reals = np.flatnonzero(self.labels == 0).tolist()
+            if self.video_level:  # the segments the advanced sound still covers; a video too
+                # short for any keeps them all, each with its own wrong sound (wrong_audio)
+                covered = [i for i in reals if self.video_wrong_audio(*items[i][:2]) is not None]
+                shifted = {items[i][0] for i in covered}
+                reals = covered + [i for i in reals if items[i][0] not in shifted]
+            self.order += [i + FORCE_AV_FAKE * len(items) for i in sorted(reals)]
 
     def __len__(self) -> int:
         return len(self.order)
@@ -180,15 +191,27 @@ class AVSegmentDataset(Dataset):
         latest = max(0.0, self.videos[j]["duration"] - self.segment_s)
         return self.videos[j]["wav"], float(rng.uniform(0, latest)), "swap"
 
+    def video_wrong_audio(self, k: int, start: float) -> tuple[str, float, str] | None:
+        """(wav, start, "shift") of the wrong sound of video k's segment at `start` when one
+        shift holds for the whole video (validation with model.mds "video"): its own sound
+        advanced by a delay in [min_shift, min_shift + 0.5) s drawn once per video (seeded);
+        None past the end of the advanced sound, which is that much shorter (the clone then
+        leaves the segment out, as the sound of a shifted fake ends early)."""
+        v = self.videos[k]
+        delay = float(np.random.default_rng([self.seed, 19, k]).uniform(self.min_shift, self.min_shift + 0.5))
+        if start + delay > v["duration"] - self.segment_s + 1e-6:
+            return None
+        return v["wav"], float(start + delay), "shift"
+
     def _frame_features(self) -> list[np.ndarray]:
         """Every frame's features (n, C) per video, float16, from the config's frozen encoder."""
         from .engine import resolve_pretrained
-        from .zoo.mds import FrameStream
+        from .zoo.mds import MOTION_ENCODER, FrameStream
 
         m = self.cfg["model"]
-        if self.cfg["encoder"] == "r3d_18":
+        if self.cfg["encoder"] in ("r3d_18", MOTION_ENCODER):
             raise ValueError("data.frame_features needs a frozen per-frame visual stream (a 2D encoder such as "
-                             "tf_efficientnet_lite0), not r3d_18, which trains")
+                             f"tf_efficientnet_lite0), not {self.cfg['encoder']}, which trains")
         weights = resolve_pretrained(self.cfg["pretrained"])
         if weights is False:
             raise ValueError("data.frame_features needs the frozen encoder's weights ('pretrained'): a random "
@@ -234,7 +257,8 @@ class AVSegmentDataset(Dataset):
         stream_label = label
         if mode == FORCE_AV_FAKE:
             rng = rng or self._item_rng(index)
-            wav, audio_start, kind = self.wrong_audio(k, start, rng)
+            whole = self.video_wrong_audio(k, start) if self.video_level and not self.train else None
+            wav, audio_start, kind = whole or self.wrong_audio(k, start, rng)
             label, stream_label = 1, 0  # a fake pair of a real face and a real voice
             if not self.train:
                 name = f"{name}+wrong_audio"
@@ -246,7 +270,8 @@ class AVSegmentDataset(Dataset):
                                        .astype(np.float32)))  # as faces(): a track cut short repeats its last frame
         return {"image": image, "audio": audio, "label": torch.tensor(float(label)),
                 "stream_label": torch.tensor(float(stream_label)), "video": name,
-                "file": f"{name}@{start:.2f}s", "segment": float(start), "audio_kind": kind}
+                "file": f"{name}@{start:.2f}s", "segment": float(start), "audio_kind": kind,
+                "audio_start": float(audio_start)}
 
 
 def frames_at(times: np.ndarray, start: float, n: int, length: float = SEGMENT_S) -> tuple[int, ...]:
