@@ -24,8 +24,8 @@ video's sound is read (ffmpeg, 16 kHz), the whole segments (`data.av_segment_s`,
 default) of its first `max_segments` seconds each get `seq_len` frames spread over the
 segment, cut around the main face with the nearest detection's box; the model's MDS (the
 mean segment distance, or with `model.mds` "video" one distance over the joined segments)
-becomes P(FAKE) through the calibration fitted on validation. A video without sound gets no prediction from it (it
-abstains; the ensemble uses the other models).
+becomes P(FAKE) through the calibration fitted on validation. A video without sound gets
+no prediction from it (it abstains; the ensemble uses the other models).
 """
 from __future__ import annotations
 

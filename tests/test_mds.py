@@ -105,11 +105,11 @@ def train_then_measure(net, batch, steps: int, n_eval: int):
         return net(v, a).distance, y
 
 
-def frame_net(**kw):
+def frame_net(encoder="tf_efficientnet_lite0", **kw):
+    """A small DissonanceNet with a per-frame visual stream on the mouth and temporal embeddings."""
     torch.manual_seed(0)
     kw = {"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 32, **kw}
-    return create_model("DissonanceNet", "tf_efficientnet_lite0", pretrained=False, embedding=8, hidden=16,
-                        audio_channels=8, **kw)
+    return create_model("DissonanceNet", encoder, pretrained=False, embedding=8, hidden=16, audio_channels=8, **kw)
 
 
 def test_frame_stream_runs_a_frozen_2d_encoder_on_each_frames_mouth():
@@ -183,10 +183,7 @@ def test_temporal_embedding_learns_which_sound_goes_with_the_mouth_in_a_few_step
 
 
 def motion_net(**kw):
-    torch.manual_seed(0)
-    kw = {"region": "mouth", "time_steps": 6, "temporal_embedding": True, "frame_size": 16, **kw}
-    return create_model("DissonanceNet", "mouth_motion", pretrained=False, embedding=8, hidden=16,
-                        audio_channels=8, **kw)
+    return frame_net("mouth_motion", **{"time_steps": 6, "frame_size": 16, **kw})
 
 
 def test_motion_stream_sees_how_the_mouth_moves_not_what_it_looks_like():

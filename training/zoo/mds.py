@@ -92,6 +92,16 @@ def region_rows_cols(size: tuple[int, int], region) -> tuple[slice, slice]:
     return slice(r0, max(r0 + 1, round(bottom * h))), slice(c0, max(c0 + 1, round(right * w)))
 
 
+def region_at_rows(x: torch.Tensor, region, rows: int, mode: str) -> torch.Tensor:
+    """`region` of crops (..., H, W) (see region_rows_cols), resized to `rows` rows at its own
+    aspect ratio with F.interpolate's `mode`: what a per-frame visual stream looks at."""
+    r, c = region_rows_cols(x.shape[-2:], region)
+    x = x[..., r, c]
+    h, w = x.shape[-2:]
+    size = (rows, max(1, round(w * rows / h)))
+    return F.interpolate(x, size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+
+
 def _region(region):
     """model.region -> (top, bottom, left, right) fractions, or None (the whole crop); checked."""
     if isinstance(region, str) and region != "mouth":
@@ -170,12 +180,7 @@ class FrameStream(nn.Module):
     @torch.no_grad()
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised face crops (N, 3, H, W) -> the encoder's pooled features (N, C) of their region."""
-        rows, cols = region_rows_cols(frames.shape[-2:], self.region)
-        x = frames[..., rows, cols]
-        h, w = x.shape[-2:]
-        x = F.interpolate(x, size=(self.frame_size, max(1, round(w * self.frame_size / h))), mode="bilinear",
-                          align_corners=False)
-        return self.encoder(x).float()
+        return self.encoder(region_at_rows(frames, self.region, self.frame_size, "bilinear")).float()
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if clip.dim() == 3 and clip.shape[-1] == self.channels:
@@ -217,10 +222,8 @@ class MotionStream(nn.Module):
         if clip.dim() != 5:
             raise ValueError(f"expected face crops (B, T, 3, H, W), got shape {tuple(clip.shape)}")
         b, t = clip.shape[:2]
-        rows, cols = region_rows_cols(clip.shape[-2:], self.region)
-        x = clip[..., rows, cols].float().mean(2, keepdim=True).flatten(0, 1)  # grey (B * T, 1, h, w)
-        h, w = x.shape[-2:]
-        x = F.interpolate(x, size=(self.frame_size, max(1, round(w * self.frame_size / h))), mode="area")
+        grey = clip.float().mean(2, keepdim=True).flatten(0, 1)  # (B * T, 1, H, W)
+        x = region_at_rows(grey, self.region, self.frame_size, "area")
         x = x.view(b, t, *x.shape[1:])
         motion = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], 1)
         f = self.net(motion.flatten(0, 1)).view(b, t, -1)
