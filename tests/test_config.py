@@ -52,6 +52,8 @@ def test_defaults_are_filled_in():
     ({"margin": 3}, "'margin' must be a number"),
     ({"size": 120, "network": "DeepFakeClassifierDistill", "distill": {"teacher": "t.pt"}}, "multiple of 16"),
     ({"optimizer": {"batch_size": 0}}, "optimizer.batch_size"),
+    ({"optimizer": {"ema_decay": 1.0}}, "'optimizer.ema_decay' must be a number"),
+    ({"optimizer": {"ema_decay": True}}, "'optimizer.ema_decay' must be a number"),
     ({"network": "DeepFakeClassifierDistill", "size": 384}, "distill.teacher"),
     ({"network": "DeepFakeClassifierSeq3D"}, "'data.dataset': 'sequences'"),
     ({"optimizer": 3}, "must be an object"),

@@ -69,6 +69,35 @@ def test_resume_continues_the_schedule(sample_work, tmp_path):
     assert all(float(s) == 4 for s in steps)  # AdamW moments carried over, not restarted
 
 
+def test_ema_weights_are_validated_saved_and_resumed(sample_work, tmp_path):
+    """optimizer.ema_decay: the checkpoint holds timm's average (decay 1 - n^-3/4 after n steps:
+    a copy at the first), the raw weights travel in train_state_dict, resume goes on from both."""
+    work, _ = sample_work
+    cfg = tiny(batches_per_epoch=1, optimizer={"ema_decay": 0.99, "schedule": {"type": "constant", "epochs": 2}})
+    first = train(cfg, work, fold=0, seed=5, weights_dir=tmp_path, progress=False, epochs=1)
+    one = load_checkpoint(first.last)
+    floats = [k for k, v in one["state_dict"].items() if v.is_floating_point()]
+    assert one["metrics"]["ema_decay"] == 0.0
+    for k in floats:  # after one step the average is the weights themselves
+        torch.testing.assert_close(one["state_dict"][k], one["train_state_dict"][k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="train_state_dict"):
+        train(cfg, work, fold=0, seed=5, weights_dir=tmp_path / "x", progress=False, resume=first.best)
+    second = train(cfg, work, fold=0, seed=5, weights_dir=tmp_path, progress=False, resume=first.last)
+    two = load_checkpoint(second.last)
+    d = 1 - 2 ** -0.75
+    assert two["metrics"]["ema_decay"] == pytest.approx(d)
+    moved = 0
+    for k in floats:
+        w1, w2, e2 = one["train_state_dict"][k], two["train_state_dict"][k], two["state_dict"][k]
+        torch.testing.assert_close(e2, d * w1 + (1 - d) * w2)
+        moved += int(not torch.equal(w1, w2))
+    assert moved > 0 and not all(torch.equal(two["state_dict"][k], two["train_state_dict"][k]) for k in floats)
+    model, _ = model_from_checkpoint(second.last)  # the average, with its fingerprint verified
+    x = torch.randn(2, 3, 64, 64)
+    second.model.eval()
+    torch.testing.assert_close(model(x), second.model(x))
+
+
 @pytest.mark.parametrize("network, data", [
     ("DeepFakeClassifierSeq3D", {"dataset": "sequences", "seq_len": 3}),  # with SBI clips (tiny's sbi)
     ("DeepFakeClassifierSeq3D", {"dataset": "sequence_pairs", "seq_len": 3, "mixup_alpha": 0.5, "sbi": False}),

@@ -51,6 +51,9 @@ DEFAULTS: dict = {
         "betas": [0.9, 0.999],
         "head_warmup_steps": 0,   # NTech: first train the head alone (encoder frozen, in eval mode)
         "accumulate": 1,          # gradient accumulation: an optimizer step every N batches (VRA: 8)
+        "ema_decay": 0.0,         # an exponential moving average of the weights (timm ModelEmaV3; decay
+                                  # 1 - n^-3/4 after n optimizer steps, capped here) is what is
+                                  # validated, selected and saved; 0: off
         "schedule": {
             "type": "poly",       # poly | cosine | step | constant | plateau (per epoch, on the
                                   # validation score: ReduceLROnPlateau, params factor, patience)
@@ -204,6 +207,9 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"config key 'data.low_res_min_side' must be at most 'size' ({size})")
     if cfg["data"]["clip_fps"] < 0:
         raise ConfigError("config key 'data.clip_fps' must be >= 0 (0: consecutive frames)")
+    ema = cfg["optimizer"]["ema_decay"]
+    if not (isinstance(ema, (int, float)) and not isinstance(ema, bool) and 0 <= ema < 1):
+        raise ConfigError(f"config key 'optimizer.ema_decay' must be a number in [0, 1) (0: no EMA), got {ema!r}")
     for key in ("batches_per_epoch", "optimizer.batch_size", "optimizer.schedule.epochs", "optimizer.accumulate"):
         v = _get(cfg, key)
         if not isinstance(v, int) or v < 1:

@@ -422,7 +422,7 @@ class TrainResult:
     best: Path | None
     last: Path | None
     history: list[dict]
-    model: torch.nn.Module | None = None  # the trained module (unwrapped from DDP)
+    model: torch.nn.Module | None = None  # the module validated and saved (unwrapped; the EMA with ema_decay)
 
 
 def checkpoint_paths(weights_dir: Path, name: str, fold: int) -> tuple[Path, Path]:
@@ -481,7 +481,11 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     start_epoch, history, best_loss, stale = 0, [], math.inf, 0
     if resume:
         ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        if o["ema_decay"] and "train_state_dict" not in ckpt:
+            raise ValueError(f"{resume} holds no raw training weights ('train_state_dict') to go on from with "
+                             f"'optimizer.ema_decay': resume from a *_last.pt checkpoint trained with EMA")
+        # with EMA, the checkpoint's state_dict is the average and train_state_dict the weights it follows
+        model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]), strict=True)
         for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
             if key not in ckpt:
                 raise ValueError(f"{resume} has no '{key}' state: resume from a *_last.pt checkpoint")
@@ -493,9 +497,23 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         if d.is_main:
             print(f"[train] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
 
+    ema = None
+    if o["ema_decay"]:
+        # An exponential moving average of the weights (timm's ModelEmaV3, buffers included),
+        # with its warm-up: decay 1 - n^-3/4 after n optimizer steps (0 at the first: a copy),
+        # capped at ema_decay. The average is what is validated, selected and saved.
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=o["ema_decay"], use_warmup=True, warmup_power=0.75)
+        if resume:
+            ema.module.load_state_dict(ckpt["state_dict"], strict=True)
+    optimizer_steps_per_epoch = math.ceil(steps_per_epoch / accumulate)
+    optimizer_steps = start_epoch * optimizer_steps_per_epoch
     if d.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    unwrapped = model.module if d.enabled else model
+    evaluated = ema.module if ema is not None else model  # what validation sees and checkpoints hold
 
     sampler = make_train_sampler(train_ds, steps_per_epoch * o["batch_size"], seed, d)
     loader = DataLoader(train_ds, batch_size=o["batch_size"], sampler=sampler, num_workers=workers,
@@ -554,6 +572,9 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
                 scaler.step(optimizer)
                 scaler.update()
+                optimizer_steps += 1
+                if ema is not None:
+                    ema.update(unwrapped, step=optimizer_steps)
                 if not per_epoch_schedule:
                     scheduler.step()
             n = images.shape[0] * (images.shape[1] if images.ndim == 5 else 1)
@@ -568,9 +589,11 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         bar.close()
         train_time = time.time() - t0
 
-        metrics = evaluate(model, val_ds, cfg, d, o["batch_size"], workers)
+        metrics = evaluate(evaluated, val_ds, cfg, d, o["batch_size"], workers)
         metrics.update({"epoch": epoch, "train_loss": running, "imgs_per_s": seen / max(train_time, 1e-6),
                         "lr": optimizer.param_groups[0]["lr"]})
+        if ema is not None:
+            metrics["ema_decay"] = ema.get_decay(optimizer_steps)
         history.append(metrics)
         # selim's validation score picks _best (the mean of the REAL and FAKE log losses);
         # VRA's validation RMSE for a realism model. Every rank computes it from the gathered
@@ -584,13 +607,14 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         stop = bool(cfg["early_stopping"]) and stale >= cfg["early_stopping"] and epoch + 1 < total_epochs
         if d.is_main:
             log_validation(writer, metrics, epoch)
-            save_checkpoint(last_path, model, cfg, epoch, metrics, {
+            save_checkpoint(last_path, evaluated, cfg, epoch, metrics, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "history": history, "best_score": best_loss,
                 "epochs_without_improvement": stale,
-                "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None})
+                "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
+                **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
             if improved:
-                save_checkpoint(best_path, model, cfg, epoch, metrics, {"seed": seed, "fold": fold})
+                save_checkpoint(best_path, evaluated, cfg, epoch, metrics, {"seed": seed, "fold": fold})
             print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "
                   f"({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
                   + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
@@ -603,7 +627,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     if writer is not None:
         writer.close()
     return TrainResult(best_path if best_path.exists() else None, last_path if last_path.exists() else None,
-                       history, model.module if hasattr(model, "module") else model)
+                       history, evaluated.module if hasattr(evaluated, "module") else evaluated)
 
 
 def describe_metrics(m: dict) -> str:
