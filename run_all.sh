@@ -156,11 +156,21 @@ python 4_generate_folds.py "${COMMON[@]}" --folds "$NUM_FOLDS"
 
 if [ "$NUM_GPUS" -gt 1 ]; then TRAIN=(torchrun --standalone --nproc_per_node "$NUM_GPUS"); else TRAIN=(python); fi
 mkdir -p "$WEIGHTS_DIR"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+own_or_aside() {  # a checkpoint trained from another WORK_DIR (another dataset's run, the sample's
+    # in the default weights/) or unreadable is moved to WEIGHTS_DIR/replaced/STAMP/, never reused
+    if [ -f "$1" ] && ! python -m training.origin "$1" "$WORK_DIR"; then
+        mkdir -p "$WEIGHTS_DIR/replaced/$STAMP"
+        mv "$1" "$WEIGHTS_DIR/replaced/$STAMP/"
+        echo "[run_all] moved $1 to $WEIGHTS_DIR/replaced/$STAMP/: this fold trains again" >&2
+    fi
+}
 ENSEMBLE=()
 TEACHER_SEED="$(seeds_for "$TEACHER_CONFIG")"; TEACHER_SEED="${TEACHER_SEED%% *}"
 for entry in "${PLAN[@]}"; do
     read -r config fold seed name <<< "$entry"
     best="$WEIGHTS_DIR/${name}_fold${fold}_best.pt"
+    own_or_aside "$best"; own_or_aside "$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
     if [ -f "$best" ]; then
         echo "[run_all] $best exists: skipping training"
     else
@@ -218,6 +228,7 @@ if [ -n "$MOS_CONFIGS" ] && head -n 1 "$WORK_DIR/folds.csv" | tr ',' '\n' | grep
     for config in $MOS_CONFIGS; do
         for fold in $FOLDS; do
             best="$WEIGHTS_DIR/${config}_fold${fold}_best.pt"
+            own_or_aside "$best"; own_or_aside "$WEIGHTS_DIR/${config}_fold${fold}_last.pt"
             if [ -f "$best" ]; then
                 echo "[run_all] $best exists: skipping training"
             else

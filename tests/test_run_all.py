@@ -6,6 +6,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -92,8 +93,19 @@ def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     assert mos_report["task"] == "mos" and mos_report["metrics"]["videos"] == 3  # the 3 rated held-out FAKEs
     assert 0 < mos_report["metrics"]["rmse"] < 3
 
-    # a second run finds everything done and only predicts again
+    # a second run finds everything done and only predicts again -- except lite0_cpu, whose two
+    # checkpoints now say another WORK_DIR made them (another dataset's run in the same weights/):
+    # they are moved aside, never reused, and that model trains again
+    for kind in ("best", "last"):
+        path = weights / f"lite0_cpu_fold0_{kind}.pt"
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        torch.save(dict(ckpt, work_dir=str(tmp_path / "work" / "other")), path)
     again = subprocess.run(["bash", "run_all.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("exists: skipping training") == 4
+    assert again.stdout.count("exists: skipping training") == 3 and "[5_train] lite0_cpu fold 0" in again.stdout
+    aside = list((weights / "replaced").glob("*/lite0_cpu_fold0_*.pt"))
+    assert sorted(p.name for p in aside) == ["lite0_cpu_fold0_best.pt", "lite0_cpu_fold0_last.pt"]
+    assert "this fold trains again" in again.stderr and "was trained from" in again.stderr
+    retrained = torch.load(weights / "lite0_cpu_fold0_best.pt", map_location="cpu", weights_only=False)
+    assert retrained["work_dir"] == str((tmp_path / "work" / "sample").resolve())
     assert "0 done" in again.stdout

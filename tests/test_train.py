@@ -45,6 +45,7 @@ def test_frame_model_trains_saves_and_reloads_strictly(sample_work, tmp_path):
     assert ckpt["config"]["network"] == "DeepFakeClassifier" and ckpt["epoch"] == 0
     best = load_checkpoint(result.best)
     assert "optimizer" not in best  # the best checkpoint is for inference: small
+    assert best["work_dir"] == load_checkpoint(result.last)["work_dir"] == str(work.resolve())  # run_all's check
     model, cfg = model_from_checkpoint(result.best)
     x = torch.randn(2, 3, 64, 64)
     result.model.eval()
@@ -80,7 +81,7 @@ def test_ema_weights_are_validated_saved_and_resumed(sample_work, tmp_path):
     assert one["metrics"]["ema_decay"] == 0.0
     for k in floats:  # after one step the average is the weights themselves
         torch.testing.assert_close(one["state_dict"][k], one["train_state_dict"][k], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="train_state_dict"):
+    with pytest.raises(ValueError, match="_last.pt"):  # _best.pt: no optimizer, no raw weights
         train(cfg, work, fold=0, seed=5, weights_dir=tmp_path / "x", progress=False, resume=first.best)
     second = train(cfg, work, fold=0, seed=5, weights_dir=tmp_path, progress=False, resume=first.last)
     two = load_checkpoint(second.last)
@@ -96,6 +97,14 @@ def test_ema_weights_are_validated_saved_and_resumed(sample_work, tmp_path):
     x = torch.randn(2, 3, 64, 64)
     second.model.eval()
     torch.testing.assert_close(model(x), second.model(x))
+    # a run without an average, resumed with one: the average starts at its weights
+    plain = train(tiny(batches_per_epoch=1, optimizer={"schedule": {"type": "constant", "epochs": 2}}), work,
+                  fold=0, seed=5, weights_dir=tmp_path / "plain", progress=False, epochs=1)
+    w1 = load_checkpoint(plain.last)["state_dict"]
+    late = load_checkpoint(train(cfg, work, fold=0, seed=5, weights_dir=tmp_path / "plain", progress=False,
+                                 resume=plain.last).last)
+    for k in floats:
+        torch.testing.assert_close(late["state_dict"][k], d * w1[k] + (1 - d) * late["train_state_dict"][k])
 
 
 @pytest.mark.parametrize("network, data", [

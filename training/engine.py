@@ -481,10 +481,8 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     start_epoch, history, best_loss, stale = 0, [], math.inf, 0
     if resume:
         ckpt = load_checkpoint(resume)
-        if o["ema_decay"] and "train_state_dict" not in ckpt:
-            raise ValueError(f"{resume} holds no raw training weights ('train_state_dict') to go on from with "
-                             f"'optimizer.ema_decay': resume from a *_last.pt checkpoint trained with EMA")
-        # with EMA, the checkpoint's state_dict is the average and train_state_dict the weights it follows
+        # with EMA, the checkpoint's state_dict is the average and train_state_dict the weights it
+        # follows; a run that had no average starts one at its weights
         model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]), strict=True)
         for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
             if key not in ckpt:
@@ -505,7 +503,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=o["ema_decay"], use_warmup=True, warmup_power=0.75)
-        if resume:
+        if resume and "train_state_dict" in ckpt:
             ema.module.load_state_dict(ckpt["state_dict"], strict=True)
     optimizer_steps_per_epoch = math.ceil(steps_per_epoch / accumulate)
     optimizer_steps = start_epoch * optimizer_steps_per_epoch
@@ -612,9 +610,11 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 "scaler": scaler.state_dict(), "history": history, "best_score": best_loss,
                 "epochs_without_improvement": stale,
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
+                "work_dir": str(work_dir.resolve()),
                 **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
             if improved:
-                save_checkpoint(best_path, evaluated, cfg, epoch, metrics, {"seed": seed, "fold": fold})
+                save_checkpoint(best_path, evaluated, cfg, epoch, metrics,
+                                {"seed": seed, "fold": fold, "work_dir": str(work_dir.resolve())})
             print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "
                   f"({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
                   + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
