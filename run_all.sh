@@ -170,12 +170,13 @@ TEACHER_SEED="$(seeds_for "$TEACHER_CONFIG")"; TEACHER_SEED="${TEACHER_SEED%% *}
 for entry in "${PLAN[@]}"; do
     read -r config fold seed name <<< "$entry"
     best="$WEIGHTS_DIR/${name}_fold${fold}_best.pt"
-    own_or_aside "$best"; own_or_aside "$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
+    own_or_aside "$best"
     if [ -f "$best" ]; then
         echo "[run_all] $best exists: skipping training"
     else
         resume=()
         last="$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
+        own_or_aside "$last"  # resumed only when it is this run's
         [ -f "$last" ] && resume=(--resume "$last")
         teacher=()  # a distillation student learns from this fold's frame model (the first config, first seed)
         [[ "$config" == *distill* ]] && teacher=(--teacher "$WEIGHTS_DIR/$(name_for "$TEACHER_CONFIG" "$TEACHER_SEED")_fold${fold}_best.pt")
@@ -228,12 +229,13 @@ if [ -n "$MOS_CONFIGS" ] && head -n 1 "$WORK_DIR/folds.csv" | tr ',' '\n' | grep
     for config in $MOS_CONFIGS; do
         for fold in $FOLDS; do
             best="$WEIGHTS_DIR/${config}_fold${fold}_best.pt"
-            own_or_aside "$best"; own_or_aside "$WEIGHTS_DIR/${config}_fold${fold}_last.pt"
+            own_or_aside "$best"
             if [ -f "$best" ]; then
                 echo "[run_all] $best exists: skipping training"
             else
                 resume=()
                 last="$WEIGHTS_DIR/${config}_fold${fold}_last.pt"
+                own_or_aside "$last"  # resumed only when it is this run's
                 [ -f "$last" ] && resume=(--resume "$last")
                 "${TRAIN[@]}" 5_train.py --config "configs/$config.json" --data-dir "$DATA_DIR" --work-dir "$WORK_DIR" \
                     --fold "$fold" --name "$config" --weights-dir "$WEIGHTS_DIR" "${resume[@]}" ${TRAIN_ARGS:-}

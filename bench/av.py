@@ -92,6 +92,7 @@ def sync_baseline(videos: list[tuple[str, Path]]) -> list[float]:
     import cv2
 
     from inference.predictor import FaceExtractor
+    from training.av_data import mfcc_window
     from training.zoo.mds import MOUTH_REGION, region_rows_cols
 
     key = (96, 0.15, 1.0)
@@ -107,9 +108,7 @@ def sync_baseline(videos: list[tuple[str, Path]]) -> list[float]:
         grey, loud = [], []
         for start, crops in segs:  # consecutive seconds: the frames run on across them
             grey += [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)[rows, cols].astype(np.float32) for c in crops]
-            energy = faces.mfcc[int(round(start * 100)):int(round(start * 100)) + 100, 0]
-            energy = np.pad(energy, (0, 100 - len(energy)), mode="edge")
-            loud += energy.reshape(25, 4).mean(1).tolist()
+            loud += mfcc_window(faces.mfcc, start)[0].reshape(25, 4).mean(1).tolist()  # MFCC 0, edge-padded
         motion = np.abs(np.diff(np.stack(grey), axis=0)).mean((1, 2))  # between frames t and t + 1
         loud = np.array(loud[1:])
         ok = np.std(motion) > 0 and np.std(loud) > 0
@@ -143,7 +142,7 @@ def main() -> int:
     from preprocessing.runner import StepOptions
     from preprocessing.sample_data import generate_sample_dataset
     from training.config import load_config
-    from training.engine import balanced_log_loss, train
+    from training.engine import balanced_log_loss, load_checkpoint, train
 
     for d in (a.train_videos, a.dev_videos):
         if not d.is_dir():
@@ -173,9 +172,7 @@ def main() -> int:
     t0 = time.time()
     cfg["data"]["workers"] = min(cfg["data"]["workers"], 2)
     if a.checkpoint is not None:
-        import torch
-
-        saved = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(a.checkpoint)
         result = SimpleNamespace(best=a.checkpoint, history=[saved["metrics"]])  # its own epoch's validation
     else:
         result = train(cfg, work, fold=0, seed=a.seed, weights_dir=a.out / "weights", epochs=a.epochs,

@@ -523,6 +523,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
 
         writer = SummaryWriter(str(work_dir / "logs" / f"{name}_fold{fold}"))
     best_path, last_path = checkpoint_paths(weights_dir, name, fold)
+    origin = str(work_dir.resolve())  # recorded in both checkpoints: run_all reuses only its own (training.origin)
     total_epochs = o["schedule"]["epochs"]
 
     run_start = time.time()
@@ -610,11 +611,11 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 "scaler": scaler.state_dict(), "history": history, "best_score": best_loss,
                 "epochs_without_improvement": stale,
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
-                "work_dir": str(work_dir.resolve()),
+                "work_dir": origin,
                 **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
             if improved:
                 save_checkpoint(best_path, evaluated, cfg, epoch, metrics,
-                                {"seed": seed, "fold": fold, "work_dir": str(work_dir.resolve())})
+                                {"seed": seed, "fold": fold, "work_dir": origin})
             print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "
                   f"({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
                   + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
