@@ -6,11 +6,13 @@
 For every video under DATA_DIR, 6_predict's anchors (`frame_plan`) are decoded once. The
 reference detects faces on EVERY anchor at step 0's scale (long side 960, step 0's
 `min_face_size`). Each setting of `FaceExtractor.detect_boxes` (detect every k-th anchor
-at a long side L, the others reuse the nearest detection; retries when nothing is found)
-is scored against it: each reference face takes the best IoU among the setting's boxes
+and on the last at a long side L, the anchors between interpolated from the two around them;
+retries when nothing is found) is scored against it: each reference face takes the best IoU among the setting's boxes
 on the same anchor (0 when missed); a setting's box that overlaps no reference face by
 IoU >= 0.5 counts as extra. Prints one JSON object: per setting, the mean and median IoU,
-the fraction of reference faces with IoU >= 0.5 and >= 0.9, the extra boxes, the per-video
+the fraction of reference faces with IoU >= 0.5 and >= 0.9, the extra boxes, `nearest` (the
+same from the same detections with the earlier rule: every anchor took the nearest
+detected anchor's boxes), the per-video
 mean IoU (in the order of `videos`) and the seconds of detection per video: wall
 (`detect_s_per_video`) and the process's CPU time (`detect_cpu_s_per_video`, steadier on
 a shared machine; MTCNN uses every torch thread, so it is about threads x wall).
@@ -25,24 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import FaceExtractor, frame_plan, list_videos  # noqa: E402
+from inference.predictor import FaceExtractor, box_iou, frame_plan, list_videos  # noqa: E402
 from preprocessing.detection import (DEFAULT_DETECT_LONG_SIDE, FaceDetector, detection_scale,  # noqa: E402
                                      min_face_size)
 from preprocessing.video import FrameReader  # noqa: E402
 
 # (name, detect_every, long side): the prediction default first.
 SETTINGS = [("every1_512", 1, 512), ("every2_512", 2, 512), ("every4_512", 4, 512), ("every4_960", 4, 960)]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def reference_boxes(detector: FaceDetector, frames: dict, anchors: list[int], batch_size: int = 16) -> dict:
@@ -62,10 +53,17 @@ def score(ref: dict, got: dict) -> tuple[list[float], int]:
     ious, extra = [], 0
     for a, r in ref.items():
         g = got.get(a, np.zeros((0, 4)))
-        m = iou_matrix(r, g) if len(r) and len(g) else np.zeros((len(r), len(g)))
+        r, g = np.asarray(r, np.float64).reshape(-1, 4), np.asarray(g, np.float64).reshape(-1, 4)
+        m = box_iou(r, g) if len(r) and len(g) else np.zeros((len(r), len(g)))
         ious += (m.max(axis=1) if len(g) else np.zeros(len(r))).tolist()
         extra += int((m.max(axis=0) < 0.5).sum()) if len(r) else len(g)
     return ious, extra
+
+
+def nearest_fill(got: dict, detected: list[int], anchors: list[int]) -> dict:
+    """The rule before interpolation: every anchor takes the nearest detected anchor's boxes."""
+    keys = np.array(detected)
+    return {a: got[int(keys[np.argmin(np.abs(keys - a))])] for a in anchors}
 
 
 def summary(ious: list[float]) -> dict:
@@ -103,8 +101,8 @@ def main() -> int:
 
     names, errors = [], []
     ref_faces, ref_seconds, ref_cpu = 0, [], []
-    per = {n: {"ious": [], "extra": 0, "seconds": [], "cpu": [], "per_video": [], "retried": []}
-           for n, _, _ in SETTINGS}
+    per = {n: {"ious": [], "extra": 0, "seconds": [], "cpu": [], "per_video": [], "retried": [],
+               "nearest_ious": [], "nearest_extra": 0} for n, _, _ in SETTINGS}
     for path in videos:
         name = path.relative_to(a.data_dir).as_posix()
         try:
@@ -135,6 +133,10 @@ def main() -> int:
             s["per_video"].append(round(float(np.mean(ious)), 4) if ious else None)
             if long_side != ex.long_side:
                 s["retried"].append(name)
+            detected = anchors[::ex.detect_every] + ([anchors[-1]] if (len(anchors) - 1) % ex.detect_every else [])
+            ious, extra = score(ref, nearest_fill(got, detected, anchors))
+            s["nearest_ious"] += ious
+            s["nearest_extra"] += extra
         print(f"[boxes_iou] {name}: {len(anchors)} anchors, {sum(len(b) for b in ref.values())} faces, "
               + ", ".join(f"{n} {per[n]['per_video'][-1]}" for n in per), file=sys.stderr, flush=True)
 
@@ -153,6 +155,7 @@ def main() -> int:
             "extra_boxes": s["extra"], "retried": s["retried"],
             "detect_s_per_video": mean(s["seconds"]), "detect_cpu_s_per_video": mean(s["cpu"]),
             "per_video_mean_iou": s["per_video"],
+            "nearest": {**summary(s["nearest_ious"]), "extra_boxes": s["nearest_extra"]},
         }
     print(json.dumps(result))
     return 0

@@ -2,7 +2,8 @@
 
 Per video: sample N frames evenly and decode them in one pass (no seeking); detect faces
 with MTCNN on a downscaled copy (long side `detect_long_side`), in batches, on every
-sampled frame (`detect_every` k > 1: every k-th, the others reuse the nearest detection);
+sampled frame (`detect_every` k > 1: every k-th and the last, the boxes of the frames between
+interpolated from the two detections around them);
 crop every face with the training margin; resize
 isotropically and pad to each model's size, normalise with the checkpoint's config;
 score with every model (a sequence model gets T consecutive frames per face); combine
@@ -51,8 +52,10 @@ FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
 # The prediction shortcut, kept because bench/boxes_iou.py measures it: MTCNN on every
 # sampled frame downscaled to a long side of 512 gives boxes with a mean IoU of 0.945
 # against step 0's (long side 960; 0.903 on the DFDC/FF++ clips alone) at 0.72x its
-# detection time. Reusing a detection for the next anchors (detect_every 4: 0.882, 0.803)
-# fails the 0.9 bar. detect_long_side 960 gives exactly the training crops.
+# detection time. Detecting on every k-th anchor and interpolating between (detect_every
+# 2: 0.927, 0.877; 4: 0.894, 0.823) moves the CPU pair's dev-videos scores by 0.005 / 0.008
+# on average, but falls below the 0.9 bar on the DFDC/FF++ clips. detect_long_side 960
+# gives exactly the training crops.
 DEFAULT_DETECT_LONG_SIDE = 512
 DEFAULT_DETECT_EVERY = 1
 # No face at the fast scale: try again at step 0's scale, then at full resolution (a
@@ -184,6 +187,57 @@ def frame_plan(frame_count: int, num_frames: int, clip_len: int = 1, num_clips: 
     return anchors, clip_anchors, wanted
 
 
+def interpolate_boxes(found: dict[int, np.ndarray], anchors: list[int], min_iou: float = 0.2) -> dict[int, np.ndarray]:
+    """{anchor: (n, 4) boxes} for every anchor from the detections on some of them.
+
+    A detected anchor keeps its boxes. An anchor between two detected ones takes, for each
+    face found on both (matched greedily by IoU >= min_iou, largest overlap first), the box
+    linearly interpolated in time between the two, then the unmatched faces of the nearer
+    detection as they are (ties go to the earlier one); an anchor outside them takes the
+    nearest detection's boxes. Faces keep the nearer detection's order, matched first.
+    """
+    keys = sorted(found)
+    out = {}
+    for a in anchors:
+        if a in found:
+            out[a] = found[a]
+            continue
+        right = int(np.searchsorted(keys, a))
+        if right == 0 or right == len(keys):
+            out[a] = found[keys[min(right, len(keys) - 1)]]
+            continue
+        lo, hi = keys[right - 1], keys[right]
+        t = (a - lo) / (hi - lo)
+        left_boxes = np.asarray(found[lo], np.float32).reshape(-1, 4)
+        right_boxes = np.asarray(found[hi], np.float32).reshape(-1, 4)
+        near_is_left = t <= 0.5
+        pairs = []
+        if len(left_boxes) and len(right_boxes):
+            ious = box_iou(left_boxes, right_boxes)
+            for i, j in zip(*np.unravel_index(np.argsort(-ious, axis=None), ious.shape)):
+                if ious[i, j] < min_iou:
+                    break
+                if all(i != p for p, _ in pairs) and all(j != q for _, q in pairs):
+                    pairs.append((int(i), int(j)))
+        pairs.sort(key=lambda pq: pq[0] if near_is_left else pq[1])
+        boxes = [(1 - t) * left_boxes[i] + t * right_boxes[j] for i, j in pairs]
+        near, used = (left_boxes, {i for i, _ in pairs}) if near_is_left else (right_boxes, {j for _, j in pairs})
+        boxes += [near[k] for k in range(len(near)) if k not in used]
+        out[a] = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
 @dataclass
 class VideoFaces:
     """The crops of one video, per crop margin: for each (anchor frame, face) its crop
@@ -244,13 +298,16 @@ class FaceExtractor:
     def detect_boxes(self, frames: dict[int, np.ndarray], anchors: list[int]) -> tuple[dict, int, int]:
         """({anchor: (n, 4) boxes in full-resolution pixels}, frames detected, long side used).
 
-        Detects on every `detect_every`-th anchor, downscaled so the long side is
-        `detect_long_side`; the other anchors take the boxes of the nearest detected
-        anchor. When no face is found on any of them at that scale, the detection is
-        retried at each of `retry_long_sides` in turn (small faces: a full-body shot),
-        before the video is given up as faceless.
+        Detects on every `detect_every`-th anchor and on the last one, downscaled so the
+        long side is `detect_long_side`; the anchors between take their boxes from the
+        two detected anchors around them (`interpolate_boxes`). When no face is found on
+        any of them at that scale, the detection is retried at each of
+        `retry_long_sides` in turn (small faces: a full-body shot), before the video is
+        given up as faceless.
         """
         detect_on = anchors[::self.detect_every]
+        if detect_on[-1] != anchors[-1]:
+            detect_on.append(anchors[-1])  # every anchor between two detections: no extrapolation
         h, w = frames[anchors[0]].shape[:2]
         found: dict[int, np.ndarray] = {}
         detected = 0
@@ -265,9 +322,7 @@ class FaceExtractor:
             detected += len(detect_on)
             if any(len(b) for b in found.values()) or scale >= 1.0:
                 break
-        keys = np.array(detect_on)
-        boxes = {a: found[int(keys[np.argmin(np.abs(keys - a))])] for a in anchors}
-        return boxes, detected, long_side
+        return interpolate_boxes(found, anchors), detected, long_side
 
     def span(self, fps: float) -> int:
         return int(self.clip_len(fps) if callable(self.clip_len) else self.clip_len)
