@@ -30,15 +30,16 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     p.add_argument("--device", default=None)
     p.add_argument("--pretrained", default="none", help="'none' (random init, no download) or as in the config")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", choices=["config", "on", "off"], default="config",
+                   help="NHWC conv weights (config key channels_last, default on) or force it on/off")
     a = p.parse_args()
 
     cfg = load_config(a.config)
+    if a.channels_last != "config":
+        cfg["channels_last"] = a.channels_last == "on"
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     d = Dist(device=device)
     model = build_model(cfg, pretrained=False if a.pretrained == "none" else None).to(device).train()
-    if a.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     teacher = None
     if cfg["network"] == "DeepFakeClassifierDistill":
         # the teacher's cost counts: a frame model of the same encoder stands in for the checkpoint
@@ -83,7 +84,8 @@ def main() -> int:
         torch.cuda.synchronize()
     wall = time.time() - t0
     out = {"config": str(a.config), "network": cfg["network"], "encoder": cfg["encoder"], "size": s,
-           "batch_size": bs, "device": str(device), "amp": str(dtype) if dtype else None, "steps": a.steps,
+           "batch_size": bs, "device": str(device), "amp": str(dtype) if dtype else None,
+           "channels_last": cfg["channels_last"], "steps": a.steps,
            "imgs_per_s": round(frames * a.steps / wall, 2), "s_per_step": round(wall / a.steps, 4),
            "threads": torch.get_num_threads()}
     if device.type == "cuda":

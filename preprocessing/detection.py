@@ -78,6 +78,16 @@ class FaceDetector:
         self.min_prob = min_prob
         self.mtcnn = MTCNN(keep_all=True, device=self.device, thresholds=list(thresholds),
                            min_face_size=min_face_size, post_process=False, select_largest=False)
+        if self.device == "cpu":
+            # NHWC conv weights: oneDNN runs MTCNN's convolutions 1.4x faster on a CPU (16
+            # frames at 512 px: 0.96 -> 0.67 s), the boxes equal to 1e-4 px (as training's
+            # `channels_last`; not measured on a GPU, so left as it is there)
+            import torch
+
+            for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
+                for w in net.parameters():
+                    if w.dim() == 4:
+                        w.data = w.data.contiguous(memory_format=torch.channels_last)
 
     def detect(self, frames: list[np.ndarray] | np.ndarray, scale: float = 1.0,
                min_face_size: int | None = None) -> list[Detection]:

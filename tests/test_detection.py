@@ -22,6 +22,32 @@ def test_finds_the_astronaut_and_nothing_in_coffee(detector):
     assert len(cup.boxes) == 0 and cup.boxes.shape == (0, 4) and cup.landmarks.shape == (0, 5, 2)
 
 
+
+def test_cpu_detector_runs_in_channels_last_with_the_same_boxes(detector):
+    """On a CPU, MTCNN's conv weights are NHWC (faster on oneDNN); the boxes, scores and
+    landmarks are those of the same networks in the default order."""
+    import torch
+
+    assert detector.device == "cpu"
+    weights = [w for net in (detector.mtcnn.pnet, detector.mtcnn.rnet, detector.mtcnn.onet)
+               for w in net.parameters() if w.dim() == 4]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert any(not w.is_contiguous() for w in weights)
+    frames = [skimage.data.astronaut(), np.ascontiguousarray(skimage.data.astronaut()[:, ::-1])]
+    fast = detector.detect(frames)
+    for w in weights:
+        w.data = w.data.contiguous()
+    try:
+        plain = detector.detect(frames)
+    finally:
+        for w in weights:
+            w.data = w.data.contiguous(memory_format=torch.channels_last)
+    for a, b in zip(fast, plain):
+        assert len(a.boxes) == len(b.boxes) == 1
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.01)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.01)
+
 def test_downscaled_detection_returns_full_resolution_boxes(detector):
     img = skimage.data.astronaut()
     full = detector.detect([img])[0].boxes[0]

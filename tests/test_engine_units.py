@@ -100,3 +100,54 @@ def test_checkpoint_of_an_sbi_pairs_config_still_loads(tmp_path):
     assert loaded_cfg["data"]["sbi"] is False and loaded_cfg["data"]["dataset"] == "pairs"
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("config", ["lite0_cpu", "lite0_seq3d_cpu", "deit_distill_cpu", "mds_cpu", "mds_motion_cpu",
+                                    "mos_cpu"])
+def test_channels_last_computes_what_the_contiguous_model_computes(config):
+    """Config key `channels_last` (default on): build_model puts every 4-D weight in NHWC and
+    every 5-D one (the 3-D convolutions of the sequence and dissonance models) in NDHWC
+    order. The same weights give the same logits, and the model trains (no view of a
+    non-contiguous activation anywhere)."""
+    from training import fingerprint
+    from training.config import load_config
+    from training.engine import REPO_ROOT, build_model
+
+    cfg = load_config(REPO_ROOT / "configs" / f"{config}.json")
+    assert cfg["channels_last"] is True
+    torch.manual_seed(0)
+    fast = build_model(cfg, pretrained=False)
+    torch.manual_seed(0)
+    plain = build_model(dict(cfg, channels_last=False), pretrained=False)
+    convs = [m.weight for m in fast.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs
+    for w in convs:  # (a 1x1 or depthwise kernel is both: its orders coincide)
+        assert w.is_contiguous(memory_format=torch.channels_last if w.dim() == 4 else torch.channels_last_3d)
+    assert any(not w.is_contiguous() for w in convs)
+    for w in (m.weight for m in plain.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))):
+        assert w.is_contiguous()
+    a, b = fingerprint.logits(fast, cfg), fingerprint.logits(plain, cfg)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+    x = fingerprint.fingerprint_input(cfg).expand(2, *fingerprint.fingerprint_input(cfg).shape[1:]).contiguous()
+    fast.train()
+    if cfg["network"] == "DissonanceNet":
+        width = round(100 * float(cfg["data"]["av_segment_s"]))
+        r = fast(x, torch.randn(2, 1, 13, width))
+        loss = r.distance.sum() + r.video_logit.sum()
+    else:
+        out = fast(x)
+        loss = sum(o.float().sum() for o in (out if isinstance(out, (tuple, list)) else [out]))
+    loss.backward()
+    grads = [m.weight.grad for m in fast.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and m.weight.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_channels_last_is_a_boolean_config_key():
+    from training.config import ConfigError, validate
+
+    assert validate({})["channels_last"] is True
+    assert validate({"channels_last": False})["channels_last"] is False
+    with pytest.raises(ConfigError, match="channels_last"):
+        validate({"channels_last": "yes"})

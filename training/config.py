@@ -38,6 +38,8 @@ DEFAULTS: dict = {
     "margin": None,               # crop margin (fraction of the box side); None: the crops' own (step 1)
     "batches_per_epoch": 2500,
     "fp16": True,                 # autocast (bf16 where supported, else fp16 + GradScaler) on a GPU
+    "channels_last": True,        # conv weights (and so activations) in NHWC / NDHWC memory order:
+                                  # the same numbers, 1.3-1.5x faster convolutions on a CPU (bench/train)
     "grad_clip": 0.0,             # max grad norm; 0 disables
     "label_smoothing": 0.0,       # selim's: training targets clipped to [eps, 1 - eps]
     "early_stopping": 0,          # stop after this many epochs without a better validation score; 0: off
@@ -123,6 +125,7 @@ CHOICES = {
     "data.augment": {"selim", "ntech", "none"},
     "distill.loss": {"hard", "soft"},
     "inference.flip": {"none", "half"},
+    "channels_last": {True, False},
     "network": NETWORKS,
 }
 FREE_FORM = {"model", "optimizer.schedule.params", "losses"}  # keys inside are not fixed
