@@ -304,3 +304,37 @@ def test_wrong_weight_file_is_an_error(tmp_path):
     # the lite0 file does not fit another architecture
     with pytest.raises(ValueError):
         create_model("DeepFakeClassifier", B0, pretrained=lite0_weights_path())
+
+
+# ---------------------------------------------------------------- prediction speed-up
+
+@pytest.mark.parametrize("config, encoder", [("lite0_cpu", None), ("lite0_seq3d_cpu", None), ("mos_cpu", None),
+                                             ("lite0_cpu", "tf_efficientnet_b0")])
+def test_folding_batchnorm_keeps_the_logits(config, encoder):
+    """inference.fuse.fold_batchnorm (6_predict): every batch norm of the EfficientNet encoder
+    (stem, head, each block's; the sequence model's temporal convs included; B0/B7's
+    squeeze-excitation and TF 'same' padding too) is folded into the convolution before it,
+    in place, and the model computes the same logits (channels-last weights kept)."""
+    from inference.fuse import fold_batchnorm
+    from training import fingerprint
+    from training.config import load_config
+    from training.engine import REPO_ROOT, build_model
+
+    cfg = load_config(REPO_ROOT / "configs" / f"{config}.json")
+    if encoder:
+        cfg["encoder"] = encoder
+    model = randomize_batchnorm(seeded(0, build_model, cfg, pretrained=False))
+    x = torch.randn(2, *fingerprint.fingerprint_input(cfg).shape[1:], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(x)
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())
+    assert norms > 10
+    assert fold_batchnorm(model) == norms
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())
+    assert any(m.weight.dim() == 4 and not m.weight.is_contiguous() for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d))  # still channels-last
+    with torch.no_grad():
+        after = model(x)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(model.train())
