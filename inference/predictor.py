@@ -34,6 +34,7 @@ import json
 import sys
 import threading
 import time
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -126,15 +127,25 @@ class LoadedModel:
 
 def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedModel]:
     """Each checkpoint's model in eval mode (its fingerprint verified), batch norms folded
-    into the convolutions before them (`inference.fuse`: the same logits, faster)."""
+    into the convolutions before them (`inference.fuse`: the same logits, faster). The
+    folded model must reproduce the unfolded one's fingerprint logits; where it does not (a
+    timm whose blocks run in another order), the model is reloaded unfolded, with a warning."""
+    from training import fingerprint
     from training.engine import model_from_checkpoint, resolve_path
 
     from .fuse import fold_batchnorm
 
     models = []
     for p in paths:
-        model, cfg = model_from_checkpoint(resolve_path(p), device)
-        fold_batchnorm(model)
+        path = resolve_path(p)
+        model, cfg = model_from_checkpoint(path, device)
+        before = torch.tensor(fingerprint.logits(model, cfg), dtype=torch.float64)
+        if fold_batchnorm(model):
+            after = torch.tensor(fingerprint.logits(model, cfg), dtype=torch.float64)
+            if not torch.allclose(after, before, rtol=1e-3, atol=1e-4):
+                warnings.warn(f"{path}: folding its batch norms changed its logits by "
+                              f"{float((after - before).abs().max()):.3g}; it runs unfolded", stacklevel=2)
+                model, cfg = model_from_checkpoint(path, device)
         models.append(LoadedModel(Path(p).stem, model, cfg))
     return models
 

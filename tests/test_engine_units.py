@@ -103,7 +103,7 @@ def test_checkpoint_of_an_sbi_pairs_config_still_loads(tmp_path):
 
 
 @pytest.mark.parametrize("config", ["lite0_cpu", "lite0_seq3d_cpu", "deit_distill_cpu", "mds_cpu", "mds_motion_cpu",
-                                    "mos_cpu"])
+                                    "mds_sync_cpu", "mos_cpu"])
 def test_channels_last_computes_what_the_contiguous_model_computes(config):
     """Config key `channels_last` (default on): build_model puts every 4-D weight in NHWC and
     every 5-D one (the 3-D convolutions of the sequence and dissonance models) in NDHWC
@@ -149,5 +149,6 @@ def test_channels_last_is_a_boolean_config_key():
 
     assert validate({})["channels_last"] is True
     assert validate({"channels_last": False})["channels_last"] is False
-    with pytest.raises(ConfigError, match="channels_last"):
-        validate({"channels_last": "yes"})
+    for bad in ("yes", 1, 0.0):
+        with pytest.raises(ConfigError, match="channels_last"):
+            validate({"channels_last": bad})

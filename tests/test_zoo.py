@@ -309,12 +309,16 @@ def test_wrong_weight_file_is_an_error(tmp_path):
 # ---------------------------------------------------------------- prediction speed-up
 
 @pytest.mark.parametrize("config, encoder", [("lite0_cpu", None), ("lite0_seq3d_cpu", None), ("mos_cpu", None),
-                                             ("lite0_cpu", "tf_efficientnet_b0")])
+                                             ("lite0_cpu", "tf_efficientnet_b0"), ("mds_sync_cpu", None),
+                                             ("deit_distill_cpu", None)])
 def test_folding_batchnorm_keeps_the_logits(config, encoder):
-    """inference.fuse.fold_batchnorm (6_predict): every batch norm of the EfficientNet encoder
+    """inference.fuse.fold_batchnorm (6_predict): every batch norm of a timm EfficientNet
     (stem, head, each block's; the sequence model's temporal convs included; B0/B7's
-    squeeze-excitation and TF 'same' padding too) is folded into the convolution before it,
-    in place, and the model computes the same logits (channels-last weights kept)."""
+    squeeze-excitation and TF 'same' padding too; the dissonance model's frozen per-frame
+    Lite0) is folded into the convolution before it, in place, and the model computes the
+    same logits (channels-last weights kept). A model without one (DeiT) is left alone."""
+    from timm.models.efficientnet import EfficientNet
+
     from inference.fuse import fold_batchnorm
     from training import fingerprint
     from training.config import load_config
@@ -324,17 +328,47 @@ def test_folding_batchnorm_keeps_the_logits(config, encoder):
     if encoder:
         cfg["encoder"] = encoder
     model = randomize_batchnorm(seeded(0, build_model, cfg, pretrained=False))
-    x = torch.randn(2, *fingerprint.fingerprint_input(cfg).shape[1:], generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        before = model(x)
-    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())
-    assert norms > 10
+    before = fingerprint.logits(model, cfg)
+
+    def efficientnet_norms():
+        return [m for net in model.modules() if isinstance(net, EfficientNet)
+                for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    norms = len(efficientnet_norms())
+    assert norms > 10 or config == "deit_distill_cpu"
     assert fold_batchnorm(model) == norms
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())
-    assert any(m.weight.dim() == 4 and not m.weight.is_contiguous() for m in model.modules()
-               if isinstance(m, torch.nn.Conv2d))  # still channels-last
-    with torch.no_grad():
-        after = model(x)
-    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    assert not efficientnet_norms()
+    assert config == "deit_distill_cpu" or any(
+        m.weight.dim() == 4 and not m.weight.is_contiguous() for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d))  # still channels-last
+    np.testing.assert_allclose(fingerprint.logits(model, cfg), before, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(model.train())
+
+
+def test_prediction_runs_a_model_unfolded_when_folding_would_change_it(tmp_path, monkeypatch):
+    """load_models checks the folded model against the unfolded one's fingerprint logits; a
+    fold that changes them (here: norms paired with the wrong convolutions, as a timm that
+    reordered its blocks would) is undone by reloading the checkpoint, with a warning."""
+    import inference.fuse as fuse
+    from inference.predictor import load_models
+    from training import fingerprint
+    from training.config import load_config
+    from training.engine import REPO_ROOT, build_model, save_checkpoint
+
+    cfg = load_config(REPO_ROOT / "configs" / "lite0_cpu.json")
+    cfg["pretrained"] = False
+    model = randomize_batchnorm(seeded(0, build_model, cfg))
+    save_checkpoint(tmp_path / "m.pt", model, cfg, 0, {})
+    expected = fingerprint.logits(model, cfg)
+
+    [good] = load_models([tmp_path / "m.pt"], torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in good.model.modules())
+    real_pairs = fuse._pairs
+    monkeypatch.setattr(fuse, "_pairs", lambda: {cls: tuple((c, {"bn1": "bn2", "bn2": "bn1"}.get(b, b)) for c, b in p)
+                                                 for cls, p in real_pairs().items()})
+    with pytest.warns(UserWarning, match="runs unfolded"):
+        [bad] = load_models([tmp_path / "m.pt"], torch.device("cpu"))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bad.model.modules())
+    for m in (good, bad):
+        np.testing.assert_allclose(fingerprint.logits(m.model, m.cfg), expected, atol=1e-4, rtol=1e-4)

@@ -125,7 +125,6 @@ CHOICES = {
     "data.augment": {"selim", "ntech", "none"},
     "distill.loss": {"hard", "soft"},
     "inference.flip": {"none", "half"},
-    "channels_last": {True, False},
     "network": NETWORKS,
 }
 FREE_FORM = {"model", "optimizer.schedule.params", "losses"}  # keys inside are not fixed
@@ -202,6 +201,8 @@ def validate(config: dict) -> dict:
                 and sum(regions.values()) > 0):
             raise ConfigError(f"config key 'data.sbi_regions' must be null or an object of weights >= 0 "
                               f"(not all 0) over {list(REGIONS)}, got {regions!r}")
+    if not isinstance(cfg["channels_last"], bool):
+        raise ConfigError(f"config key 'channels_last' must be true or false, got {cfg['channels_last']!r}")
     if not 0 <= cfg["data"]["low_res_prob"] <= 1:
         raise ConfigError("config key 'data.low_res_prob' must be a probability")
     if not isinstance(cfg["data"]["low_res_min_side"], int) or cfg["data"]["low_res_min_side"] < 8:
