@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import FaceExtractor, box_iou, frame_plan, list_videos  # noqa: E402
+from inference.predictor import (FaceExtractor, box_iou, detection_anchors, frame_plan,  # noqa: E402
+                                 list_videos)
 from preprocessing.detection import (DEFAULT_DETECT_LONG_SIDE, FaceDetector, detection_scale,  # noqa: E402
                                      min_face_size)
 from preprocessing.video import FrameReader  # noqa: E402
@@ -133,8 +134,7 @@ def main() -> int:
             s["per_video"].append(round(float(np.mean(ious)), 4) if ious else None)
             if long_side != ex.long_side:
                 s["retried"].append(name)
-            detected = anchors[::ex.detect_every] + ([anchors[-1]] if (len(anchors) - 1) % ex.detect_every else [])
-            ious, extra = score(ref, nearest_fill(got, detected, anchors))
+            ious, extra = score(ref, nearest_fill(got, detection_anchors(anchors, ex.detect_every), anchors))
             s["nearest_ious"] += ious
             s["nearest_extra"] += extra
         print(f"[boxes_iou] {name}: {len(anchors)} anchors, {sum(len(b) for b in ref.values())} faces, "

@@ -56,18 +56,20 @@ def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:
     return nn.Sequential(*rest) if rest else nn.Identity()
 
 
+def foldable(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(block, conv attribute, norm attribute) of every known conv -> batch norm pair."""
+    known = _pairs()
+    return [(module, conv_name, bn_name) for module in model.modules()
+            for conv_name, bn_name in known.get(type(module), ())
+            if _foldable(getattr(module, conv_name, None), getattr(module, bn_name, None))]
+
+
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every known conv -> batch norm pair of an eval-mode model, in place; returns how
     many were folded. A model in training mode is refused (its norms use batch statistics)."""
     if model.training:
         raise ValueError("fold_batchnorm needs a model in eval mode")
-    known = _pairs()
-    folded = 0
-    for module in list(model.modules()):
-        for conv_name, bn_name in known.get(type(module), ()):
-            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if conv is None or bn is None or not _foldable(conv, bn):
-                continue
-            setattr(module, bn_name, _fold(conv, bn))
-            folded += 1
-    return folded
+    pairs = foldable(model)
+    for module, conv_name, bn_name in pairs:
+        setattr(module, bn_name, _fold(getattr(module, conv_name), getattr(module, bn_name)))
+    return len(pairs)

@@ -133,14 +133,15 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
     from training import fingerprint
     from training.engine import model_from_checkpoint, resolve_path
 
-    from .fuse import fold_batchnorm
+    from .fuse import fold_batchnorm, foldable
 
     models = []
     for p in paths:
         path = resolve_path(p)
         model, cfg = model_from_checkpoint(path, device)
-        before = torch.tensor(fingerprint.logits(model, cfg), dtype=torch.float64)
-        if fold_batchnorm(model):
+        if foldable(model):  # (nothing to fold, nothing to check: no forward pass)
+            before = torch.tensor(fingerprint.logits(model, cfg), dtype=torch.float64)
+            fold_batchnorm(model)
             after = torch.tensor(fingerprint.logits(model, cfg), dtype=torch.float64)
             if not torch.allclose(after, before, rtol=1e-3, atol=1e-4):
                 warnings.warn(f"{path}: folding its batch norms changed its logits by "
@@ -201,6 +202,13 @@ def frame_plan(frame_count: int, num_frames: int, clip_len: int = 1, num_clips: 
     clip_anchors = set(anchors[::max(1, len(anchors) // max(1, num_clips))]) if clip_len > 1 else set()
     wanted = set(anchors) | {a + j for a in clip_anchors for j in range(clip_len)}
     return anchors, clip_anchors, wanted
+
+
+def detection_anchors(anchors: list[int], detect_every: int) -> list[int]:
+    """The anchors the detector runs on: every `detect_every`-th and the last (so that every
+    other anchor lies between two detections: no extrapolation)."""
+    detect_on = anchors[::max(1, detect_every)]
+    return detect_on if detect_on[-1] == anchors[-1] else detect_on + [anchors[-1]]
 
 
 def interpolate_boxes(found: dict[int, np.ndarray], anchors: list[int], min_iou: float = 0.2) -> dict[int, np.ndarray]:
@@ -321,9 +329,7 @@ class FaceExtractor:
         `retry_long_sides` in turn (small faces: a full-body shot), before the video is
         given up as faceless.
         """
-        detect_on = anchors[::self.detect_every]
-        if detect_on[-1] != anchors[-1]:
-            detect_on.append(anchors[-1])  # every anchor between two detections: no extrapolation
+        detect_on = detection_anchors(anchors, self.detect_every)
         h, w = frames[anchors[0]].shape[:2]
         found: dict[int, np.ndarray] = {}
         detected = 0
