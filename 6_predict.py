@@ -58,6 +58,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="realism models: seed of the random runs (default 0)")
     p.add_argument("--workers", type=int, default=2, help="threads decoding and detecting ahead")
     p.add_argument("--device", default=None)
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
+                   help="face models in bf16/fp16 autocast: auto (default) = on a GPU and on a CPU with native "
+                        "bf16 (AVX512-BF16, AMX), off = float32 everywhere")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
     if bool(a.videos) == bool(a.test_dir):
@@ -99,7 +102,7 @@ def main() -> int:
                                 workers=a.workers, detect_every=a.detect_every, num_clips=a.clips,
                                 detect_long_side=a.detect_size, progress=not a.no_progress and bool(a.test_dir),
                                 details=not a.test_dir, explain_dir=a.explain, weights=a.weights,
-                                mos_sequences=a.sequences, seed=a.seed)
+                                mos_sequences=a.sequences, seed=a.seed, amp=a.amp)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import (FaceExtractor, clip_span, list_videos, load_models, predict_dir,  # noqa: E402
+from inference.predictor import (FaceExtractor, amp_dtype, clip_span, list_videos, load_models, predict_dir,  # noqa: E402
                                  read_ensemble)
 from preprocessing.video import FrameReader  # noqa: E402
 
@@ -47,6 +47,7 @@ def main() -> int:
     p.add_argument("--detect-every", type=int, default=1)
     p.add_argument("--detect-size", type=int, default=512)
     p.add_argument("--min-height", type=int, default=0, help="only videos at least this tall (e.g. 1080)")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="6_predict's --amp")
     a = p.parse_args()
     models = a.models
     if not models:
@@ -77,14 +78,15 @@ def main() -> int:
     warm = Path(tempfile.mkdtemp(prefix="bench-predict-warm-"))
     (warm / videos[0].name).symlink_to(videos[0].resolve())
     predict_dir(warm, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
-                detect_long_side=a.detect_size, progress=False)
+                detect_long_side=a.detect_size, progress=False, amp=a.amp)
     result = predict_dir(tmp, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
-                         detect_long_side=a.detect_size, progress=False)
+                         detect_long_side=a.detect_size, progress=False, amp=a.amp)
     n = len(videos)
     seconds = result.seconds - result.timings["load_models_s"]  # a one-time cost, not per video
     out = {"test_dir": str(a.test_dir), "videos": n, "models": [Path(m).name for m in models],
            "frames": a.frames, "clip_len": clip_len, "detect_every": a.detect_every, "detect_size": a.detect_size,
-           "threads": torch.get_num_threads(),
+           "threads": torch.get_num_threads(), "amp": a.amp,
+           "model_dtype": str(amp_dtype(torch.device("cpu"), a.amp) or torch.float32).replace("torch.", ""),
            "s_per_video": round(seconds / n, 3), "decode_floor_s_per_video": round(floor_s / n, 3),
            "ratio_to_floor": round(seconds / max(floor_s, 1e-9), 2),
            "frames_decoded_per_video": round(decoded / n, 1), "failed": len(result.errors),

@@ -74,6 +74,20 @@ def test_strategies_and_calibration(test_dir, ensemble, strategy, tmp_path):
             assert abs(cal[name] - 0.5) < abs(p - 0.5)
 
 
+def test_bf16_prediction_on_a_cpu_moves_the_scores_little(test_dir, ensemble):
+    from inference.predictor import predict_dir
+
+    off = dict(predict_dir(test_dir, ensemble, num_frames=8, progress=False, amp="off").rows)
+    on = dict(predict_dir(test_dir, ensemble, num_frames=8, progress=False, amp="on").rows)
+    assert on.keys() == off.keys()
+    scored = [n for n, p in off.items() if p != 0.5]
+    assert len(scored) == 2 and all(on[n] == 0.5 for n in off if n not in scored)
+    assert any(on[n] != off[n] for n in scored)  # bf16 did run
+    assert all(abs(on[n] - off[n]) < 0.005 for n in scored), (on, off)  # 2.5e-4 measured
+    with pytest.raises(ValueError, match="amp must be one of"):
+        predict_dir(test_dir, ensemble, num_frames=8, progress=False, amp="fast")
+
+
 def test_cli_writes_the_csv_and_errors(test_dir, ensemble, tmp_path):
     out = tmp_path / "sub.csv"
     proc = subprocess.run([sys.executable, "6_predict.py", "--test-dir", str(test_dir), "--output", str(out),
