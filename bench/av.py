@@ -26,6 +26,11 @@ Prints one JSON object with the AUCs and balanced log losses, their video counts
 `train_s`. Target (issue #11): auc_shifted >= 0.9 on CPU. `--checkpoint` scores a trained
 model on the tests without training (train_s is then 0, epochs_run null, and the validation
 AUC the checkpoint's own epoch's).
+
+`--seeds S1 S2 ...` trains one model per seed on the same data (the sample and the tests'
+sound shifts are drawn with `--seed`) and scores them as 6_predict's ensemble (the mean of
+their probabilities): the top-level AUCs are then the ensemble's, and `members` lists each
+model's own. `--checkpoint A B ...` scores several trained models the same way.
 """
 import argparse
 import json
@@ -122,6 +127,12 @@ def auc(labels, probs) -> float:
     return float(roc_auc_score(labels, probs)) if len(set(labels)) == 2 else float("nan")
 
 
+def member_auc(labels, probs) -> float:
+    """One ensemble member's AUC over the videos it scored (it abstains without sound)."""
+    kept = [(y, p) for y, p in zip(labels, probs) if p is not None]
+    return round(auc([y for y, _ in kept], [p for _, p in kept]), 4) if kept else float("nan")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=Path("configs/mds_cpu.json"))
@@ -129,11 +140,14 @@ def main() -> int:
     p.add_argument("--train-videos", type=Path, default=SHARED / "train-videos")
     p.add_argument("--dev-videos", type=Path, default=SHARED / "dev-videos")
     p.add_argument("--epochs", type=int, default=None, help="default: the config's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", type=Path, default=None, help="score this checkpoint; do not train")
+    p.add_argument("--seed", type=int, default=0, help="the data's seed, and the model's without --seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train one model per seed (same data) and score them as an ensemble")
+    p.add_argument("--checkpoint", type=Path, nargs="+", default=None,
+                   help="score these checkpoints (several: as an ensemble); do not train")
     a = p.parse_args()
 
-    from inference.predictor import predict_videos
+    from inference.predictor import model_names, predict_videos
     from preprocessing.av import extract_av
     from preprocessing.crops import extract_crops
     from preprocessing.dataset import load_dataset
@@ -172,12 +186,28 @@ def main() -> int:
     t0 = time.time()
     cfg["data"]["workers"] = min(cfg["data"]["workers"], 2)
     if a.checkpoint is not None:
-        saved = load_checkpoint(a.checkpoint)
-        result = SimpleNamespace(best=a.checkpoint, history=[saved["metrics"]])  # its own epoch's validation
+        # each checkpoint's history: its own epoch's validation
+        results = [SimpleNamespace(best=c, history=[load_checkpoint(c)["metrics"]]) for c in a.checkpoint]
     else:
-        result = train(cfg, work, fold=0, seed=a.seed, weights_dir=a.out / "weights", epochs=a.epochs,
-                       progress=False)
+        seeds = a.seeds or [a.seed]
+        results = [train(cfg, work, fold=0, seed=s, progress=False, epochs=a.epochs,
+                         weights_dir=a.out / "weights" / (f"seed{s}" if a.seeds else ""))
+                   for s in seeds]
     train_s = time.time() - t0 if a.checkpoint is None else 0.0
+    checkpoints = [str(r.best) for r in results]
+    names = model_names(checkpoints)
+    members = [{"checkpoint": c} for c in checkpoints]
+    if a.checkpoint is None:
+        for m, s in zip(members, seeds):
+            m["seed"] = s
+
+    def score(videos):
+        """The ensemble's probability per video, in order, and each member's (None: abstained)."""
+        pred = predict_videos(videos, checkpoints, progress=False, details=len(checkpoints) > 1)
+        rows = dict(pred.rows)
+        each = [[pred.details.get(n, {}).get("models", {}).get(name, {}).get("video_score") for n, _ in videos]
+                for name in names] if len(checkpoints) > 1 else [[rows[n] for n, _ in videos]]
+        return [rows[n] for n, _ in videos], pred, each
 
     # held-out test 1: GRID clips vs the same clips with the sound advanced; 1b: the same with
     # the lip-sync folders' REAL clips (never trained on either; their fakes are test 2)
@@ -186,16 +216,16 @@ def main() -> int:
              if not v.is_fake and v.id.split("/")[0] in LIPSYNC_FOLDERS]
     out = {"config": str(a.config), "videos_with_sound": sum(1 for _ in (work / "audio").rglob("*.wav"))}
     if a.checkpoint is not None:
-        out["checkpoint"] = str(a.checkpoint)
+        out["checkpoint"] = checkpoints[0] if len(checkpoints) == 1 else checkpoints
     for key, clips, folder, seed in (("shifted", [(c, c.stem) for c in grid], "test_shifted", a.seed + 7),
                                      ("shifted_other", other, "test_shifted_other", a.seed + 8)):
         shifted, labels = shifted_pairs(clips, a.out / folder, np.random.default_rng(seed))
         t1 = time.time()
-        pred = predict_videos(shifted, [result.best], progress=False)
+        probs, pred, each = score(shifted)
         if key == "shifted":
             predict_s = (time.time() - t1) / max(1, len(shifted))
-        scores = dict(pred.rows)
-        probs = [scores[n] for n, _ in shifted]
+        for m, member in zip(members, each):
+            m[f"auc_{key}"] = member_auc(labels, member)
         out.update({f"auc_{key}": round(auc(labels, probs), 4),
                     f"balanced_log_loss_{key}": round(balanced_log_loss(np.array(labels), np.array(probs)), 4),
                     f"{key}_videos": len(shifted), f"{key}_abstained": len(pred.errors),
@@ -212,19 +242,23 @@ def main() -> int:
             lip.append((v.id, v.path))
             lip_labels.append(int(v.is_fake))
             per_folder.setdefault(folder, []).append(len(lip) - 1)
-    pred = predict_videos(lip, [result.best], progress=False)
-    scores = dict(pred.rows)
-    probs = [scores[n] for n, _ in lip]
+    probs, pred, each = score(lip)
+    for m, member in zip(members, each):
+        m["auc_lipsync"] = member_auc(lip_labels, member)
     out.update({"auc_lipsync": round(auc(lip_labels, probs), 4),
                 "balanced_log_loss_lipsync": round(balanced_log_loss(np.array(lip_labels), np.array(probs)), 4),
                 "lipsync_videos": len(lip),
                 "lipsync_fakes": int(sum(lip_labels)),
                 "auc_lipsync_per_folder": {f: round(auc([lip_labels[i] for i in ix], [probs[i] for i in ix]), 4)
                                            for f, ix in per_folder.items()}})
-    best = min(result.history, key=lambda h: h["balanced_log_loss"])
-    out.update({"epochs_run": len(result.history) if a.checkpoint is None else None,
-                "val_auc_best_epoch": round(best["auc"], 4),
-                "train_s": round(train_s, 1), "preprocess_s": round(preprocess_s, 1),
+    for m, r in zip(members, results):
+        best = min(r.history, key=lambda h: h["balanced_log_loss"])
+        m.update({"epochs_run": len(r.history) if a.checkpoint is None else None,
+                  "best_epoch": int(best.get("epoch", len(r.history) - 1)) if a.checkpoint is None else None,
+                  "val_auc_best_epoch": round(best["auc"], 4)})
+    out.update({k: members[0][k] for k in ("epochs_run", "val_auc_best_epoch")} if len(members) == 1 else
+               {"members": members})
+    out.update({"train_s": round(train_s, 1), "preprocess_s": round(preprocess_s, 1),
                 "predict_s_per_video": round(predict_s, 2)})
     print(json.dumps(out))
     return 0

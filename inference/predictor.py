@@ -135,8 +135,8 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
 
     from .fuse import fold_batchnorm, foldable
 
-    models = []
-    for p in paths:
+    paths, models = list(paths), []
+    for p, name in zip(paths, model_names(paths)):
         path = resolve_path(p)
         model, cfg = model_from_checkpoint(path, device)
         if foldable(model):  # (nothing to fold, nothing to check: no forward pass)
@@ -147,8 +147,22 @@ def load_models(paths: list[str | Path], device: torch.device) -> list[LoadedMod
                 warnings.warn(f"{path}: folding its batch norms changed its logits by "
                               f"{float((after - before).abs().max()):.3g}; it runs unfolded", stacklevel=2)
                 model, cfg = model_from_checkpoint(path, device)
-        models.append(LoadedModel(Path(p).stem, model, cfg))
+        models.append(LoadedModel(name, model, cfg))
     return models
+
+
+def model_names(paths: list[str | Path]) -> list[str]:
+    """A distinct name per checkpoint, the key of its details in `--json` and of its
+    dissonance evidence: the file's stem, prefixed by its folder where two files share a
+    stem (one config trained with several seeds), and numbered where even that repeats."""
+    stems = [Path(p).stem for p in paths]
+    names = [s if stems.count(s) == 1 else f"{Path(p).parent.name}/{s}" for p, s in zip(paths, stems)]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if names.count(n) == 1 else f"{n}#{seen[n]}")
+    return out
 
 
 AMP_MODES = ("auto", "on", "off")

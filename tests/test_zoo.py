@@ -269,6 +269,14 @@ def test_lite0_file_classifies_a_cat_as_a_cat():
     assert 281 <= top1 <= 285, top1  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
+def test_checkpoints_sharing_a_file_name_get_distinct_names():
+    from inference.predictor import model_names
+
+    assert model_names(["w/a.pt", "w/b.pt"]) == ["a", "b"]
+    assert model_names(["s0/m_best.pt", "s1/m_best.pt", "s1/x.pt"]) == ["s0/m_best", "s1/m_best", "x"]
+    assert model_names(["a/m.pt", "b/a/m.pt", "c.pt"]) == ["a/m#1", "a/m#2", "c"]
+
+
 def test_prediction_precision_follows_the_device_and_the_cpu():
     from inference.predictor import amp_dtype, cpu_bf16_supported
 
