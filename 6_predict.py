@@ -59,8 +59,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2, help="threads decoding and detecting ahead")
     p.add_argument("--device", default=None)
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
-                   help="face models in bf16/fp16 autocast: auto (default) = on a GPU and on a CPU with native "
-                        "bf16 (AVX512-BF16, AMX), off = float32 everywhere")
+                   help="the face models' precision: auto (default) = bf16/fp16 autocast on a GPU and bf16 on a "
+                        "CPU with native bf16 (AVX512-BF16, AMX), on = also bf16 on any other CPU (emulated, "
+                        "slower), off = float32 everywhere; detection and dissonance models stay float32")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
     if bool(a.videos) == bool(a.test_dir):

@@ -31,6 +31,7 @@ AUC the checkpoint's own epoch's).
 sound shifts are drawn with `--seed`) and scores them as 6_predict's ensemble (the mean of
 their probabilities): the top-level AUCs are then the ensemble's, and `members` lists each
 model's own. `--checkpoint A B ...` scores several trained models the same way.
+An `--out` folder keeps one `--seed`'s data (and refuses another seed's): reruns reuse it.
 """
 import argparse
 import json
@@ -128,9 +129,9 @@ def auc(labels, probs) -> float:
 
 
 def member_auc(labels, probs) -> float:
-    """One ensemble member's AUC over the videos it scored (it abstains without sound)."""
-    kept = [(y, p) for y, p in zip(labels, probs) if p is not None]
-    return round(auc([y for y, _ in kept], [p for _, p in kept]), 4) if kept else float("nan")
+    """One ensemble member's AUC, a video it abstained on (no sound) scored 0.5 as 6_predict
+    scores it for a model alone: the same videos as the ensemble's AUC."""
+    return round(auc(labels, [0.5 if p is None else p for p in probs]), 4)
 
 
 def main() -> int:
@@ -146,6 +147,10 @@ def main() -> int:
     p.add_argument("--checkpoint", type=Path, nargs="+", default=None,
                    help="score these checkpoints (several: as an ensemble); do not train")
     a = p.parse_args()
+    if a.seeds is not None and a.checkpoint is not None:
+        p.error("--seeds trains models, --checkpoint scores trained ones: give one of them")
+    if a.seeds is not None and len(set(a.seeds)) != len(a.seeds):
+        p.error(f"--seeds repeats a seed: {a.seeds}")
 
     from inference.predictor import model_names, predict_videos
     from preprocessing.av import extract_av
@@ -165,7 +170,12 @@ def main() -> int:
     cfg = load_config(a.config)
     data, work = a.out / "train", a.out / "work"
     t0 = time.time()
-    if not (data / ".complete").exists():
+    marker = data / ".complete"  # holds the data's seed: the sample, its folds and the tests' shifts
+    if marker.exists() and marker.read_text().strip() != str(a.seed):
+        print(json.dumps({"error": f"{a.out} holds data made with another seed than --seed {a.seed} "
+                                   f"({marker.read_text().strip() or 'unknown'}): use another --out"}))
+        return 1
+    if not marker.exists():
         shutil.rmtree(data, ignore_errors=True)
         generate_sample_dataset(data, folders=4, reals=4, fakes=0, seconds=3.0, seed=a.seed, audio=True,
                                 av_fakes=2, prefix="sample_av")
@@ -175,7 +185,7 @@ def main() -> int:
         dev = load_dataset(a.dev_videos / "real_talking_heads")
         reals += [(v.path, v.path.name) for v in dev.videos if v.path.suffix != ".mpg"]
         link_reals(data / "talking_heads", reals)
-        (data / ".complete").touch()
+        marker.write_text(f"{a.seed}\n")
     opts = StepOptions(data_dir=data, work_dir=work, progress=False)
     detect_faces(opts)
     extract_crops(opts)

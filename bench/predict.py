@@ -86,7 +86,8 @@ def main() -> int:
     out = {"test_dir": str(a.test_dir), "videos": n, "models": [Path(m).name for m in models],
            "frames": a.frames, "clip_len": clip_len, "detect_every": a.detect_every, "detect_size": a.detect_size,
            "threads": torch.get_num_threads(), "amp": a.amp,
-           "model_dtype": str(amp_dtype(torch.device("cpu"), a.amp) or torch.float32).replace("torch.", ""),
+           "model_dtype": str(amp_dtype(torch.device("cuda" if torch.cuda.is_available() else "cpu"), a.amp)
+                              or torch.float32).replace("torch.", ""),
            "s_per_video": round(seconds / n, 3), "decode_floor_s_per_video": round(floor_s / n, 3),
            "ratio_to_floor": round(seconds / max(floor_s, 1e-9), 2),
            "frames_decoded_per_video": round(decoded / n, 1), "failed": len(result.errors),

@@ -156,7 +156,7 @@ def model_names(paths: list[str | Path]) -> list[str]:
     dissonance evidence: the file's stem, prefixed by its folder where two files share a
     stem (one config trained with several seeds), and numbered where even that repeats."""
     stems = [Path(p).stem for p in paths]
-    names = [s if stems.count(s) == 1 else f"{Path(p).parent.name}/{s}" for p, s in zip(paths, stems)]
+    names = [s if stems.count(s) == 1 else f"{Path(p).resolve().parent.name}/{s}" for p, s in zip(paths, stems)]
     seen: dict[str, int] = {}
     out = []
     for n in names:
@@ -182,8 +182,8 @@ def cpu_bf16_supported() -> bool:
 
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype the face models predict in. `auto`: bf16 on a GPU that has it
-    (fp16 on an older one), bf16 on a CPU that computes it natively (2.1x faster for Lite0,
+    """The autocast dtype the face models predict in. `auto`: bf16 on a GPU that computes it
+    natively (fp16 on an older one), bf16 on a CPU that computes it natively (2.1x faster for Lite0,
     1.6x for the sequence model on 2 cores), float32 elsewhere; `on`: also on any other
     CPU; `off`: float32 everywhere."""
     if amp not in AMP_MODES:
@@ -191,7 +191,7 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if amp == "off":
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device.type == "cpu" and (amp == "on" or cpu_bf16_supported()):
         return torch.bfloat16
     return None

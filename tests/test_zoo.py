@@ -2,6 +2,8 @@
 
 Small encoders at 64-128 px keep this fast on a CPU; nothing is downloaded.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -275,16 +277,26 @@ def test_checkpoints_sharing_a_file_name_get_distinct_names():
     assert model_names(["w/a.pt", "w/b.pt"]) == ["a", "b"]
     assert model_names(["s0/m_best.pt", "s1/m_best.pt", "s1/x.pt"]) == ["s0/m_best", "s1/m_best", "x"]
     assert model_names(["a/m.pt", "b/a/m.pt", "c.pt"]) == ["a/m#1", "a/m#2", "c"]
+    here = Path.cwd().name  # a bare file name: the folder it resolves to
+    assert model_names(["m.pt", "x/m.pt"]) == [f"{here}/m", "x/m"]
 
 
-def test_prediction_precision_follows_the_device_and_the_cpu():
-    from inference.predictor import amp_dtype, cpu_bf16_supported
+def test_prediction_precision_follows_the_device_and_the_cpu(monkeypatch):
+    import inference.predictor as predictor
+    from inference.predictor import amp_dtype
 
-    cpu = torch.device("cpu")
-    assert amp_dtype(cpu, "off") is None
-    assert amp_dtype(cpu, "on") == torch.bfloat16
-    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_bf16_supported() else None)
-    assert amp_dtype(torch.device("cuda"), "off") is None
+    assert isinstance(predictor.cpu_bf16_supported(), bool)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native, want in ((True, torch.bfloat16), (False, None)):  # auto: bf16 only where the CPU has it
+        monkeypatch.setattr(predictor, "cpu_bf16_supported", lambda native=native: native)
+        assert amp_dtype(cpu, "auto") == want
+        assert amp_dtype(cpu, "on") == torch.bfloat16
+        assert amp_dtype(cpu, "off") is None
+    for native, want in ((True, torch.bfloat16), (False, torch.float16)):  # an older GPU: fp16, not emulated bf16
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True, native=native: native or including_emulation)
+        assert amp_dtype(cuda, "auto") == want
+    assert amp_dtype(cuda, "off") is None
     with pytest.raises(ValueError, match="auto, on, off"):
         amp_dtype(cpu, "bf16")
 

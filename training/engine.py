@@ -411,7 +411,7 @@ def amp_dtype(cfg: dict, d: Dist):
     """bf16 where the GPU supports it (no loss scaling needed), else fp16; None on CPU."""
     if not cfg["fp16"] or d.device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def autocast_context(cfg: dict, d: Dist):
