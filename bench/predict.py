@@ -16,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import (FaceExtractor, amp_dtype, clip_span, list_videos, load_models, predict_dir,  # noqa: E402
-                                 read_ensemble)
+from inference.predictor import (AMP_MODES, FaceExtractor, amp_dtype, clip_span, list_videos,  # noqa: E402
+                                 load_models, predict_dir, read_ensemble)
+from preprocessing.detection import select_device  # noqa: E402
 from preprocessing.video import FrameReader  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def main() -> int:
     p.add_argument("--detect-every", type=int, default=1)
     p.add_argument("--detect-size", type=int, default=512)
     p.add_argument("--min-height", type=int, default=0, help="only videos at least this tall (e.g. 1080)")
-    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="6_predict's --amp")
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="6_predict's --amp")
     a = p.parse_args()
     models = a.models
     if not models:
@@ -86,8 +87,7 @@ def main() -> int:
     out = {"test_dir": str(a.test_dir), "videos": n, "models": [Path(m).name for m in models],
            "frames": a.frames, "clip_len": clip_len, "detect_every": a.detect_every, "detect_size": a.detect_size,
            "threads": torch.get_num_threads(), "amp": a.amp,
-           "model_dtype": str(amp_dtype(torch.device("cuda" if torch.cuda.is_available() else "cpu"), a.amp)
-                              or torch.float32).replace("torch.", ""),
+           "model_dtype": str(amp_dtype(torch.device(select_device()), a.amp) or torch.float32).replace("torch.", ""),
            "s_per_video": round(seconds / n, 3), "decode_floor_s_per_video": round(floor_s / n, 3),
            "ratio_to_floor": round(seconds / max(floor_s, 1e-9), 2),
            "frames_decoded_per_video": round(decoded / n, 1), "failed": len(result.errors),

@@ -46,7 +46,7 @@ import torch
 
 from preprocessing.crops import DEFAULT_MARGIN, crop_box
 from preprocessing.dataset import is_video_file, walk_files
-from preprocessing.detection import FaceDetector, detection_scale, min_face_size
+from preprocessing.detection import FaceDetector, detection_scale, min_face_size, select_device
 from preprocessing.video import FrameReader, decoder_counters
 
 FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
@@ -191,7 +191,9 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if amp == "off":
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        from training.engine import gpu_amp_dtype
+
+        return gpu_amp_dtype()
     if device.type == "cpu" and (amp == "on" or cpu_bf16_supported()):
         return torch.bfloat16
     return None
@@ -650,7 +652,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     t0 = time.time()
     names = [n for n, _ in videos]
     videos = [Path(p) for _, p in videos]
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(select_device(device))
     model_dtype = amp_dtype(dev, amp)
     models = load_models(checkpoints, dev)
     if not models:

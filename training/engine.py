@@ -407,11 +407,17 @@ def forward(model, batch: dict, cfg: dict, d: Dist):
 
 
 # --------------------------------------------------------------------------- precision
+def gpu_amp_dtype() -> torch.dtype:
+    """bf16 where the GPU computes it natively (no loss scaling needed), else fp16 (torch's
+    bf16 check counts emulation, which would run an older GPU slower than fp16)."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def amp_dtype(cfg: dict, d: Dist):
-    """bf16 where the GPU supports it (no loss scaling needed), else fp16; None on CPU."""
+    """`gpu_amp_dtype` on a GPU with `fp16` on; None on CPU."""
     if not cfg["fp16"] or d.device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return gpu_amp_dtype()
 
 
 def autocast_context(cfg: dict, d: Dist):
