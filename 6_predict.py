@@ -41,13 +41,14 @@ def main() -> int:
                    help="how face probabilities become a video's (default: selim's confident strategy)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--calibration", type=Path, default=None, help="temperature JSON fitted on validation")
-    p.add_argument("--detect-every", type=int, default=1,
+    p.add_argument("--detect-every", type=int, default=8,
                    help="run MTCNN on every N-th sampled frame and the last; the frames between get boxes "
-                        "interpolated from the two detections around them (default 1; 2 halves detection time "
-                        "at a mean box IoU of 0.927 instead of 0.945, see bench/boxes_iou.py)")
-    p.add_argument("--detect-size", type=int, default=512,
-                   help="long side of the frame copy MTCNN runs on (default 512: mean box IoU 0.945 against "
-                        "step 0's; 960 = step 0's scale, exactly the training crops, about 1.4x the detection time)")
+                        "interpolated from the two detections around them, refined by MTCNN's R-Net and O-Net "
+                        "(default 8: mean box IoU 0.928 against step 0's detection on every frame, in a quarter "
+                        "of the detection time of 1; see bench/boxes_iou.py)")
+    p.add_argument("--detect-size", type=int, default=960,
+                   help="long side of the frame copy MTCNN runs on (default 960 = step 0's scale: the detected "
+                        "frames' crops are the training crops; 512 is faster and less exact)")
     p.add_argument("--clips", type=int, default=8,
                    help="clips per video for sequence models (default 8); each model crops faces with "
                         "the margin, size and clip frame rate recorded in its checkpoint")

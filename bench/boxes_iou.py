@@ -6,7 +6,8 @@
 For every video under DATA_DIR, 6_predict's anchors (`frame_plan`) are decoded once. The
 reference detects faces on EVERY anchor at step 0's scale (long side 960, step 0's
 `min_face_size`). Each setting of `FaceExtractor.detect_boxes` (detect every k-th anchor
-and on the last at a long side L, the anchors between interpolated from the two around them;
+and on the last at a long side L, the anchors between interpolated from the two around them
+and, unless the setting's name says `interpolated`, refined by MTCNN's R-Net and O-Net;
 retries when nothing is found) is scored against it: each reference face takes the best IoU among the setting's boxes
 on the same anchor (0 when missed); a setting's box that overlaps no reference face by
 IoU >= 0.5 counts as extra. Prints one JSON object: per setting, the mean and median IoU,
@@ -33,8 +34,10 @@ from preprocessing.detection import (DEFAULT_DETECT_LONG_SIDE, FaceDetector, det
                                      min_face_size)
 from preprocessing.video import FrameReader  # noqa: E402
 
-# (name, detect_every, long side): the prediction default first.
-SETTINGS = [("every1_512", 1, 512), ("every2_512", 2, 512), ("every4_512", 4, 512), ("every4_960", 4, 960)]
+# (name, detect_every, long side, refine the boxes between detections): the prediction default first.
+SETTINGS = [("every1_512", 1, 512, True), ("every2_512", 2, 512, True), ("every4_512", 4, 512, True),
+            ("every8_512", 8, 512, True), ("every4_512_interpolated", 4, 512, False),
+            ("every8_512_interpolated", 8, 512, False), ("every4_960", 4, 960, True), ("every8_960", 8, 960, True)]
 
 
 def reference_boxes(detector: FaceDetector, frames: dict, anchors: list[int], batch_size: int = 16) -> dict:
@@ -95,15 +98,16 @@ def main() -> int:
     detector = FaceDetector(device="cpu")
     detector.detect([np.zeros((540, 960, 3), np.uint8)], 1.0, 20)  # warm up before timing
     extractors = {}
-    for name, every, long_side in SETTINGS:
-        ex = FaceExtractor(num_frames=a.frames, detect_every=every, detect_long_side=long_side, device="cpu")
+    for name, every, long_side, refine in SETTINGS:
+        ex = FaceExtractor(num_frames=a.frames, detect_every=every, detect_long_side=long_side, device="cpu",
+                           refine=refine)
         ex._local.detector = detector  # one MTCNN (same settings) for all, loaded once
         extractors[name] = ex
 
     names, errors = [], []
     ref_faces, ref_seconds, ref_cpu = 0, [], []
     per = {n: {"ious": [], "extra": 0, "seconds": [], "cpu": [], "per_video": [], "retried": [],
-               "nearest_ious": [], "nearest_extra": 0} for n, _, _ in SETTINGS}
+               "nearest_ious": [], "nearest_extra": 0} for n, *_ in SETTINGS}
     for path in videos:
         name = path.relative_to(a.data_dir).as_posix()
         try:
@@ -148,10 +152,10 @@ def main() -> int:
                       "detect_s_per_video": mean(ref_seconds), "detect_cpu_s_per_video": mean(ref_cpu)},
         "settings": {},
     }
-    for setting, every, long_side in SETTINGS:
+    for setting, every, long_side, refine in SETTINGS:
         s = per[setting]
         result["settings"][setting] = {
-            "detect_every": every, "long_side": long_side, **summary(s["ious"]),
+            "detect_every": every, "long_side": long_side, "refine": refine and every > 1, **summary(s["ious"]),
             "extra_boxes": s["extra"], "retried": s["retried"],
             "detect_s_per_video": mean(s["seconds"]), "detect_cpu_s_per_video": mean(s["cpu"]),
             "per_video_mean_iou": s["per_video"],

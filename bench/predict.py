@@ -16,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.predictor import (AMP_MODES, FaceExtractor, amp_dtype, clip_span, list_videos,  # noqa: E402
-                                 load_models, predict_dir, read_ensemble)
+from inference.predictor import (AMP_MODES, DEFAULT_DETECT_EVERY, DEFAULT_DETECT_LONG_SIDE,  # noqa: E402
+                                 FaceExtractor, amp_dtype, clip_span, list_videos, load_models, predict_dir,
+                                 read_ensemble)
 from preprocessing.detection import select_device  # noqa: E402
 from preprocessing.video import FrameReader  # noqa: E402
 
@@ -45,8 +46,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--detect-every", type=int, default=1)
-    p.add_argument("--detect-size", type=int, default=512)
+    p.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY, help="6_predict's --detect-every")
+    p.add_argument("--detect-size", type=int, default=DEFAULT_DETECT_LONG_SIDE, help="6_predict's --detect-size")
     p.add_argument("--min-height", type=int, default=0, help="only videos at least this tall (e.g. 1080)")
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="6_predict's --amp")
     a = p.parse_args()

@@ -51,6 +51,32 @@ class Detection:
     landmarks: np.ndarray  # (n, 5, 2) float32
 
 
+def square_boxes(boxes: np.ndarray) -> np.ndarray:
+    """MTCNN's squares (its `rerec`): each x1, y1, x2, y2 box widened to a square of its
+    longer side about its centre, the form its R-Net and O-Net take their crops in."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    x1, y1 = boxes[:, 0] + (w - side) / 2, boxes[:, 1] + (h - side) / 2
+    return np.stack([x1, y1, x1 + side, y1 + side], 1)
+
+
+def padded_crop(frame: np.ndarray, box, size: int) -> np.ndarray:
+    """The frame inside `box` (pixels, may reach past the edges: zero padding there, as the
+    original MTCNN pads) resized to size x size by pixel area."""
+    h, w = frame.shape[:2]
+    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x2, y2 = max(x1 + 1, int(np.ceil(box[2]))), max(y1 + 1, int(np.ceil(box[3])))
+    sx1, sy1, sx2, sy2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if sx1 == x1 and sy1 == y1 and sx2 == x2 and sy2 == y2:
+        region = frame[y1:y2, x1:x2]
+    else:
+        region = np.zeros((y2 - y1, x2 - x1, frame.shape[2]), frame.dtype)
+        if sx2 > sx1 and sy2 > sy1:
+            region[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = frame[sy1:sy2, sx1:sx2]
+    return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def _empty() -> Detection:
     return Detection(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
 
@@ -114,4 +140,50 @@ class FaceDetector:
             l = np.asarray(l, dtype=np.float32).reshape(-1, 5, 2) / scale
             keep = p >= self.min_prob
             out.append(Detection(b[keep], p[keep], l[keep]))
+        return out
+
+    def refine(self, frames: list[np.ndarray], boxes: list[np.ndarray]) -> list[Detection]:
+        """MTCNN's last two stages on boxes already roughly where a face is (prediction's
+        boxes interpolated between two detections): each box, squared, is cropped from its
+        frame at full resolution for R-Net (24 px), whose box regression gives O-Net's square
+        (48 px), whose regression, probability and landmarks are the result, in the frame's
+        pixels. The image pyramid and P-Net, most of MTCNN's time, are skipped.
+
+        A box that O-Net does not take for a face (probability under `min_prob`: the face
+        turned away, blurred or covered) keeps its input place, with O-Net's probability.
+        One Detection per frame, a box per input box, in order."""
+        import torch
+
+        sizes = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]
+        flat = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes] or [np.zeros((0, 4))])
+        if not len(flat):
+            return [_empty() for _ in boxes]
+        owner = np.repeat(np.arange(len(boxes)), sizes)
+
+        def stage(net, squares, size):
+            crops = np.stack([padded_crop(frames[i], b, size) for i, b in zip(owner, squares)])
+            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+            with torch.inference_mode():
+                out = net((x - 127.5) * 0.0078125)
+            return [o.float().cpu().numpy() for o in out]
+
+        def regress(squares, reg):  # MTCNN's bbreg, with its +1 pixel widths
+            side = (squares[:, 2:] - squares[:, :2] + 1)[:, [0, 1, 0, 1]]
+            return squares + reg * side
+
+        squares = square_boxes(flat)
+        reg, _ = stage(self.mtcnn.rnet, squares, 24)
+        squares = square_boxes(regress(squares, reg))
+        reg, points, prob = stage(self.mtcnn.onet, squares, 48)
+        refined, prob = regress(squares, reg), prob[:, 1]
+        side = squares[:, 2:3] - squares[:, 0:1] + 1
+        landmarks = np.stack([side * points[:, :5] + squares[:, 0:1] - 1,
+                              side * points[:, 5:] + squares[:, 1:2] - 1], -1)
+        face = prob >= self.min_prob
+        refined = np.where(face[:, None], refined, flat).astype(np.float32)
+        out, start = [], 0
+        for n in sizes:
+            sl = slice(start, start + n)
+            out.append(Detection(refined[sl], prob[sl].astype(np.float32), landmarks[sl].astype(np.float32)))
+            start += n
         return out

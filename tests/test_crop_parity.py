@@ -3,8 +3,9 @@
 Steps 0-1 run on a video; the predictor's FaceExtractor runs on the same frames at step 0's
 detection scale, and its crops must equal step 1's PNGs pixel for pixel, for selim's 1/3
 margin and (re-cut by the training dataset) NTech's 0.25; the normalised model inputs must
-then be equal too. 6_predict's fast default detects at a smaller scale; its box IoU against
-per-frame detection is measured by bench/boxes_iou.py, not here.
+then be equal too. 6_predict's default detects at that scale on every 8th anchor and the
+last (their crops are step 1's too), and refines the boxes it interpolates between them; their
+IoU against per-frame detection is measured on real videos by bench/boxes_iou.py.
 """
 import numpy as np
 import pandas as pd
@@ -56,6 +57,22 @@ def test_predictor_crops_equal_step1_crops_on_the_same_frames(tmp_path):
     assert len(faces.crops[1 / 3]) == len(rows) == len(frames)  # one face per frame
     for crop, (f, k) in zip(faces.crops[1 / 3], rows):
         assert np.array_equal(crop, read_png(w.crop("a", f, k))), f"frame {f}: predictor crop != step 1 crop"
+
+    # 6_predict's default: detected on the first and the last anchor (step 1's crops exactly),
+    # the two between interpolated and refined onto step 0's faces
+    from inference.predictor import DEFAULT_DETECT_EVERY, box_iou, detection_anchors
+
+    default = FaceExtractor(num_frames=len(frames), margins=MARGINS, device="cpu")
+    default.plan = _StepZeroFrames(frames)
+    assert detection_anchors(frames, DEFAULT_DETECT_EVERY) == [0, 15]
+    fast = default(data / "a.mp4")
+    assert fast.frames_detected == 2 and len(fast.crops[1 / 3]) == len(frames)
+    for crop, (f, k, box) in zip(fast.crops[1 / 3], fast.keys[1 / 3]):
+        if f in (0, 15):
+            assert np.array_equal(crop, read_png(w.crop("a", f, k))), f"frame {f}: predictor crop != step 1 crop"
+        else:
+            iou = box_iou(np.array([box]), np.asarray(boxes.frames[f][0][:4], np.float64)[None])[0, 0]
+            assert iou > 0.8, (f, box, boxes.frames[f][0])
 
     # the models' inputs: the training dataset (validation mode) against the predictor's
     df = pd.DataFrame({"video": "a", "file": [str(w.crop("a", f, k).relative_to(work)) for f, k in rows],

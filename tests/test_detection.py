@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -64,6 +65,46 @@ def test_batch_matches_single(detector):
     np.testing.assert_allclose(batch[2].boxes, single.boxes, atol=1e-3)
     mirrored = batch[1].boxes[0]
     assert abs((512 - mirrored[2]) - single.boxes[0][0]) < 8  # flipped face found where expected
+
+
+def test_square_boxes_and_padded_crops():
+    """MTCNN's squares about the box centre; a crop reaching past the frame is padded with
+    zeros (the original MTCNN's padding), inside it is the frame's pixels resized."""
+    from preprocessing.detection import padded_crop, square_boxes
+
+    np.testing.assert_allclose(square_boxes(np.array([[10, 20, 30, 60], [0, 0, 40, 10]])),
+                               [[0, 20, 40, 60], [0, -15, 40, 25]])
+    frame = np.random.default_rng(0).integers(1, 256, (100, 120, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(padded_crop(frame, [20, 10, 68, 58], 24),
+                                  cv2.resize(frame[10:58, 20:68], (24, 24), interpolation=cv2.INTER_AREA))
+    edge = padded_crop(frame, [-48, -48, 48, 48], 48)  # the top-left quarter is outside the frame
+    assert edge.shape == (48, 48, 3)
+    assert (edge[:24, :24] == 0).all() and (edge[:24, 24:] == 0).all() and (edge[24:, :24] == 0).all()
+    assert (edge[24:, 24:] > 0).all()
+    np.testing.assert_array_equal(edge[24:, 24:], cv2.resize(frame[:48, :48], (24, 24), interpolation=cv2.INTER_AREA))
+
+
+def test_refine_moves_a_misplaced_box_back_onto_the_face(detector):
+    """R-Net + O-Net on a box that is off the face by a fifth of its size and too large (the
+    error of a box interpolated between two detections) land back on the detector's own
+    box; a box where there is no face stays where it was; every frame keeps its boxes' count
+    and order."""
+    img = skimage.data.astronaut()
+    face = detector.detect([img])[0].boxes[0]
+    w, h = face[2] - face[0], face[3] - face[1]
+    off = face + np.array([0.2 * w, -0.15 * h, 0.35 * w, 0.1 * h], np.float32)
+    empty = np.array([400, 380, 480, 460], np.float32)  # the lower right: no face there
+    assert _iou(off, face) < 0.6
+    out = detector.refine([img, img, skimage.data.coffee()],
+                          [np.stack([off, empty]), np.zeros((0, 4), np.float32), np.array([[100, 100, 200, 200]])])
+    assert [len(d.boxes) for d in out] == [2, 0, 1] and out[1].boxes.shape == (0, 4)
+    assert _iou(out[0].boxes[0], face) > 0.85, (out[0].boxes[0], face)
+    assert out[0].probs[0] > 0.99 and out[0].landmarks.shape == (2, 5, 2)
+    assert face[0] < out[0].landmarks[0, 0, 0] < out[0].landmarks[0, 1, 0] < face[2]  # eyes inside, left first
+    np.testing.assert_array_equal(out[0].boxes[1], empty)  # not a face: left in place
+    np.testing.assert_array_equal(out[2].boxes[0], [100, 100, 200, 200])
+    assert out[0].probs[1] < 0.9 and out[2].probs[0] < 0.9
+    assert detector.refine([img], [np.zeros((0, 4), np.float32)])[0].boxes.shape == (0, 4)
 
 
 def test_min_face_size_follows_the_detection_resolution():
@@ -189,11 +230,29 @@ def test_every_kth_anchor_and_the_last_are_detected():
                 out.append(Detection(boxes=box, probs=np.ones(1, np.float32), landmarks=np.zeros((1, 5, 2))))
             return out
 
+        def refine(self, frames, boxes):
+            from preprocessing.detection import Detection
+
+            self.refined += [int(f[0, 0, 0]) for f in frames]
+            return [Detection(boxes=b + 1, probs=np.ones(len(b), np.float32), landmarks=np.zeros((len(b), 5, 2)))
+                    for b in boxes]
+
     anchors = list(range(0, 11))
     frames = {a: np.full((120, 160, 3), a, np.uint8) for a in anchors}
-    extractor = FaceExtractor(detect_every=4)
+    extractor = FaceExtractor(detect_every=4, refine=False)
     extractor._local.detector = rec = Recorder()
+    rec.refined = []
     boxes, detected, _ = extractor.detect_boxes(frames, anchors)
-    assert rec.seen == [0, 4, 8, 10] and detected == 4
+    assert rec.seen == [0, 4, 8, 10] and detected == 4 and rec.refined == []
     for a in anchors:
         np.testing.assert_allclose(boxes[a], [[10 + a, 10, 50 + a, 60]], atol=1e-4)
+    # refined (the default): R-Net + O-Net run on the interpolated boxes of the anchors between
+    # detections only, and their boxes are the refined ones
+    extractor = FaceExtractor(detect_every=4)
+    extractor._local.detector = rec = Recorder()
+    rec.refined = []
+    boxes, detected, _ = extractor.detect_boxes(frames, anchors)
+    assert rec.seen == [0, 4, 8, 10] and rec.refined == [1, 2, 3, 5, 6, 7, 9]
+    for a in anchors:
+        shift = 0 if a in rec.seen else 1
+        np.testing.assert_allclose(boxes[a], [[10 + a + shift, 10 + shift, 50 + a + shift, 60 + shift]], atol=1e-4)
