@@ -41,11 +41,13 @@ def main() -> int:
                    help="how face probabilities become a video's (default: selim's confident strategy)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--calibration", type=Path, default=None, help="temperature JSON fitted on validation")
+    # (the two defaults are inference.predictor's DEFAULT_DETECT_EVERY and DEFAULT_DETECT_LONG_SIDE,
+    # written out so that --help does not import torch; tests/test_predict.py holds them equal)
     p.add_argument("--detect-every", type=int, default=8,
                    help="run MTCNN on every N-th sampled frame and the last; the frames between get boxes "
                         "interpolated from the two detections around them, refined by MTCNN's R-Net and O-Net "
-                        "(default 8: mean box IoU 0.928 against step 0's detection on every frame, in a quarter "
-                        "of the detection time of 1; see bench/boxes_iou.py)")
+                        "(default 8: mean box IoU 0.93 against step 0's detection on every frame, in a sixth "
+                        "of its time; see bench/boxes_iou.py). Realism (MOS) models: every clip is detected")
     p.add_argument("--detect-size", type=int, default=960,
                    help="long side of the frame copy MTCNN runs on (default 960 = step 0's scale: the detected "
                         "frames' crops are the training crops; 512 is faster and less exact)")

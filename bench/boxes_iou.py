@@ -34,10 +34,12 @@ from preprocessing.detection import (DEFAULT_DETECT_LONG_SIDE, FaceDetector, det
                                      min_face_size)
 from preprocessing.video import FrameReader  # noqa: E402
 
-# (name, detect_every, long side, refine the boxes between detections): the prediction default first.
+# (name, detect_every, long side, refine the boxes between detections): 6_predict's default
+# (every8_960) and the default before it (every1_512) among them.
 SETTINGS = [("every1_512", 1, 512, True), ("every2_512", 2, 512, True), ("every4_512", 4, 512, True),
             ("every8_512", 8, 512, True), ("every4_512_interpolated", 4, 512, False),
-            ("every8_512_interpolated", 8, 512, False), ("every4_960", 4, 960, True), ("every8_960", 8, 960, True)]
+            ("every8_512_interpolated", 8, 512, False), ("every4_960", 4, 960, True), ("every8_960", 8, 960, True),
+            ("every8_960_interpolated", 8, 960, False)]
 
 
 def reference_boxes(detector: FaceDetector, frames: dict, anchors: list[int], batch_size: int = 16) -> dict:

@@ -53,10 +53,10 @@ FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
 # Where faces are looked for (bench/boxes_iou.py, dev-videos, against step 0's detection on
 # every anchor at a long side of 960): MTCNN on every 8th sampled anchor and the last at step
 # 0's scale (there the crops are the training crops), the anchors between interpolated and
-# refined by R-Net + O-Net: mean box IoU 0.928 (0.912 on the DFDC/FF++ clips) in 0.18 s of
+# refined by R-Net + O-Net: mean box IoU 0.931 (0.917 on the DFDC/FF++ clips) in 0.18 s of
 # detection per video. The earlier default, full MTCNN on every anchor at 512, gave 0.945
-# (0.903) in 0.76 s; every 4th at 960 0.941 (0.929) in 0.31 s; interpolation without the
-# refinement 0.864-0.894 (0.76-0.82).
+# (0.903) in 0.79 s; every 4th at 960 0.942 (0.931) in 0.32 s; interpolation without the
+# refinement 0.865-0.894 (0.76-0.82).
 DEFAULT_DETECT_LONG_SIDE = 960
 DEFAULT_DETECT_EVERY = 8
 # No face at that scale: try again at full resolution (and, for a smaller detect_long_side,
@@ -345,7 +345,7 @@ class FaceExtractor:
                  device: str | None = None, batch_size: int = 16, num_clips: int = 8,
                  retry_long_sides: tuple[int, ...] = DEFAULT_RETRY_LONG_SIDES, keep_thumbs: bool = False,
                  random_clips_seed: int | None = None, av_segments: tuple = (), max_segments: int = 10,
-                 refine: bool = True):
+                 refine: bool = True, decode_threads: int | None = None):
         # clip_len: frames decoded from a clip anchor on (itself included), or a function of the fps
         self.num_frames, self.clip_len = num_frames, clip_len
         self.margins = sorted({float(m) for m in (margins if isinstance(margins, (list, tuple, set)) else [margins])})
@@ -355,6 +355,7 @@ class FaceExtractor:
         self.detect_every, self.long_side, self.batch_size = max(1, detect_every), detect_long_side, batch_size
         self.retry_long_sides = tuple(retry_long_sides)
         self.refine = refine  # detect_every > 1: interpolated boxes refined by R-Net + O-Net
+        self.decode_threads = decode_threads  # FrameReader's threads (None: one per core)
         self.device = device
         self.keep_thumbs = keep_thumbs  # keep a small copy of every anchor frame (explanation pages)
         # realism models: clips at random starts, from this seed and the file's name (`frame_plan`)
@@ -435,7 +436,7 @@ class FaceExtractor:
 
     def __call__(self, path: Path) -> VideoFaces:
         t0 = time.time()
-        reader = FrameReader(path)
+        reader = FrameReader(path, threads=self.decode_threads)
         anchors, clip_anchors, wanted = self.plan(reader)
         mfcc, plans = None, {}
         if self.av_segments:
@@ -651,7 +652,8 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     `details`: also each video's faces and every model's prediction per frame and face.
     `explain_dir`: also write an HTML page per video there (`inference.explain`), and index.html.
     Realism checkpoints: one (name, MOS) per video, from `mos_sequences` random clips per
-    video (seeded by `seed` and the file name) and the models' `weights`.
+    video (seeded by `seed` and the file name) and the models' `weights`. Realism and
+    dissonance checkpoints detect faces on every anchor whatever `detect_every` says.
     `amp`: the precision of the face models (`amp_dtype`); detection and the dissonance
     models always run in float32."""
     from tqdm import tqdm
@@ -682,11 +684,19 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     temperature = load_calibration(calibration) if calibration else None
     if task == "mos":  # VRA: N runs of consecutive frames at random starts, each a clip anchor
         num_frames = num_clips = max(1, int(mos_sequences))
+    if task == "mos" or any(m.is_av for m in models):
+        # Realism: random clip starts are no track to interpolate along. Dissonance: its crops
+        # follow the box from frame to frame, and the small shifts of refined boxes read as
+        # mouth motion (bench/av's motion-loudness baseline fell from 0.87 to 0.74 on GRID).
+        detect_every = 1
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None,
                             keep_thumbs=explain_dir is not None, random_clips_seed=seed if task == "mos" else None,
                             av_segments=[(m.cfg["data"]["seq_len"], m.av_size, m.margin, m.av_segment_s)
-                                         for m in models if m.is_av])
+                                         for m in models if m.is_av],
+                            # several workers decode several videos at once: one thread each is less
+                            # work in all than each spreading its video over every core
+                            decode_threads=1 if workers > 1 else None)
     if explain_dir is not None:
         from . import explain
 
@@ -694,7 +704,8 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
         explain_dir.mkdir(parents=True, exist_ok=True)
 
     rows, errors, notes, info = [], [], [], {}
-    timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0}
+    timings = {"load_models_s": load_s, "decode_s": 0.0, "detect_s": 0.0, "model_s": 0.0, "frames_decoded": 0,
+               "frames_detected": 0}
     if explain_dir is not None:
         timings["explain_s"] = 0.0
     bar = progress_bar(total=len(videos), desc="6_predict", unit="video", disable=not progress)
@@ -712,6 +723,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
                 timings["decode_s"] += faces.decode_s
                 timings["detect_s"] += faces.detect_s
                 timings["frames_decoded"] += faces.frames_decoded
+                timings["frames_detected"] += faces.frames_detected
                 if faces.decoder_note:
                     notes.append({"video": name, "note": faces.decoder_note})
                 if not any(faces.crops.values()):

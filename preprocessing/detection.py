@@ -62,11 +62,14 @@ def square_boxes(boxes: np.ndarray) -> np.ndarray:
 
 
 def padded_crop(frame: np.ndarray, box, size: int) -> np.ndarray:
-    """The frame inside `box` (pixels, may reach past the edges: zero padding there, as the
-    original MTCNN pads) resized to size x size by pixel area."""
+    """The frame inside `box` resized to size x size by pixel area, cut as facenet-pytorch's
+    MTCNN cuts its R-Net and O-Net inputs (its boxes count pixels from 1: columns trunc(x1) - 1
+    to trunc(x2) - 1, both included), but where the box reaches past the frame the outside is
+    zero padding, as in the original MTCNN (facenet-pytorch clips the box to the frame and
+    stretches what is left)."""
     h, w = frame.shape[:2]
-    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
-    x2, y2 = max(x1 + 1, int(np.ceil(box[2]))), max(y1 + 1, int(np.ceil(box[3])))
+    x1, y1 = int(np.trunc(box[0])) - 1, int(np.trunc(box[1])) - 1
+    x2, y2 = max(x1 + 1, int(np.trunc(box[2]))), max(y1 + 1, int(np.trunc(box[3])))
     sx1, sy1, sx2, sy2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
     if sx1 == x1 and sy1 == y1 and sx2 == x2 and sy2 == y2:
         region = frame[y1:y2, x1:x2]
@@ -75,6 +78,13 @@ def padded_crop(frame: np.ndarray, box, size: int) -> np.ndarray:
         if sx2 > sx1 and sy2 > sy1:
             region[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = frame[sy1:sy2, sx1:sx2]
     return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return float(ix * iy / union) if union > 0 else 0.0
 
 
 def _empty() -> Detection:
@@ -150,8 +160,11 @@ class FaceDetector:
         pixels. The image pyramid and P-Net, most of MTCNN's time, are skipped.
 
         A box that O-Net does not take for a face (probability under `min_prob`: the face
-        turned away, blurred or covered) keeps its input place, with O-Net's probability.
-        One Detection per frame, a box per input box, in order."""
+        turned away, blurred or covered) keeps its input place, with O-Net's probability (its
+        landmarks are then O-Net's guess in the square it looked at; nothing uses them). So
+        does a box whose refined place overlaps (IoU > 0.7) that of a likelier box of the
+        same frame: two faces are never pulled onto one. One Detection per frame, a box per
+        input box, in order."""
         import torch
 
         sizes = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]
@@ -184,6 +197,12 @@ class FaceDetector:
         out, start = [], 0
         for n in sizes:
             sl = slice(start, start + n)
+            kept = []  # this frame's refined boxes, likeliest first; a box landing on one of them goes back
+            for k in start + np.argsort(-prob[sl], kind="stable"):
+                if face[k] and any(_iou(refined[k], refined[j]) > 0.7 for j in kept):
+                    refined[k] = flat[k]
+                elif face[k]:
+                    kept.append(k)
             out.append(Detection(refined[sl], prob[sl].astype(np.float32), landmarks[sl].astype(np.float32)))
             start += n
         return out

@@ -41,9 +41,11 @@ class VideoInfo:
     frame_count: int  # the container's estimate; the true count is known only after decoding
 
 
-def _open(path: Path) -> cv2.VideoCapture:
-    """OpenCV's capture of a file `_check_file` has passed."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+def _open(path: Path, threads: int | None = None) -> cv2.VideoCapture:
+    """OpenCV's capture of a file `_check_file` has passed; `threads`: FFmpeg's decoding
+    threads (None: its own choice, one per core)."""
+    params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         raise VideoReadError(f"cannot open as a video (corrupt, truncated or not a video): {path}")
@@ -60,7 +62,8 @@ def _check_file(path: Path) -> None:
 class _PyAVVideo:
     """The fallback decoder: PyAV's FFmpeg (with dav1d for AV1), frames turned upright."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int | None = None):
+        self.threads = threads
         try:
             import av
         except ImportError as e:  # pinned in requirements.txt; say what is missing
@@ -97,6 +100,8 @@ class _PyAVVideo:
         with self.av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if self.threads:
+                stream.thread_count = int(self.threads)
             decoded = container.decode(stream)
             idx = 0
             while stop is None or idx <= stop:
@@ -147,9 +152,10 @@ class FrameReader:
     """
 
     def __init__(self, path: str | Path, wanted: Callable[[int], bool] | None = None,
-                 max_index: int | None = None, decoder: str | None = None):
+                 max_index: int | None = None, decoder: str | None = None, threads: int | None = None):
         """`decoder`: None tries OpenCV then PyAV; "pyav" goes straight to PyAV (tests,
-        bench/decode.py)."""
+        bench/decode.py). `threads`: the decoder's threads (None: one per core, the fastest
+        for one video; 1 where several videos decode at once, as in 6_predict's workers)."""
         if decoder not in (None, DEFAULT_DECODER, FALLBACK_DECODER):
             raise ValueError(f"decoder must be {DEFAULT_DECODER!r} or {FALLBACK_DECODER!r}, got {decoder!r}")
         self.path = Path(path)
@@ -158,20 +164,21 @@ class FrameReader:
         self.num_frames = 0
         self.frames_decoded = 0
         self.decoder, self.fallback_reason = DEFAULT_DECODER, None
+        self.threads = threads
         self._cap, self._pyav = None, None
         _check_file(self.path)
         if decoder == FALLBACK_DECODER:
             self._use_fallback("asked for")
             return
         try:
-            self._cap = _open(self.path)
+            self._cap = _open(self.path, threads)
             self.info = _info(self._cap)
         except VideoReadError as e:
             self._use_fallback(str(e))
 
     def _use_fallback(self, reason: str) -> None:
         self.close()
-        self._pyav = _PyAVVideo(self.path)  # a VideoReadError when PyAV cannot decode it either
+        self._pyav = _PyAVVideo(self.path, self.threads)  # a VideoReadError when PyAV cannot decode it either
         self.info = self._pyav.info
         self.decoder, self.fallback_reason = FALLBACK_DECODER, reason
 

@@ -75,9 +75,10 @@ def test_square_boxes_and_padded_crops():
     np.testing.assert_allclose(square_boxes(np.array([[10, 20, 30, 60], [0, 0, 40, 10]])),
                                [[0, 20, 40, 60], [0, -15, 40, 25]])
     frame = np.random.default_rng(0).integers(1, 256, (100, 120, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(padded_crop(frame, [20, 10, 68, 58], 24),
-                                  cv2.resize(frame[10:58, 20:68], (24, 24), interpolation=cv2.INTER_AREA))
-    edge = padded_crop(frame, [-48, -48, 48, 48], 48)  # the top-left quarter is outside the frame
+    # facenet-pytorch's MTCNN counts pixels from 1: a box from 20 to 67.9 is columns 19..66
+    np.testing.assert_array_equal(padded_crop(frame, [20, 10, 67.9, 57.9], 24),
+                                  cv2.resize(frame[9:57, 19:67], (24, 24), interpolation=cv2.INTER_AREA))
+    edge = padded_crop(frame, [-47, -47, 48, 48], 48)  # columns -48..47: the top-left quarter is outside
     assert edge.shape == (48, 48, 3)
     assert (edge[:24, :24] == 0).all() and (edge[:24, 24:] == 0).all() and (edge[24:, :24] == 0).all()
     assert (edge[24:, 24:] > 0).all()
@@ -105,6 +106,17 @@ def test_refine_moves_a_misplaced_box_back_onto_the_face(detector):
     np.testing.assert_array_equal(out[2].boxes[0], [100, 100, 200, 200])
     assert out[0].probs[1] < 0.9 and out[2].probs[0] < 0.9
     assert detector.refine([img], [np.zeros((0, 4), np.float32)])[0].boxes.shape == (0, 4)
+    # the detector's own box and landmarks stay within a few pixels (the face is 87 px wide)
+    det = detector.detect([img])[0]
+    again = detector.refine([img], [det.boxes])[0]
+    np.testing.assert_allclose(again.boxes, det.boxes, atol=3)
+    np.testing.assert_allclose(again.landmarks, det.landmarks, atol=3)
+    # two boxes that both land on the one face: the likelier is refined, the other stays put
+    near = face + np.array([0.1 * w, 0.05 * h, 0.1 * w, 0.05 * h], np.float32)
+    both = detector.refine([img], [np.stack([off, near])])[0]
+    moved = [_iou(b, face) > 0.85 for b in both.boxes]
+    stayed = [np.array_equal(b, x) for b, x in zip(both.boxes, [off, near])]
+    assert sorted(moved) == [False, True] and sorted(stayed) == [False, True] and moved != stayed, both.boxes
 
 
 def test_min_face_size_follows_the_detection_resolution():
@@ -154,8 +166,9 @@ def test_step0_finds_a_small_face_in_a_dark_full_body_shot(detector, tmp_path):
 
 
 def test_prediction_finds_a_small_face_in_a_dark_full_body_shot(detector):
-    """The prediction shortcut (every 4th anchor at 512) finds the same face, at the
-    fast scale or by its retry at larger ones, and gives every anchor its box."""
+    """The prediction shortcut (every 4th anchor at 6_predict's scale, the anchors between
+    refined) finds the same face, at that scale or by its retry at a larger one, and gives every
+    anchor its box."""
     from helpers import dark_full_body_frame
     from inference.predictor import FaceExtractor
 

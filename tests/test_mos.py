@@ -237,6 +237,7 @@ def test_mos_model_trains_predicts_and_refuses_to_mix(sample_work, sample_dir, t
     again = predict_dir(sample_dir, [result.best], progress=False, mos_sequences=3, seed=1)
     assert pred.task == "mos" and len(pred.rows) == len(list(sample_dir.rglob("*.mp4")))
     assert pred.rows == again.rows  # seeded random clips: reproducible
+    assert pred.timings["frames_detected"] == 3 * len(pred.rows)  # each random start detected, none interpolated
     assert all(np.isfinite(v) for _, v in pred.rows)
 
     out = tmp_path / "mos.csv"

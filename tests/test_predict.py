@@ -225,3 +225,15 @@ def test_explain_writes_a_page_per_video_that_a_browser_renders(test_dir, ensemb
     saturated = (hsv[..., 1] > 150) & (hsv[..., 2] > 100)
     assert saturated.mean() > 0.005  # the heatmaps and boxes are on screen, not a blank page
     assert img.std() > 20
+
+
+def test_cli_detection_defaults_are_the_library_defaults():
+    """6_predict writes its --detect-every / --detect-size defaults out (its --help imports no
+    torch); they must be inference.predictor's."""
+    from inference.predictor import DEFAULT_DETECT_EVERY, DEFAULT_DETECT_LONG_SIDE
+
+    proc = subprocess.run([sys.executable, "6_predict.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert f"(default {DEFAULT_DETECT_EVERY}: mean box IoU" in text
+    assert f"(default {DEFAULT_DETECT_LONG_SIDE} = step 0's scale" in text

@@ -34,6 +34,19 @@ def test_selected_frames_match_a_full_decode(clip):
     assert reader.frames_decoded == 20  # one pass, stopped after the last wanted frame
 
 
+def test_one_decoding_thread_gives_the_same_frames(clip):
+    """6_predict's workers decode with one thread each (`threads=1`): the same pixels as
+    FFmpeg's default threading, with OpenCV and with the PyAV fallback."""
+    path, _ = clip
+    full = dict(iter(FrameReader(path)))
+    for decoder in (None, "pyav"):
+        reader = FrameReader(path, threads=1, decoder=decoder)
+        one = dict(iter(reader.select({0, 6, 19})))
+        assert sorted(one) == [0, 6, 19] and reader.threads == 1
+        for k in one:
+            np.testing.assert_array_equal(one[k], full[k])
+
+
 def test_zero_byte_file(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(VideoReadError, match="0 bytes"):
