@@ -46,11 +46,12 @@ def main() -> int:
     p.add_argument("--detect-every", type=int, default=8,
                    help="run MTCNN on every N-th sampled frame and the last; the frames between get boxes "
                         "interpolated from the two detections around them, refined by MTCNN's R-Net and O-Net "
-                        "(default 8: mean box IoU 0.93 against step 0's detection on every frame, in a sixth "
-                        "of its time; see bench/boxes_iou.py). Realism (MOS) models: every clip is detected")
+                        "(default %(default)s: mean box IoU 0.93 against step 0's detection on every frame, in "
+                        "a sixth of its time; see bench/boxes_iou.py). With a realism (MOS) or dissonance model "
+                        "in the ensemble every sampled frame is detected, whatever this says")
     p.add_argument("--detect-size", type=int, default=960,
-                   help="long side of the frame copy MTCNN runs on (default 960 = step 0's scale: the detected "
-                        "frames' crops are the training crops; 512 is faster and less exact)")
+                   help="long side of the frame copy MTCNN runs on (default %(default)s = step 0's scale: the "
+                        "detected frames' crops are the training crops; 512 is faster and less exact)")
     p.add_argument("--clips", type=int, default=8,
                    help="clips per video for sequence models (default 8); each model crops faces with "
                         "the margin, size and clip frame rate recorded in its checkpoint")

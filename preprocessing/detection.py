@@ -163,8 +163,9 @@ class FaceDetector:
         turned away, blurred or covered) keeps its input place, with O-Net's probability (its
         landmarks are then O-Net's guess in the square it looked at; nothing uses them). So
         does a box whose refined place overlaps (IoU > 0.7) that of a likelier box of the
-        same frame: two faces are never pulled onto one. One Detection per frame, a box per
-        input box, in order."""
+        same frame: two faces are never pulled onto one (its probability and landmarks are
+        then still those of the face it landed on). One Detection per frame, a box per input
+        box, in order."""
         import torch
 
         sizes = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]

@@ -237,3 +237,17 @@ def test_cli_detection_defaults_are_the_library_defaults():
     text = " ".join(proc.stdout.split())
     assert f"(default {DEFAULT_DETECT_EVERY}: mean box IoU" in text
     assert f"(default {DEFAULT_DETECT_LONG_SIDE} = step 0's scale" in text
+
+
+def test_decoding_threads_share_the_cores_among_workers(monkeypatch):
+    """Each of several prediction workers decodes with its share of the cores (one each on
+    2 cores); a single worker leaves FFmpeg its own choice."""
+    import os
+
+    from inference.predictor import decode_threads_per_worker
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    assert decode_threads_per_worker(1) is None and decode_threads_per_worker(2) == 1
+    assert decode_threads_per_worker(3) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert decode_threads_per_worker(2) == 8 and decode_threads_per_worker(4) == 4

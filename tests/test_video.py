@@ -39,8 +39,13 @@ def test_one_decoding_thread_gives_the_same_frames(clip):
     FFmpeg's default threading, with OpenCV and with the PyAV fallback."""
     path, _ = clip
     full = dict(iter(FrameReader(path)))
+    import cv2
+
     for decoder in (None, "pyav"):
         reader = FrameReader(path, threads=1, decoder=decoder)
+        assert reader.decoder == (decoder or "opencv")
+        if decoder is None:  # OpenCV took the setting (not a silent fall-back to PyAV)
+            assert reader._cap.get(cv2.CAP_PROP_N_THREADS) == 1
         one = dict(iter(reader.select({0, 6, 19})))
         assert sorted(one) == [0, 6, 19] and reader.threads == 1
         for k in one:
