@@ -47,7 +47,7 @@ import torch
 
 from preprocessing.crops import DEFAULT_MARGIN, crop_box
 from preprocessing.dataset import is_video_file, walk_files
-from preprocessing.detection import FaceDetector, detection_scale, min_face_size, select_device
+from preprocessing.detection import FaceDetector, box_iou, detection_scale, min_face_size, select_device
 from preprocessing.video import FrameReader, decoder_counters
 
 FALLBACK = 0.5  # the log-loss-optimal guess for a video we know nothing about
@@ -310,17 +310,6 @@ def interpolate_boxes(found: dict[int, np.ndarray], anchors: list[int], min_iou:
         boxes += [near[k] for k in range(len(near)) if k not in used]
         out[a] = np.asarray(boxes, np.float32).reshape(-1, 4)
     return out
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 @dataclass

@@ -80,11 +80,15 @@ def padded_crop(frame: np.ndarray, box, size: int) -> np.ndarray:
     return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return float(ix * iy / union) if union > 0 else 0.0
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def _empty() -> Detection:
@@ -200,7 +204,7 @@ class FaceDetector:
             sl = slice(start, start + n)
             kept = []  # this frame's refined boxes, likeliest first; a box landing on one of them goes back
             for k in start + np.argsort(-prob[sl], kind="stable"):
-                if face[k] and any(_iou(refined[k], refined[j]) > 0.7 for j in kept):
+                if face[k] and kept and box_iou(refined[k:k + 1], refined[kept]).max() > 0.7:
                     refined[k] = flat[k]
                 elif face[k]:
                     kept.append(k)
