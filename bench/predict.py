@@ -69,20 +69,25 @@ def main() -> int:
     clip_len = clip_span(loaded)
     # the sub-folder holding only the chosen videos is not needed: predict_dir scores the folder,
     # so time the chosen videos by linking them into a temp folder
+    import shutil
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
-    for v in videos:
-        (tmp / v.name).symlink_to(v.resolve())
-    floor_s, decoded = decode_floor(videos, a.frames, loaded)
-    # warm-up (first forward passes allocate and pick kernels): steady state is what a
-    # 4000-video test set sees
     warm = Path(tempfile.mkdtemp(prefix="bench-predict-warm-"))
-    (warm / videos[0].name).symlink_to(videos[0].resolve())
-    predict_dir(warm, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
-                detect_long_side=a.detect_size, progress=False, amp=a.amp)
-    result = predict_dir(tmp, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
-                         detect_long_side=a.detect_size, progress=False, amp=a.amp)
+    try:
+        for v in videos:
+            (tmp / v.name).symlink_to(v.resolve())
+        floor_s, decoded = decode_floor(videos, a.frames, loaded)
+        # warm-up (first forward passes allocate and pick kernels): steady state is what a
+        # 4000-video test set sees
+        (warm / videos[0].name).symlink_to(videos[0].resolve())
+        predict_dir(warm, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
+                    detect_long_side=a.detect_size, progress=False, amp=a.amp)
+        result = predict_dir(tmp, models, num_frames=a.frames, workers=a.workers, detect_every=a.detect_every,
+                             detect_long_side=a.detect_size, progress=False, amp=a.amp)
+    finally:  # the folders hold only links, but one per run piled up in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(warm, ignore_errors=True)
     n = len(videos)
     seconds = result.seconds - result.timings["load_models_s"]  # a one-time cost, not per video
     out = {"test_dir": str(a.test_dir), "videos": n, "models": [Path(m).name for m in models],
