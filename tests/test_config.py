@@ -50,6 +50,8 @@ def test_defaults_are_filled_in():
     ({"data": {"augment": "randaug"}}, "'data.augment'"),
     ({"distill": {"loss": "kl"}}, "'distill.loss'"),
     ({"margin": 3}, "'margin' must be a number"),
+    ({"bn_momentum": 0}, "'bn_momentum' must be a number in (0, 1]"),
+    ({"bn_momentum": True}, "'bn_momentum' must be a number in (0, 1]"),
     ({"size": 120, "network": "DeepFakeClassifierDistill", "distill": {"teacher": "t.pt"}}, "multiple of 16"),
     ({"optimizer": {"batch_size": 0}}, "optimizer.batch_size"),
     ({"optimizer": {"ema_decay": 1.0}}, "'optimizer.ema_decay' must be a number"),
@@ -88,6 +90,7 @@ def test_b7_is_selims_recipe():
     assert cfg["data"]["dataset"] == "frames" and cfg["data"]["hardcore"] and not cfg["data"]["sbi"]
     assert cfg["data"]["augment"] == "selim" and cfg["data"]["resize"] == "isotropic"
     assert cfg["margin"] is None  # the crops' own: step 1's default is his 1/3
+    assert cfg["bn_momentum"] is None  # timm's B7 keeps PyTorch's 0.1
 
 
 @pytest.mark.parametrize("name, short_side, erasing, network", [
@@ -106,6 +109,7 @@ def test_ntech_configs_are_their_recipes(name, short_side, erasing, network):
     assert o["head_warmup_steps"] == 100 and o["schedule"]["params"]["power"] == 1.0  # linear decay
     assert o["schedule"]["epochs"] * cfg["batches_per_epoch"] == 100_000
     assert cfg["inference"]["flip"] == "half" and cfg["label_smoothing"] == 0.0
+    assert cfg["bn_momentum"] == 0.01  # lukemelas' B7: TF's batch_norm_momentum 0.99
     # all three train on aligned real/fake pairs mixed up: frames, or whole clips
     assert d["dataset"] == ("sequence_pairs" if network == "DeepFakeClassifierSeq3D" else "pairs")
     if network == "DeepFakeClassifierSeq3D":

@@ -129,6 +129,35 @@ def test_reseed_decorrelates_transforms():
     assert len(kinds) >= 3
 
 
+def test_ntech_resize_pads_with_mirrored_rows_in_training_and_prediction():
+    """NTech's PadIfNeeded kept albumentations' default border, REFLECT_101: a face crop
+    wider than the input's aspect is padded with its own rows mirrored, not black."""
+    img = np.repeat(np.linspace(20, 250, 60).astype(np.uint8)[:, None], 120, 1)[..., None].repeat(3, -1)  # 60x120
+    for train in (False, True):
+        cfg = C([96, 80], mean=(0, 0, 0), std=(1, 1, 1), augment="ntech", resize="shortest", autoaugment="")
+        aug = Augmenter(cfg, train=train)
+        aug.reseed(np.random.default_rng(0))
+        out = np.round(aug([img])[0].permute(1, 2, 0).numpy() * 255)  # short side 80: 80x160, padded to 96 rows
+        assert out.shape == (96, 80, 3) and out.min() > 0
+        assert np.allclose(out[:8], out[16:8:-1], atol=1)  # the 8 rows above the image mirror its rows 1-8
+
+
+def test_selim_shift_scale_rotate_scales_both_axes_alike():
+    """selim's ShiftScaleRotate drew one scale for both axes: a square stays a square."""
+    import albumentations as A
+
+    affine = next(t for t in create_train_transforms(96).transforms if isinstance(t, A.Affine))
+    affine.p = 1.0
+    img = np.zeros((96, 96, 3), np.uint8)
+    img[28:68, 28:68] = 255
+    pipeline = A.Compose([affine])
+    for s in range(20):
+        reseed(pipeline, np.random.default_rng(s))
+        ys, xs = np.nonzero(pipeline(image=img)["image"][..., 0] > 127)
+        h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+        assert abs(h - w) <= 2, (s, h, w)  # a rotated square's bounding box is still square
+
+
 def test_normalize_to_tensor():
     img = np.full((4, 5, 3), 255, np.uint8)
     x = normalize_to_tensor(img)
@@ -614,7 +643,8 @@ def test_sequence_pairs_mix_aligned_clips_augmented_alike(sample_work, tmp_path)
 @pytest.mark.slow
 def test_pair_reencodes_whole_clips_from_clip_crops(sample_work, tmp_path):
     """With clip crops, the frame-pair dataset re-encodes the original's and the fake's
-    clips as videos (no intra-frame-only warning) and takes the anchor's frame."""
+    clips as videos (no intra-frame-only warning) and takes the same frame after the first
+    (the stream's intra frame) from both, as NTech took frames from the middle of a track."""
     work, _ = sample_work
     w2, df, _, _, _ = _with_clip_crops(work, tmp_path / "w", _brighter)
     cfg = C(64, mean=(0, 0, 0), std=(1, 1, 1), reencode_prob=1.0)
@@ -624,5 +654,12 @@ def test_pair_reencodes_whole_clips_from_clip_crops(sample_work, tmp_path):
         warnings.simplefilter("error")
         real, fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
     ds.reencode_prob = 0.0
-    plain, _, _ = ds.augmented_pair(0, np.random.default_rng(0))
+    plain, plain_fake, _ = ds.augmented_pair(0, np.random.default_rng(0))
     assert 0 < (real - plain).abs().mean() * 255 < 40
+    # every clip frame is 12 levels brighter than the one before: a later frame than the anchor
+    # (the tensors are in [0, 1]), the same one for the real and the fake
+    shift, shift_fake = [float((a - b).mean() * 255) for a, b in ((real, plain), (fake, plain_fake))]
+    assert shift > 6 and abs(shift - shift_fake) < 3
+    ds.reencode_prob = 1.0
+    shifts = [float((ds.augmented_pair(0, np.random.default_rng(seed))[0] - plain).mean() * 255) for seed in range(1, 9)]
+    assert min(shifts) > 6 and max(shifts) - min(shifts) > 6  # never the intra frame, nor always one frame

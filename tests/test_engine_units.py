@@ -152,3 +152,32 @@ def test_channels_last_is_a_boolean_config_key():
     for bad in ("yes", 1, 0.0):
         with pytest.raises(ConfigError, match="channels_last"):
             validate({"channels_last": bad})
+
+
+def test_head_warmup_trains_the_head_alone_with_dropout_off_as_ntech():
+    """NTech's warm-up ran `model.eval(); model._fc.train()`: BatchNorm statistics frozen
+    and no dropout before the head; afterwards the whole model trains again."""
+    from training.engine import set_head_warmup
+    from training.zoo.classifiers import DeepFakeClassifier
+
+    model = DeepFakeClassifier("tf_efficientnet_lite0", pretrained=False, dropout=0.5)
+    model.train()
+    ids = {id(p) for p in model.head.parameters()}
+    set_head_warmup(model, ids, True)
+    assert model.head.training and not model.dropout.training and not model.encoder.training
+    assert not any(m.training for m in model.encoder.modules())
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model(x), model(x))  # no dropout, no batch statistics
+    set_head_warmup(model, ids, False)
+    assert all(m.training for m in model.modules())
+
+
+def test_bn_momentum_sets_every_batchnorm_and_is_off_by_default():
+    from training.engine import build_model
+    from training.config import validate
+
+    cfg = validate({"encoder": "tf_efficientnet_lite0", "pretrained": False, "size": 64, "bn_momentum": 0.01})
+    bns = [m for m in build_model(cfg).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.01 for m in bns)
+    cfg = validate({"encoder": "tf_efficientnet_lite0", "pretrained": False, "size": 64})
+    assert all(m.momentum == 0.1 for m in build_model(cfg).modules() if isinstance(m, torch.nn.BatchNorm2d))

@@ -3,7 +3,7 @@
 selim's keys: network, encoder, size, batches_per_epoch, fp16, optimizer{type,
 batch_size, learning_rate, momentum, weight_decay, nesterov, schedule{type, epochs,
 params}}, normalize{mean, std}, losses{name: weight}. New keys: task (detect, or mos:
-realism regression, DFGC-2023 VRA), pretrained, dropout, drop_path_rate, grad_clip,
+realism regression, DFGC-2023 VRA), pretrained, dropout, drop_path_rate, bn_momentum, grad_clip,
 label_smoothing, early_stopping, margin, model{...} (extra model arguments), data{...}
 (dataset, input geometry and augmentations), distill{...} (teacher) and inference{...}
 (test-time flips). An unknown key anywhere is an error that names it,
@@ -34,6 +34,8 @@ DEFAULTS: dict = {
     "pretrained": True,           # True: timm downloads (online); "path": local file; False: random init
     "dropout": 0.0,               # head dropout
     "drop_path_rate": 0.0,        # stochastic depth in the encoder (timm drop_path_rate)
+    "bn_momentum": None,          # BatchNorm running-average momentum in training; None: PyTorch's 0.1
+                                  # (selim's timm B7); NTech's lukemelas B7 had 0.01 (TF's decay 0.99)
     "size": 380,                  # int, or [height, width]
     "margin": None,               # crop margin (fraction of the box side); None: the crops' own (step 1)
     "batches_per_epoch": 2500,
@@ -185,6 +187,9 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"config key 'margin' must be a number in [0, 2] or null, got {cfg['margin']!r}")
     if not 0 <= cfg["drop_path_rate"] < 1:
         raise ConfigError("config key 'drop_path_rate' must be in [0, 1)")
+    bn = cfg["bn_momentum"]
+    if bn is not None and (isinstance(bn, bool) or not isinstance(bn, (int, float)) or not 0 < bn <= 1):
+        raise ConfigError(f"config key 'bn_momentum' must be a number in (0, 1] or null, got {bn!r}")
     if not 0 <= cfg["data"]["random_erasing"] <= 1:
         raise ConfigError("config key 'data.random_erasing' must be a probability")
     if cfg["data"]["sbi"] and cfg["data"]["dataset"] not in ("frames", "sequences"):

@@ -443,8 +443,10 @@ class PairDataset(_CropDataset):
     With `data.reencode_prob` (NTech: 0.5), the real clip and the fake clip -- the anchor
     and the consecutive frames step 1 cropped after it (--clip-len) -- are each re-encoded
     as a video with the same settings (`reencode.reencode_clip`: frame rate, scale, CRF,
-    tune), and the anchor's frame is taken from the result. Without clip crops the anchor
-    alone is encoded, a single intra frame (a warning says so once).
+    tune), and the same random frame after the first is taken from both results (a P or B
+    frame, as NTech's frames from the middle of a track; the first is the intra frame).
+    Without clip crops the anchor alone is encoded, a single intra frame (a warning says
+    so once).
 
     Validation has 2 items per pair: the real (t = 0) and the fake (t = 1).
     """
@@ -486,7 +488,12 @@ class PairDataset(_CropDataset):
         seed = int(rng.integers(2**63))
         fps = self._src_fps(row)
         out = [reencode_clip(c, np.random.default_rng(seed), src_fps=fps) for c in clips]
-        return tuple(o[output_index(0, len(c), len(o))] for o, c in zip(out, clips))
+        # NTech took its frames from the middle of the encoded track (indices 9-37 of 50): the
+        # stream's first frame is its intra frame, without the P/B-frame artefacts the
+        # re-encoding is for. Both take the same later frame (same settings, same length).
+        n = min(len(o) for o in out)
+        k = int(rng.integers(1, n)) if n > 1 else 0
+        return out[0][k], out[1][k]
 
     def augmented_pair(self, pair_index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, pd.Series]:
         """(real, fake, row): the two normalised crops after the (shared) re-encoding and

@@ -153,7 +153,18 @@ def _create(cfg: dict, pretrained=None) -> torch.nn.Module:
             kwargs["vit_pretrained"] = False  # rebuilding from a checkpoint: its weights follow
     if cfg["drop_path_rate"]:
         kwargs["drop_path_rate"] = cfg["drop_path_rate"]
-    return create_model(cfg["network"], cfg["encoder"], pretrained=pretrained, dropout=cfg["dropout"], **kwargs)
+    model = create_model(cfg["network"], cfg["encoder"], pretrained=pretrained, dropout=cfg["dropout"], **kwargs)
+    if cfg.get("bn_momentum") is not None:
+        set_bn_momentum(model, cfg["bn_momentum"])
+    return model
+
+
+def set_bn_momentum(model: torch.nn.Module, momentum: float) -> None:
+    """Every BatchNorm's running-average momentum (PyTorch's convention: the weight of the
+    new batch). It acts in training only; the running statistics are in the checkpoint."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: dict, epoch: int, metrics: dict,
@@ -682,13 +693,15 @@ def format_eta(seconds: float) -> str:
 
 def set_head_warmup(model: torch.nn.Module, head_params: set[int], warming: bool) -> None:
     """NTech's warm-up: the first `optimizer.head_warmup_steps` steps train the head alone,
-    the encoder in eval mode (its BatchNorm statistics untouched); `drop_encoder_grads`
-    keeps the optimizer off the encoder (gradients are still computed, so DDP's all-reduce
-    sees every parameter)."""
+    the rest of the model in eval mode, as his `model.eval(); model._fc.train()`: the
+    encoder's BatchNorm statistics untouched and the dropout before the head off;
+    `drop_encoder_grads` keeps the optimizer off the encoder (gradients are still computed,
+    so DDP's all-reduce sees every parameter)."""
     module = model.module if hasattr(model, "module") else model
-    encoder = getattr(module, "encoder", None)
-    if encoder is not None:
-        encoder.train(not warming)
+    module.train(not warming)
+    head = getattr(module, "head", None)
+    if head is not None:
+        head.train()
 
 
 def drop_encoder_grads(model: torch.nn.Module, head_params: set[int]) -> None:

@@ -101,8 +101,9 @@ def create_train_transforms(size: int, additional_targets: dict[str, str] | None
         *_resize_and_pad(size, [RESIZE_INTERPOLATION]),
         A.OneOf([A.RandomBrightnessContrast(), A.FancyPCA(), A.HueSaturationValue()], p=0.7),
         A.ToGray(p=0.2),
-        # ShiftScaleRotate(shift_limit=0.1, scale_limit=0.2, rotate_limit=10) in 2.x terms.
-        A.Affine(translate_percent=(-0.1, 0.1), scale=(0.8, 1.2), rotate=(-10, 10),
+        # ShiftScaleRotate(shift_limit=0.1, scale_limit=0.2, rotate_limit=10) in 2.x terms; its
+        # one scale for both axes is keep_ratio (Affine's default draws x and y apart).
+        A.Affine(translate_percent=(-0.1, 0.1), scale=(0.8, 1.2), rotate=(-10, 10), keep_ratio=True,
                  border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
     ], additional_targets=additional_targets)
 
@@ -170,9 +171,11 @@ class Augmenter:
                 self.geometry = create_val_transforms(self.height)
         else:
             short = int(d["short_side"] or min(self.height, self.width))
+            # NTech's PadIfNeeded kept albumentations' default, mirror padding (REFLECT_101),
+            # in training and in prediction (only the 1.5x crop model, short side 192, pads)
             steps = [A.SmallestMaxSize(max_size=short, interpolation=cv2.INTER_LINEAR),
                      A.PadIfNeeded(min_height=self.height, min_width=self.width,
-                                   border_mode=cv2.BORDER_CONSTANT, fill=0)]
+                                   border_mode=cv2.BORDER_REFLECT_101)]
             if self.train and self.kind != "none":
                 steps += [A.HorizontalFlip(p=0.5), A.RandomCrop(height=self.height, width=self.width)]
             else:
