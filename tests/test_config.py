@@ -51,6 +51,7 @@ def test_defaults_are_filled_in():
     ({"distill": {"loss": "kl"}}, "'distill.loss'"),
     ({"margin": 3}, "'margin' must be a number"),
     ({"bn_momentum": 0}, "'bn_momentum' must be a number in (0, 1]"),
+    ({"task": "av", "network": "DissonanceNet", "optimizer": {"head_warmup_steps": 10}}, "DissonanceNet has none"),
     ({"bn_momentum": True}, "'bn_momentum' must be a number in (0, 1]"),
     ({"size": 120, "network": "DeepFakeClassifierDistill", "distill": {"teacher": "t.pt"}}, "multiple of 16"),
     ({"optimizer": {"batch_size": 0}}, "optimizer.batch_size"),

@@ -170,6 +170,10 @@ def test_head_warmup_trains_the_head_alone_with_dropout_off_as_ntech():
     assert torch.equal(model(x), model(x))  # no dropout, no batch statistics
     set_head_warmup(model, ids, False)
     assert all(m.training for m in model.modules())
+    # the model itself stays in training mode: the distilled model's forward returns its two
+    # logits only then, and the distillation loss needs both
+    set_head_warmup(model, ids, True)
+    assert model.training and model.head.training and not model.dropout.training
 
 
 def test_bn_momentum_sets_every_batchnorm_and_is_off_by_default():

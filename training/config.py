@@ -53,7 +53,7 @@ DEFAULTS: dict = {
         "weight_decay": 1e-4,
         "nesterov": True,
         "betas": [0.9, 0.999],
-        "head_warmup_steps": 0,   # NTech: first train the head alone (encoder frozen, in eval mode)
+        "head_warmup_steps": 0,   # NTech: first train `head` alone (all else frozen, in eval mode)
         "accumulate": 1,          # gradient accumulation: an optimizer step every N batches (VRA: 8)
         "ema_decay": 0.0,         # an exponential moving average of the weights (timm ModelEmaV3; decay
                                   # 1 - n^-3/4 after n optimizer steps, capped here) is what is
@@ -187,6 +187,8 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"config key 'margin' must be a number in [0, 2] or null, got {cfg['margin']!r}")
     if not 0 <= cfg["drop_path_rate"] < 1:
         raise ConfigError("config key 'drop_path_rate' must be in [0, 1)")
+    if cfg["optimizer"]["head_warmup_steps"] and cfg["network"] == "DissonanceNet":
+        raise ConfigError("'optimizer.head_warmup_steps' trains a model's `head` alone; DissonanceNet has none")
     bn = cfg["bn_momentum"]
     if bn is not None and (isinstance(bn, bool) or not isinstance(bn, (int, float)) or not 0 < bn <= 1):
         raise ConfigError(f"config key 'bn_momentum' must be a number in (0, 1] or null, got {bn!r}")

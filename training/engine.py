@@ -698,10 +698,11 @@ def set_head_warmup(model: torch.nn.Module, head_params: set[int], warming: bool
     `drop_encoder_grads` keeps the optimizer off the encoder (gradients are still computed,
     so DDP's all-reduce sees every parameter)."""
     module = model.module if hasattr(model, "module") else model
-    module.train(not warming)
-    head = getattr(module, "head", None)
-    if head is not None:
-        head.train()
+    module.train()  # the model itself stays in training mode: a forward may branch on it (distill)
+    if warming:
+        for name, child in module.named_children():
+            if name != "head":
+                child.eval()
 
 
 def drop_encoder_grads(model: torch.nn.Module, head_params: set[int]) -> None:

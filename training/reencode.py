@@ -11,8 +11,9 @@ augmentation exists for.
 Their settings (`TrackTransform` in their training scripts), the defaults here: with
 p=0.5 the frame rate becomes an integer in [15, 30) (else the clip's own), with p=0.5
 the size is scaled by U(0.25, 1), CRF is an integer in [17, 40), the tune one of six.
-The caller applies the augmentation itself with p=0.5 and maps its frames to the output
-with `output_index` (fewer frames come out when the frame rate dropped).
+The caller applies the augmentation itself with p=0.5 and picks frames of the output: a
+sequence maps its frames with `output_index` (fewer frames come out when the frame rate
+dropped), a frame pair takes the same frame after the first (intra) one from both clips.
 
 The clip goes through pipes only: one ffmpeg process (the imageio-ffmpeg binary)
 resamples, downscales and encodes raw RGB to a raw H.264 stream on stdout, a second
