@@ -155,7 +155,8 @@ class FrameReader:
                  max_index: int | None = None, decoder: str | None = None, threads: int | None = None):
         """`decoder`: None tries OpenCV then PyAV; "pyav" goes straight to PyAV (tests,
         bench/decode.py). `threads`: the decoder's threads (None: one per core, the fastest
-        for one video; 1 where several videos decode at once, as in 6_predict's workers)."""
+        for one video; where several videos decode at once, their share of the cores, as
+        6_predict's workers get from `inference.predictor.decode_threads_per_worker`)."""
         if decoder not in (None, DEFAULT_DECODER, FALLBACK_DECODER):
             raise ValueError(f"decoder must be {DEFAULT_DECODER!r} or {FALLBACK_DECODER!r}, got {decoder!r}")
         self.path = Path(path)

@@ -144,11 +144,10 @@ def test_min_face_size_follows_the_detection_resolution():
 
 
 def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two x1, y1, x2, y2 boxes (the library's box_iou, one pair)."""
+    from preprocessing.detection import box_iou
+
+    return float(box_iou(np.asarray(a[:4], float)[None], np.asarray(b[:4], float)[None])[0, 0])
 
 
 def test_step0_finds_a_small_face_in_a_dark_full_body_shot(detector, tmp_path):

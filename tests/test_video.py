@@ -35,8 +35,8 @@ def test_selected_frames_match_a_full_decode(clip):
 
 
 def test_one_decoding_thread_gives_the_same_frames(clip):
-    """6_predict's workers decode with one thread each (`threads=1`): the same pixels as
-    FFmpeg's default threading, with OpenCV and with the PyAV fallback."""
+    """6_predict's two workers on 2 cores decode with one thread each (`threads=1`): the
+    same pixels as FFmpeg's default threading, with OpenCV and with the PyAV fallback."""
     path, _ = clip
     full = dict(iter(FrameReader(path)))
     import cv2
