@@ -66,6 +66,24 @@ def test_regressor_outputs_one_mos_per_clip_and_starts_at_the_prior():
     assert "prior" in model.state_dict() and float(model.state_dict()["prior"]) == pytest.approx(3.3)
 
 
+def test_regressor_head_stays_float32_under_autocast():
+    """Under bf16 autocast the backbone runs in bf16 but the MLP head in float32: a bf16
+    Linear would round a MOS near 3.3 to steps of 1/64."""
+    torch.manual_seed(0)
+    model = create_model("RealismRegressor", "tf_efficientnet_lite0", pretrained=False, dropout=0.1).eval()
+    model.set_prior(3.3)
+    clip = torch.randn(4, 3, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(clip)
+        pooled = mean_std_pool(model.frame_features(clip).float())
+    assert out.dtype == torch.float32
+    with torch.no_grad():
+        expected = model.head(pooled)  # float32, outside autocast
+        rounded = expected.to(torch.bfloat16).float()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert (rounded - expected).abs().max() > 1e-4  # what a bf16 head would have lost
+
+
 # --------------------------------------------------------------------------- loss and metrics
 def test_rmse_loss_against_hand_values():
     pred, target = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([[1.0], [3.0], [2.0]])

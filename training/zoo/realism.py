@@ -25,7 +25,8 @@ def mean_std_pool(features: torch.Tensor) -> torch.Tensor:
 
 
 class RealismRegressor(nn.Module):
-    """A clip of one face (B, T, 3, H, W) -> its MOS (B, 1), float32.
+    """A clip of one face (B, T, 3, H, W) -> its MOS (B, 1), float32 (the head in float32
+    under autocast too; the backbone follows autocast).
 
     `prior` (a buffer, saved with the weights) is the training labels' mean: training
     starts the last layer's bias there, and prediction falls back to it for a video it
@@ -63,4 +64,8 @@ class RealismRegressor(nn.Module):
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         pooled = mean_std_pool(self.frame_features(clip).float())
-        return self.head(pooled).float()
+        # The head runs in float32 even under autocast, which would cast its Linear layers
+        # to bf16/fp16: a bf16 MOS near 3 is rounded to steps of 1/64, noise in the loss,
+        # in the choice of the best epoch and in every prediction.
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            return self.head(pooled)
