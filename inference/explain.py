@@ -101,7 +101,8 @@ def block_attention(attn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def attention_rollout(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(maps (B, H, W) in [0, 1] at the input resolution, share of the class and
-    distillation tokens' rolled-out attention that lands on CNN tokens (B,)), for a
+    distillation tokens' rolled-out attention that lands on CNN tokens (B,); NaN with
+    fused tokens, where each patch token carries its CNN cell), for a
     `DeepFakeClassifierDistill` on x (B, 3, H, W)."""
     attentions = []
 
@@ -125,6 +126,8 @@ def attention_rollout(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarr
     rows = rollout[:, :2].mean(1)  # the class and distillation tokens' rows
     patches = rows[:, 2:2 + num_patches]
     cnn_share = rows[:, 2 + num_patches:].sum(1) / rows[:, 2:].sum(1).clamp_min(1e-12)
+    if getattr(model, "token_mode", "separate") == "fused":  # every token carries its CNN cell: no share to tell
+        cnn_share = torch.full_like(cnn_share, float("nan"))
     maps = patches.reshape(b, 1, *grid)
     maps = torch.nn.functional.interpolate(maps, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
     # min-max: rollout maps are all positive and often nearly flat, so scaling by the maximum
@@ -355,7 +358,8 @@ def explain_video(name: str, faces, models, preds, prob: float, *, strategy: str
             score = float(p[j * m.seq_len])
             if explain_kind(m) == "attention rollout":
                 heat, cnn_share = attention_rollout(m.model, x[:, 0])
-                extra = f"<br><small>{100 * cnn_share[0]:.0f}% of attention on CNN tokens</small>"
+                extra = ("" if np.isnan(cnn_share[0]) else
+                         f"<br><small>{100 * cnn_share[0]:.0f}% of attention on CNN tokens</small>")
             else:
                 sign = torch.tensor([1.0 if score >= 0.5 else -1.0])
                 heat = gradcam(m.model, x if m.is_sequence else x[:, 0], sign)

@@ -94,6 +94,29 @@ def test_b7_is_selims_recipe():
     assert cfg["bn_momentum"] is None  # timm's B7 keeps PyTorch's 0.1
 
 
+def test_deit_distill_is_heo_et_als_recipe():
+    """smu-ivpl/DeepfakeDetection: configs/deit_distill.json, train-distill.sh, facebook_deit.py
+    and classifiers.py's DeepFakeClassifier_Distill, setting by setting."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "deit_distill.json")
+    assert cfg["network"] == "DeepFakeClassifierDistill" and cfg["size"] == 384
+    assert cfg["encoder"] == "tf_efficientnet_b7.ns_jft_in1k"
+    # deit_distill_large_patch32_384: ViT-L/32 with the jx (ImageNet-21k -> 1k) weights
+    assert cfg["model"] == {"vit": "vit_large_patch32_384.orig_in21k_ft_in1k", "tokens": "fused",
+                            "shared_head": True, "output": "dist"}
+    assert cfg["drop_path_rate"] == 0.2 and cfg["dropout"] == 0.0  # both encoders' init_op; dropout_rate 0
+    assert cfg["label_smoothing"] == 0.01 and cfg["grad_clip"] == 1.0
+    assert cfg["losses"] == {"BalancedBinaryCrossentropy": 1}  # (fake_loss + real_loss) / 2, both terms
+    assert cfg["distill"]["loss"] == "soft" and cfg["distill"]["alpha"] == 0.5  # BCE(dist, sigmoid(teacher))
+    o = cfg["optimizer"]
+    assert (o["type"], o["batch_size"], o["learning_rate"], o["momentum"], o["weight_decay"], o["nesterov"]) == \
+        ("SGD", 12, 0.01, 0.9, 1e-4, True)
+    assert o["schedule"]["type"] == "poly" and o["schedule"]["epochs"] * cfg["batches_per_epoch"] == 100_000
+    assert o["head_warmup_steps"] == 0
+    assert cfg["normalize"]["mean"] == [0.485, 0.456, 0.406]  # ImageNet's, as theirs (not the jx ViT's 0.5)
+    assert cfg["data"]["dataset"] == "frames" and cfg["data"]["hardcore"] and cfg["data"]["augment"] == "selim"
+    assert cfg["fp16"]
+
+
 @pytest.mark.parametrize("name, short_side, erasing, network", [
     ("b7_ntech_large_crop", 192, 0.0, "DeepFakeClassifier"),
     ("b7_ntech_re", 224, 0.2, "DeepFakeClassifier"),

@@ -36,7 +36,7 @@ def col(*values):
 CLS, DIST, Y, TEACHER = (0.3, -1.2, 2.0), (1.5, 0.4, -0.7), (1.0, 0.0, 1.0), (2.0, -0.5, 0.0)
 
 
-def test_hard_loss_is_heo_et_al_by_hand():
+def test_hard_loss_is_deits_by_hand():
     loss = distillation_loss(col(*CLS), col(*DIST), col(*Y), col(*TEACHER))  # kind="hard", alpha=0.5
     teacher_decision = (1.0, 0.0, 0.0)  # 1[logit > 0]: a logit of exactly 0 is "real"
     expected = (0.5 * np.mean([bce_by_hand(c, y) for c, y in zip(CLS, Y)])
@@ -76,6 +76,35 @@ def test_criterion_applies_to_the_class_token_only():
     expected = (0.5 * np.mean([bce_by_hand(c, y) for c, y in zip(CLS, smoothed_y)])
                 + 0.5 * np.mean([bce_by_hand(d, t) for d, t in zip(DIST, (1.0, 0.0, 0.0))]))
     assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_balanced_distillation_term_balances_by_the_ground_truth():
+    """Heo et al.: loss = (fake_loss + real_loss) / 2, each the class's mean of
+    alpha * BCE(cls, y) + (1 - alpha) * BCE(dist, sigmoid(teacher)), the classes the
+    ground truth's (not the teacher's); labels clipped to [0.01, 0.99] for the class term only."""
+    from training.losses import WeightedLoss
+
+    cls, dist, y, teacher = (0.3, -1.2, 2.0, 0.5), (1.5, 0.4, -0.7, 0.2), (1.0, 0.0, 1.0, 1.0), (-2.0, 3.0, 0.0, 1.0)
+    criterion = WeightedLoss({"BalancedBinaryCrossentropy": 1}, label_smoothing=0.01)
+    target = col(*y)
+    loss = distillation_loss(col(*cls), col(*dist), target, col(*teacher), kind="soft", alpha=0.5,
+                             criterion=criterion,
+                             dist_criterion=lambda logit, soft: criterion.against(logit, soft, target))
+    soft = [1 / (1 + math.exp(-t)) for t in teacher]
+    smoothed = [min(max(v, 0.01), 0.99) for v in y]
+
+    def per_class(fake):
+        idx = [i for i, v in enumerate(y) if (v > 0.5) == fake]
+        return (0.5 * np.mean([bce_by_hand(cls[i], smoothed[i]) for i in idx])
+                + 0.5 * np.mean([bce_by_hand(dist[i], soft[i]) for i in idx]))
+
+    assert loss.item() == pytest.approx((per_class(True) + per_class(False)) / 2, rel=1e-6)
+    # the teacher's soft targets do not choose the classes: teacher 3.0 on a REAL stays REAL
+    plain = WeightedLoss({"BinaryCrossentropy": 1})
+    assert plain.against(col(*dist), col(*soft), target).item() == pytest.approx(
+        np.mean([bce_by_hand(d, t) for d, t in zip(dist, soft)]), rel=1e-6)
+    with pytest.raises(ValueError, match="not a classification loss"):
+        WeightedLoss({"RMSE": 1}).against(col(*dist), col(*soft), target)
 
 
 def test_unknown_kind_lists_the_choices():
@@ -254,6 +283,76 @@ def test_one_distillation_step_trains_the_student_and_not_the_teacher(tmp_path):
     assert torch.isfinite(loss) and student.head_dist.weight.grad is not None
     after = teacher.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+
+
+# ---------------------------------------------------------------- Heo et al.'s architecture
+
+VIT32 = "vit_small_patch32_224"  # a patch-32 ViT: its 2 x 2 grid at 64 px is Lite0's (stride 32)
+
+
+def test_fused_tokens_pool_each_patch_with_its_cnn_cell_as_heo_et_al():
+    """facebook_deit.py: x = cat((cnn features, patch embeddings), dim=2), AdaptiveAvgPool2d
+    ((None, D)), + pos_embed for [cls, fused]; the distillation token has none."""
+    torch.manual_seed(0)
+    model = create_model("DeepFakeClassifierDistill", LITE0, vit=VIT32, size=64, tokens="fused").eval()
+    assert not hasattr(model, "cnn_proj") and not hasattr(model, "cnn_pos_embed")
+    vit = model.vit
+    vit.blocks, vit.norm = torch.nn.Identity(), torch.nn.Identity()  # the transformer's input, as it is
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        seq = model.tokens(x)
+        cells = model.encoder(x).flatten(2).transpose(1, 2)  # (2, 4, 1280)
+        patches = vit.patch_embed(x)  # (2, 4, 384)
+        fused = torch.nn.AdaptiveAvgPool2d((None, vit.embed_dim))(torch.cat([cells, patches], dim=2))
+    assert seq.shape == (2, 2 + 4, vit.embed_dim)
+    torch.testing.assert_close(seq[:, 2:], fused + vit.pos_embed[:, 1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seq[:, 0], (vit.cls_token + vit.pos_embed[:, :1])[:, 0].expand(2, -1))
+    torch.testing.assert_close(seq[:, 1], model.dist_token[:, 0].expand(2, -1))
+
+
+def test_fused_tokens_need_the_patch_grid_of_the_cnn():
+    with pytest.raises(ValueError, match="patch grid"):
+        create_model("DeepFakeClassifierDistill", LITE0, vit=VIT, size=64, tokens="fused")  # 4x4 patches, 2x2 cells
+    with pytest.raises(ValueError, match="tokens must be one of"):
+        create_model("DeepFakeClassifierDistill", LITE0, vit=VIT, size=64, tokens="mixed")
+    with pytest.raises(ValueError, match="output must be one of"):
+        create_model("DeepFakeClassifierDistill", LITE0, vit=VIT, size=64, output="cls")
+
+
+def test_shared_head_and_the_distillation_output():
+    """Heo et al.: one fc reads both tokens; validation and prediction use the distillation
+    token's logit. DeiT: two heads, the mean of both logits."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    shared = create_model("DeepFakeClassifierDistill", LITE0, vit=VIT, size=64, shared_head=True, output="dist")
+    assert not hasattr(shared, "head_dist") and not any(k.startswith("head_dist") for k in shared.state_dict())
+    shared.eval()
+    with torch.no_grad():
+        seq = shared.tokens(x)
+        out = shared(x)
+    torch.testing.assert_close(out, shared.head(seq[:, 1]))
+    shared.train()  # BatchNorm on batch statistics: the same batch gives the same tokens
+    with torch.no_grad():
+        seq = shared.tokens(x)
+        cls_logit, dist_logit = shared(x)
+    torch.testing.assert_close(cls_logit, shared.head(seq[:, 0]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dist_logit, shared.head(seq[:, 1]), rtol=1e-5, atol=1e-5)
+    deit = create_model("DeepFakeClassifierDistill", LITE0, vit=VIT, size=64).eval()
+    with torch.no_grad():
+        seq = deit.tokens(x)
+        torch.testing.assert_close(deit(x), (deit.head(seq[:, 0]) + deit.head_dist(seq[:, 1])) / 2)
+
+
+def test_drop_path_reaches_the_cnn_and_the_vit():
+    from timm.layers import DropPath
+
+    model = create_model("DeepFakeClassifierDistill", LITE0, vit=VIT, size=64, drop_path_rate=0.2)
+    vit_rates = [m.drop_prob for m in model.vit.modules() if isinstance(m, DropPath)]
+    cnn_rates = [m.drop_prob for m in model.encoder.modules() if isinstance(m, DropPath)]
+    assert vit_rates and max(vit_rates) == pytest.approx(0.2) and cnn_rates and max(cnn_rates) > 0
+    cfg = validate({"network": "DeepFakeClassifierDistill", "encoder": LITE0, "pretrained": False, "size": 64,
+                    "drop_path_rate": 0.2, "model": {"vit": VIT}, "distill": {"teacher": "t.pt"}})
+    assert any(isinstance(m, DropPath) for m in build_model(cfg).vit.modules())  # the config's key reaches it
 
 
 # ---------------------------------------------------------------- the ViT's weights

@@ -176,6 +176,25 @@ def test_head_warmup_trains_the_head_alone_with_dropout_off_as_ntech():
     assert model.training and model.head.training and not model.dropout.training
 
 
+def test_head_warmup_trains_both_heads_of_the_distilled_model():
+    """The distilled model has two heads (or one shared): a warm-up keeps both trainable."""
+    from training.engine import drop_encoder_grads, head_param_ids, set_head_warmup
+    from training.zoo import create_model
+
+    for shared in (False, True):
+        model = create_model("DeepFakeClassifierDistill", "tf_efficientnet_lite0", vit="deit_tiny_patch16_224",
+                             size=64, shared_head=shared).train()
+        ids = head_param_ids(model)
+        heads = [model.head] + ([] if shared else [model.head_dist])
+        assert ids == {id(p) for h in heads for p in h.parameters()}
+        set_head_warmup(model, ids, True)
+        cls_logit, dist_logit = model(torch.randn(2, 3, 64, 64))  # still training mode: two logits
+        (cls_logit.sum() + dist_logit.sum()).backward()
+        drop_encoder_grads(model, ids)
+        assert all(p.grad is not None for h in heads for p in h.parameters())
+        assert model.dist_token.grad is None and all(p.grad is None for p in model.vit.parameters())
+
+
 def test_bn_momentum_sets_every_batchnorm_and_is_off_by_default():
     from training.engine import build_model
     from training.config import validate

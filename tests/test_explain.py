@@ -64,6 +64,14 @@ def test_gradcam_leaves_the_model_untouched_and_handles_clips():
         torch.testing.assert_close(model(clip), logits)
 
 
+def test_attention_rollout_of_fused_tokens_maps_the_patches_and_reports_no_cnn_share():
+    torch.manual_seed(0)
+    model = DeepFakeClassifierDistill("tf_efficientnet_lite0", vit="vit_small_patch32_224", size=64,
+                                      tokens="fused").eval()
+    maps, share = attention_rollout(model, torch.randn(2, 3, 64, 64))
+    assert maps.shape == (2, 64, 64) and np.isnan(share).all()
+
+
 def test_attention_rollout_maps_and_the_cnn_token_share():
     torch.manual_seed(0)
     model = DeepFakeClassifierDistill("tf_efficientnet_lite0", vit="deit_tiny_patch16_224", size=64).eval()

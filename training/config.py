@@ -101,8 +101,8 @@ DEFAULTS: dict = {
     },
     "distill": {
         "teacher": None,          # path of a trained DeepFakeClassifier checkpoint
-        "loss": "hard",           # hard (Heo et al., DeiT): 1/2 BCE(cls, y) + 1/2 BCE(dist, teacher > 0)
-                                  # soft: (1-alpha) BCE(cls, y) + alpha BCE(dist, sigmoid(teacher))
+        "loss": "hard",           # hard (DeiT): (1-alpha) L(cls, y) + alpha L(dist, teacher > 0)
+                                  # soft (Heo et al.'s code): (1-alpha) L(cls, y) + alpha L(dist, sigmoid(teacher))
         "alpha": 0.5,
     },
     "inference": {

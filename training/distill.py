@@ -10,11 +10,11 @@ Three pieces the engine calls:
   student's batch, converted to the teacher's *own* input size and normalisation (a b7
   teacher trained at 380 px with ImageNet statistics is not fed 384 px images normalised
   some other way).
-* `distillation_loss(cls_logit, dist_logit, target, teacher_logit, kind, alpha, criterion)`:
-  Heo et al. follow DeiT's hard-label distillation,
-      L = 1/2 * BCE(cls_logit, y) + 1/2 * BCE(dist_logit, 1[teacher_logit > 0]),
-  ("hard", alpha = 0.5); "soft" uses the teacher's probability sigmoid(teacher_logit) as
-  the distillation token's target instead.
+* `distillation_loss(cls_logit, dist_logit, target, teacher_logit, kind, alpha, criterion,
+  dist_criterion)`: L = (1 - alpha) * L(cls_logit, y) + alpha * L(dist_logit, teacher target),
+  the target the teacher's probability sigmoid(teacher_logit) ("soft", Heo et al.'s released
+  code; `configs/deit_distill.json`) or its decision 1[teacher_logit > 0] ("hard", DeiT's
+  hard-label distillation; the default, and the CPU config's).
 """
 from __future__ import annotations
 
@@ -178,16 +178,20 @@ def load_teacher(path: str | Path, fold: int, device="cpu", allow_unknown_fold: 
 
 def distillation_loss(cls_logit: torch.Tensor, dist_logit: torch.Tensor, target: torch.Tensor,
                       teacher_logit: torch.Tensor, kind: str = "hard", alpha: float = 0.5,
-                      criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                      criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                      dist_criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                       ) -> torch.Tensor:
-    """(1 - alpha) * criterion(cls_logit, target) + alpha * BCE(dist_logit, teacher target).
+    """(1 - alpha) * criterion(cls_logit, target) + alpha * dist_criterion(dist_logit, teacher target).
 
-    kind "hard" (Heo et al., after DeiT): the teacher target is its decision 1[teacher_logit > 0];
-    with alpha = 0.5 this is the paper's 1/2 * BCE(cls, y) + 1/2 * BCE(dist, y_teacher).
-    kind "soft": the teacher target is sigmoid(teacher_logit).
+    kind "hard" (DeiT's hard-label distillation): the teacher target is its decision
+    1[teacher_logit > 0]. kind "soft" (Heo et al.'s released code: their distillation head
+    learns `sigmoid(teacher_logits)` with the classifier's BCE): the teacher target is
+    sigmoid(teacher_logit). With alpha = 0.5 either is 1/2 * L(cls, y) + 1/2 * L(dist, teacher).
     `criterion` (default plain BCE on logits) is the class token's loss, so the config's label
-    smoothing and balanced loss apply to the ground-truth term only; the distillation term is
-    plain BCE. No gradient flows into the teacher.
+    smoothing applies to the ground-truth term only; `dist_criterion` (default plain BCE) is
+    the distillation token's (the engine passes the config's losses on the teacher target,
+    balanced by the ground truth when they are balanced, as Heo et al. balanced both terms).
+    No gradient flows into the teacher.
     """
     if kind not in DISTILL_KINDS:
         raise ValueError(f"unknown distillation kind {kind!r}; choices: {', '.join(DISTILL_KINDS)}")
@@ -197,6 +201,7 @@ def distillation_loss(cls_logit: torch.Tensor, dist_logit: torch.Tensor, target:
         raise ValueError(f"teacher logits {tuple(teacher_logit.shape)} do not match the distillation "
                          f"logits {tuple(dist_logit.shape)}")
     criterion = bce if criterion is None else criterion
+    dist_criterion = bce if dist_criterion is None else dist_criterion
     teacher_logit = teacher_logit.detach().float().view_as(dist_logit)
     teacher_target = (teacher_logit > 0).float() if kind == "hard" else torch.sigmoid(teacher_logit)
-    return (1 - alpha) * criterion(cls_logit, target) + alpha * bce(dist_logit, teacher_target)
+    return (1 - alpha) * criterion(cls_logit, target) + alpha * dist_criterion(dist_logit, teacher_target)

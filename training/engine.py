@@ -515,7 +515,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     criterion = WeightedLoss(cfg["losses"], cfg["label_smoothing"]) if cfg["task"] != "av" else None
 
     head_warmup = int(o["head_warmup_steps"])
-    head_params = {id(p) for p in (model.head.parameters() if hasattr(model, "head") else [])}
+    head_params = head_param_ids(model)
     start_epoch, history, best_loss, stale = 0, [], math.inf, 0
     if resume:
         ckpt = load_checkpoint(resume)
@@ -691,6 +691,17 @@ def format_eta(seconds: float) -> str:
     return f"ETA {h}h{m:02d}m" if h else (f"ETA {m}m{s:02d}s" if m else f"ETA {s}s")
 
 
+# The modules a head warm-up trains: the classifier and, in the distilled model, the
+# distillation token's head.
+HEAD_MODULES = ("head", "head_dist")
+
+
+def head_param_ids(model: torch.nn.Module) -> set[int]:
+    """ids of the parameters a head warm-up trains (`HEAD_MODULES`)."""
+    module = model.module if hasattr(model, "module") else model
+    return {id(p) for name in HEAD_MODULES if hasattr(module, name) for p in getattr(module, name).parameters()}
+
+
 def set_head_warmup(model: torch.nn.Module, head_params: set[int], warming: bool) -> None:
     """NTech's warm-up: the first `optimizer.head_warmup_steps` steps train the head alone,
     the rest of the model in eval mode, as his `model.eval(); model._fc.train()`: the
@@ -701,7 +712,7 @@ def set_head_warmup(model: torch.nn.Module, head_params: set[int], warming: bool
     module.train()  # the model itself stays in training mode: a forward may branch on it (distill)
     if warming:
         for name, child in module.named_children():
-            if name != "head":
+            if name not in HEAD_MODULES:
                 child.eval()
 
 
@@ -712,15 +723,17 @@ def drop_encoder_grads(model: torch.nn.Module, head_params: set[int]) -> None:
 
 
 def distill_loss(out, target, teacher, images, criterion, cfg) -> torch.Tensor:
-    """Heo et al.'s loss (`distill.loss`: hard, as DeiT, or soft); the teacher is frozen and
-    sees the images at its own size and normalisation."""
+    """The distillation loss (`distill.loss`: soft, Heo et al.'s code, or hard, DeiT's); both
+    tokens' terms weighted by the config's losses (balanced by the ground truth when they are
+    balanced); the teacher is frozen and sees the images at its own size and normalisation."""
     from .distill import distillation_loss
 
     cls_logit, dist_logit = out
     with torch.no_grad():
         teacher_logit = teacher(images, cfg["normalize"]["mean"], cfg["normalize"]["std"]).float()
     return distillation_loss(cls_logit, dist_logit, target, teacher_logit, kind=cfg["distill"]["loss"],
-                             alpha=cfg["distill"]["alpha"], criterion=criterion)
+                             alpha=cfg["distill"]["alpha"], criterion=criterion,
+                             dist_criterion=lambda logit, soft: criterion.against(logit, soft, target))
 
 
 def log_input_grid(writer, images: torch.Tensor, cfg: dict, step: int) -> None:

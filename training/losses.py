@@ -21,9 +21,16 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     fakes (target > 0.5) plus the mean over its reals, halved, so a batch that happens to
     hold more fakes does not tilt the model (DFDC is 5:1 fake). As in his code, a class
     absent from the batch contributes 0 (the loss is then half that class's mean)."""
+    return balanced_bce_by(logits, target, target)
+
+
+def balanced_bce_by(logits: torch.Tensor, target: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """`balanced_bce` against `target`, the classes taken from `classes` (> 0.5: FAKE)
+    instead: Heo et al. balance the distillation term, whose target is the teacher's
+    probability, by the ground-truth labels of the batch."""
     logits, target = logits.float().reshape(-1), target.float().reshape(-1)
     per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    fake = target > 0.5
+    fake = classes.reshape(-1) > 0.5
     zero = per.sum() * 0  # keeps the graph (and the dtype) when a class is absent
     parts = [per[m].mean() if m.any() else zero for m in (fake, ~fake)]
     return (parts[0] + parts[1]) / 2
@@ -48,3 +55,17 @@ class WeightedLoss:
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = smooth(target, self.label_smoothing)
         return sum(w * fn(logits, target) for fn, w in self.parts)
+
+    def against(self, logits: torch.Tensor, soft_target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The same weighted sum on a soft target (a teacher's probability or decision), not
+        smoothed: a balanced loss balances by `labels` (the ground truth), a plain BCE is
+        plain. The distillation token's loss, weighted as the class token's."""
+        total = 0
+        for fn, w in self.parts:
+            if fn is balanced_bce:
+                total = total + w * balanced_bce_by(logits, soft_target, labels)
+            elif fn is bce:
+                total = total + w * bce(logits, soft_target)
+            else:
+                raise ValueError(f"{fn.__name__} is not a classification loss")
+        return total
