@@ -108,7 +108,7 @@ def sync_baseline(videos: list[tuple[str, Path]]) -> list[float]:
     scores = []
     for _, path in videos:
         faces = extract(path)
-        segs = faces.segments.get(key, [])
+        segs = faces.segments.get((*key, 25), [])
         if faces.mfcc is None or not segs:
             scores.append(0.0)
             continue

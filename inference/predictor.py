@@ -22,8 +22,10 @@ do not mix in one call.
 
 Dissonance checkpoints (`task: av`, Chugh et al.) sit in a detection ensemble: the
 video's sound is read (ffmpeg, 16 kHz), the whole segments (`data.av_segment_s`, 1 s by
-default) of its first `max_segments` seconds each get `seq_len` frames spread over the
-segment, cut around the main face with the nearest detection's box; the model's MDS (the
+default) of its first `max_segments` seconds each get `seq_len` frames, as training picks
+them: the frame shown nearest to each of `seq_len` evenly spaced times from the segment's
+start, by presentation time (the packets' timestamps; a variable frame rate lines up with
+the sound), cut around the main face with the nearest detection's box; the model's MDS (the
 mean segment distance, or with `model.mds` "video" one distance over the joined segments)
 becomes P(FAKE) through the calibration fitted on validation. A video without sound gets
 no prediction from it (it abstains; the ensemble uses the other models).
@@ -312,6 +314,39 @@ def interpolate_boxes(found: dict[int, np.ndarray], anchors: list[int], min_iou:
     return out
 
 
+# A container's frame count may miss the frames it holds by this many (an edit list's
+# last frame, a rounded duration) before its packets' times are not trusted to be its frames'.
+COUNT_SLACK = 2
+
+
+def presentation_times(reader: FrameReader, duration: float = 0.0) -> np.ndarray:
+    """Every frame's presentation time (s, from the first; entry i for FrameReader's frame
+    i), as training's tracks have them (`preprocessing.audio.frame_times`, a whole decode):
+    the packets' times (`packet_times`, a few ms, nothing decoded), the same array for a
+    well-formed file; the decoded frames' (`frame_times`) where the packets cannot be read
+    or their number differs from the container's frame count by more than COUNT_SLACK (a
+    truncated file; a count that is only an estimate, as MKV/WebM/TS/FLV give at a
+    variable rate; a stream whose packets are not one frame each); the nominal rate, i /
+    fps, when neither can be read (or the reader has no file)."""
+    from preprocessing.audio import frame_times, packet_times
+
+    fps = float(reader.info.fps or 25.0)
+    count = int(reader.info.frame_count or 0)
+    path = getattr(reader, "path", None)
+    if path is not None:
+        try:
+            times = packet_times(path)
+            if not count or abs(len(times) - count) <= COUNT_SLACK:
+                return times
+        except OSError:  # VideoReadError
+            pass
+        try:
+            return frame_times(path)
+        except OSError:  # VideoReadError
+            pass
+    return np.arange(count or int(duration * fps)) / fps
+
+
 @dataclass
 class VideoFaces:
     """The crops of one video, per crop margin: for each (anchor frame, face) its crop
@@ -333,9 +368,10 @@ class VideoFaces:
     # with FaceExtractor(keep_thumbs=True), for explanations: anchor frame -> (downscaled frame, its scale)
     thumbs: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
     # dissonance models: the MFCCs of the sound (None: no audio track), and per (size, margin,
-    # segment length s) the main face's square crops of each segment: [(start s, [crop per frame])]
+    # segment length s, frames per segment) the main face's square crops of each segment:
+    # [(start s, [crop per frame])]
     mfcc: np.ndarray | None = None
-    segments: dict[tuple[int, float, float], list[tuple[float, list[np.ndarray]]]] = field(default_factory=dict)
+    segments: dict[tuple[int, float, float, int], list[tuple[float, list[np.ndarray]]]] = field(default_factory=dict)
     av: dict = field(default_factory=dict)  # model name -> {"mds", "segments": [{"start", "distance"}]}
 
 
@@ -420,20 +456,23 @@ class FaceExtractor:
         return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0),
                           self.num_clips, rng)
 
-    def segment_plan(self, reader: FrameReader, duration: float) -> dict[float, list[tuple[float, list[int]]]]:
-        """{segment length: [(start s, frame indices)]}: the consecutive whole segments of
-        sound and picture within the first max_segments seconds, each with the largest
-        frames-per-segment count of the models of that length, spread over the segment at
-        the nominal frame rate."""
-        fps = float(reader.info.fps or 25.0)
-        count = reader.info.frame_count or int(duration * fps)
-        seconds = min(float(self.max_segments), min(duration, count / fps))
+    def segment_plan(self, reader: FrameReader, duration: float) -> dict[tuple[float, int], list[tuple[float, list[int]]]]:
+        """{(segment length, frames per segment): [(start s, frame indices)]}, one plan per
+        pair the models ask for: the consecutive whole segments of sound and picture within
+        the first max_segments seconds (the picture ending when its last frame does,
+        `video_end`), n frames each chosen as training chooses them
+        (`training.av_data.frames_at`): the frame shown nearest to start + j * length / n,
+        j < n (ties: the earlier), by presentation time (`presentation_times`), so a
+        variable frame rate lines up with the sound."""
+        from preprocessing.audio import video_end
+        from training.av_data import frames_at
+
+        times = presentation_times(reader, duration)
+        seconds = min(float(self.max_segments), float(duration), video_end(times))
         plans = {}
-        for length in sorted({float(s) for *_, s in self.av_segments}):
-            per = max(t for t, *_, s in self.av_segments if float(s) == length)
-            plans[length] = [(k * length, [min(count - 1, int((k * length + (j + 0.5) * length / per) * fps))
-                                           for j in range(per)])
-                             for k in range(int(seconds / length + 1e-6))]
+        for length, per in sorted({(float(s), int(t)) for t, *_, s in self.av_segments}):
+            plans[(length, per)] = [(k * length, list(frames_at(times, k * length, per, length)))
+                                    for k in range(int(seconds / length + 1e-6))] if len(times) else []
         return plans
 
     def __call__(self, path: Path) -> VideoFaces:
@@ -485,10 +524,10 @@ class FaceExtractor:
 
             keys = np.array(anchors)
             for frames_per, size, margin, length in self.av_segments:
-                crops = out.segments.setdefault((size, margin, float(length)), [])
+                crops = out.segments.setdefault((size, margin, float(length), int(frames_per)), [])
                 if crops:
                     continue  # another model with the same crops
-                for start, idx in plans[float(length)]:
+                for start, idx in plans[(float(length), int(frames_per))]:
                     seg = []
                     for f in idx:
                         frame = frames.get(f)
@@ -525,18 +564,16 @@ def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size
     from training.av_data import mfcc_window
 
     length = m.av_segment_s
-    segs = faces.segments.get((m.av_size, m.margin, length), [])
+    per = m.cfg["data"]["seq_len"]
+    segs = faces.segments.get((m.av_size, m.margin, length, int(per)), [])
     if faces.mfcc is None or not segs:
         faces.av[m.name] = {"mds": None, "segments": [], "abstained": "no sound" if faces.mfcc is None else
                             "no whole segment with a face"}
         return np.zeros(0)
-    per = m.cfg["data"]["seq_len"]
     distances, fv, fa = [], [], []
     for i in range(0, len(segs), batch_size):
         chunk = segs[i:i + batch_size]
-        # the segment's frames were planned for the largest count: take this model's evenly
-        x = torch.stack([m.augment([crops[int(j)] for j in np.linspace(0, len(crops) - 1, per).round()])
-                         for _, crops in chunk]).to(device)
+        x = torch.stack([m.augment(crops) for _, crops in chunk]).to(device)  # this model's frames
         a = torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, start, length)).unsqueeze(0)
                          for start, _ in chunk])
         out = m.model(x, a.float().to(device))

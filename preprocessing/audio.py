@@ -290,6 +290,56 @@ def frame_times(video_path: str | os.PathLike) -> np.ndarray:
     return t - t[0]
 
 
+def packet_times(video_path: str | os.PathLike) -> np.ndarray:
+    """`frame_times` without decoding: the video stream's packets are only demuxed (PyAV),
+    their pts * time_base sorted (packets come in decoding order, B-frames after the frames
+    they refer to; frames come out in presentation order) and taken relative to the first.
+    For a well-formed file (one frame per packet) it is the same array as frame_times,
+    entry i for the frame FrameReader yields as index i, at a few milliseconds per video
+    instead of a whole decode. Packets without a pts (the empty flush packet; raw streams
+    such as .h264, whose packets have none at all) and packets an MP4/MOV edit list cuts
+    (flagged discard; the decoder drops their frames too) are left out. Where a packet is
+    not one frame (field-coded video), the lengths differ: a caller that needs entry i to
+    be frame i compares the length with the container's frame count and falls back to
+    frame_times when they disagree (inference.predictor.FaceExtractor.segment_plan does).
+    Raises VideoReadError, as frame_times, for a missing, empty or unreadable file, one
+    without a video stream, or one without a single timed packet."""
+    import av
+
+    path = Path(video_path)
+    if not path.exists():
+        raise VideoReadError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"empty file (0 bytes): {path}")
+    pts: list[int] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"no video stream: {path}")
+            stream = container.streams.video[0]
+            base = stream.time_base
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError:
+                    if not pts:
+                        raise
+                    break  # a truncated file: what came before it
+                # no pts: the empty flush packet; discard: cut by an edit list (MP4/MOV),
+                # the decoder drops its frame too
+                if packet.pts is not None and packet.size > 0 and not packet.is_discard:
+                    pts.append(int(packet.pts))
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"cannot read (corrupt, truncated or not a video): {path} ({e})") from e
+    if not pts or base is None:
+        raise VideoReadError(f"no timed video packets: {path}")
+    t = np.sort(np.asarray(pts, dtype=np.int64))
+    return (t - t[0]).astype(np.float64) * float(base)
+
+
 @dataclass
 class Segment:
     """One window [start, end) seconds and the video frames shown in it."""

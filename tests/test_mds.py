@@ -257,14 +257,132 @@ def test_segment_plan_cuts_each_models_segment_length_within_the_video():
     ext = FaceExtractor(av_segments=[(5, 48, 0.15, 1.0), (10, 48, 0.15, 2.0), (4, 48, 0.15, 1.0)], max_segments=10)
     reader = SimpleNamespace(info=SimpleNamespace(fps=25.0, frame_count=130))  # 5.2 s
     plans = ext.segment_plan(reader, duration=4.9)  # the sound ends first
-    assert sorted(plans) == [1.0, 2.0]
-    assert [s for s, _ in plans[1.0]] == [0, 1, 2, 3] and [s for s, _ in plans[2.0]] == [0, 2]
-    for length, plan in plans.items():
+    assert sorted(plans) == [(1.0, 4), (1.0, 5), (2.0, 10)]  # one plan per (length, frames) a model asks for
+    assert [s for s, _ in plans[(1.0, 5)]] == [0, 1, 2, 3] and [s for s, _ in plans[(2.0, 10)]] == [0, 2]
+    for (length, per), plan in plans.items():
         for start, frames in plan:
-            assert len(frames) == (5 if length == 1.0 else 10)  # the largest count of that length
+            assert len(frames) == per
             assert all(start * 25 <= f < (start + length) * 25 for f in frames) and frames == sorted(frames)
+    # each count is training's own choice, not a subset of another's: 4 a second at 25 fps
+    assert [f for f in plans[(1.0, 4)][1][1]] == [25, 31, 37, 44]  # nearest to 1, 1.25, 1.5, 1.75 s (ties: earlier)
     assert [s for s, _ in FaceExtractor(av_segments=[(4, 48, 0.15, 2.0)], max_segments=3)
-            .segment_plan(reader, 4.9)[2.0]] == [0]
+            .segment_plan(reader, 4.9)[(2.0, 4)]] == [0]
+
+
+@pytest.fixture(scope="module")
+def timed_videos(tmp_path_factory):
+    """Small silent H.264 videos with B-frames (libx264's veryfast preset; ultrafast has none):
+    25 fps for 4 s, and a variable rate (1.2 s at 25 fps, then 3 s at 15 fps: 30 + 45 frames)
+    as MP4 (exact frame count) and MKV (whose count OpenCV only estimates from the duration,
+    at 1000 fps: 4200)."""
+    import subprocess
+
+    from preprocessing.video import ffmpeg_exe
+
+    d = tmp_path_factory.mktemp("timed_videos")
+    def src(rate, seconds):
+        return ["-f", "lavfi", "-i", f"testsrc=size=64x64:rate={rate}:duration={seconds}"]
+
+    x264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
+    vfr = [*src(25, 1.2), *src(15, 3), "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]",
+           "-fps_mode", "vfr"]
+    out = {"cfr": d / "cfr.mp4", "vfr_mp4": d / "vfr.mp4", "vfr_mkv": d / "vfr.mkv"}
+    for name, args in (("cfr", src(25, 4)), ("vfr_mp4", vfr), ("vfr_mkv", vfr)):
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args, *x264, str(out[name])], check=True)
+    return out
+
+
+def test_packet_times_are_the_decoded_frames_times_without_decoding(timed_videos, tmp_path):
+    """preprocessing.audio.packet_times: the demuxed packets' times, sorted into presentation
+    order, are frame_times' (B-frames come out of the demuxer out of order)."""
+    import av  # noqa: F401  (after cv2, which the project imports first)
+
+    from preprocessing.audio import frame_times, packet_times
+    from preprocessing.video import VideoReadError
+
+    with av.open(str(timed_videos["cfr"])) as c:
+        pts = [p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None]
+    assert pts != sorted(pts)  # the file does hold B-frames: decoding order is not presentation order
+    for path in timed_videos.values():
+        times = packet_times(path)
+        np.testing.assert_allclose(times, frame_times(path), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(packet_times(timed_videos["cfr"]), np.arange(100) / 25, rtol=0, atol=1e-6)
+    vfr = packet_times(timed_videos["vfr_mp4"])
+    np.testing.assert_allclose(vfr[[0, 29, 30, 31, 74]], [0, 29 / 25, 1.2, 1.2 + 1 / 15, 1.2 + 44 / 15], atol=1e-6)
+    (tmp_path / "empty.mp4").touch()
+    (tmp_path / "junk.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    for bad, why in (("missing.mp4", "not found"), ("empty.mp4", "empty"), ("junk.mp4", "cannot read")):
+        with pytest.raises(VideoReadError, match=why):
+            packet_times(tmp_path / bad)
+
+
+def test_segment_plan_takes_trainings_frames_nearest_each_time(timed_videos):
+    """Prediction picks each segment's frames by training's rule (frames_at: the frame nearest
+    to start + j / n, ties the earlier), not half a step later at the nominal rate: at 25 fps
+    and 8 frames a second, 0 3 6 9 12 16 19 22 (the old plan took 1 4 7 10 14 17 20 23)."""
+    from inference.predictor import FaceExtractor
+    from preprocessing.audio import frame_times
+    from preprocessing.video import FrameReader
+    from training.av_data import frames_at
+
+    path = timed_videos["cfr"]
+    plan = FaceExtractor(av_segments=[(8, 48, 0.15, 1.0)], max_segments=10).segment_plan(FrameReader(path), 3.5)
+    assert [s for s, _ in plan[(1.0, 8)]] == [0, 1, 2]  # whole seconds of the 3.5 s of sound
+    assert plan[(1.0, 8)][0][1] == [0, 3, 6, 9, 12, 16, 19, 22]
+    assert plan[(1.0, 8)][2][1] == [50, 53, 56, 59, 62, 66, 69, 72]
+    times = frame_times(path)
+    assert all(frames == list(frames_at(times, start, 8, 1.0)) for start, frames in plan[(1.0, 8)])
+
+
+@pytest.mark.parametrize("name", ["vfr_mp4", "vfr_mkv"])
+def test_segment_plan_follows_presentation_times_at_a_variable_frame_rate(timed_videos, name):
+    """A variable-rate video: the frames are those shown at each time (frame_times, as the
+    training tracks have them), not those of the nominal rate (the MP4's average 18 fps is
+    0.3 s late by 3 s). The MKV's frame count is only OpenCV's estimate: the plan decodes the
+    times (frame_times) instead of trusting the packets, with the same result."""
+    from inference.predictor import FaceExtractor
+    from preprocessing.audio import frame_times, video_end
+    from preprocessing.video import FrameReader
+    from training.av_data import frames_at
+
+    path = timed_videos[name]
+    reader = FrameReader(path)
+    times = frame_times(path)
+    assert abs(video_end(times) - 4.2) < 2e-3 and len(times) == 75  # 30 frames at 25 fps, 45 at 15 fps
+    plan = FaceExtractor(av_segments=[(5, 48, 0.15, 1.0)], max_segments=10).segment_plan(reader, 6.0)
+    assert [s for s, _ in plan[(1.0, 5)]] == [0, 1, 2, 3]  # the picture ends at 4.2 s, before the sound
+    nominal = np.arange(reader.info.frame_count) / reader.info.fps
+    for start, frames in plan[(1.0, 5)]:
+        assert frames == list(frames_at(times, start, 5, 1.0))
+        targets = start + np.arange(5) / 5
+        assert np.all(np.abs(times[frames] - targets) < 2e-3)  # the frame shown at each time (MKV: ms)
+    assert plan[(1.0, 5)][0][1] == [0, 5, 10, 15, 20] and plan[(1.0, 5)][3][1] == [57, 60, 63, 66, 69]  # 3 s: 30 + 1.8 * 15
+    assert any(frames != list(frames_at(nominal, start, 5, 1.0)) for start, frames in plan[(1.0, 5)])
+
+
+def test_presentation_times_trust_packets_only_when_they_match_the_frame_count(timed_videos, monkeypatch):
+    """inference.predictor.presentation_times: the packets' times when their number is the
+    container's frame count (within COUNT_SLACK); a decode (frame_times) when it is not; the
+    nominal rate for a reader without a readable file."""
+    from types import SimpleNamespace
+
+    import preprocessing.audio as audio
+    from inference.predictor import COUNT_SLACK, presentation_times
+
+    path = timed_videos["vfr_mp4"]
+    n = len(audio.packet_times(path))
+    decoded = []
+    monkeypatch.setattr(audio, "frame_times", lambda p: decoded.append(p) or np.zeros(3))
+
+    def reader(count, p=path, fps=17.0):
+        return SimpleNamespace(path=p, info=SimpleNamespace(fps=fps, frame_count=count))
+
+    assert len(presentation_times(reader(n + COUNT_SLACK))) == n and not decoded
+    assert len(presentation_times(reader(n - COUNT_SLACK - 1))) == 3 and decoded == [path]
+    monkeypatch.setattr(audio, "frame_times", lambda p: (_ for _ in ()).throw(audio.VideoReadError("no")))
+    np.testing.assert_allclose(presentation_times(reader(40, path.with_name("gone.mp4"), 20.0)), np.arange(40) / 20)
+    np.testing.assert_allclose(presentation_times(SimpleNamespace(info=SimpleNamespace(fps=25.0, frame_count=0)), 2.0),
+                               np.arange(50) / 25)
 
 
 def test_frames_at_picks_the_nearest_frame_to_each_time_at_any_frame_rate():
@@ -370,6 +488,7 @@ def test_shipped_mds_configs_follow_the_paper():
             paper["optimizer"]["batch_size"], paper["optimizer"]["schedule"]["epochs"]) == ("Adam", 1e-3, 1e-5, 8, 50)
     assert paper["model"] == {"embedding": 1024, "hidden": 4096, "audio_channels": 64, "margin": 0.99}
     assert paper["data"]["seq_len"] == 30 and paper["size"] == 224
+    assert not paper["fp16"] and paper["normalize"]["mean"] == [0.485, 0.456, 0.406]  # fp32; their Normalize()
     assert load_config(REPO / "configs" / "mds_cpu.json")["task"] == "av"
 
 
@@ -632,7 +751,7 @@ def test_video_level_mds_trains_validates_and_predicts_over_the_joined_segments(
     assert got["mds_over"] == "video" and [s["start"] for s in got["segments"]] == [0.0, 1.0]
     faces = FaceExtractor(num_frames=4, margins=(m.margin,), av_segments=[(4, m.av_size, m.margin, 1.0)],
                           detect_every=1)(clip)  # as 6_predict detects for a dissonance model
-    segs = faces.segments[(m.av_size, m.margin, 1.0)]
+    segs = faces.segments[(m.av_size, m.margin, 1.0, 4)]
     with torch.no_grad():
         out = m.model(torch.stack([m.augment(c) for _, c in segs]),
                       torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, s)).unsqueeze(0) for s, _ in segs]))
