@@ -66,6 +66,22 @@ def test_regressor_outputs_one_mos_per_clip_and_starts_at_the_prior():
     assert "prior" in model.state_dict() and float(model.state_dict()["prior"]) == pytest.approx(3.3)
 
 
+def test_regressor_loads_a_dataparallel_classifier_checkpoint_as_vra_did(tmp_path):
+    """VRA's ConvNeXt started from their DFGC-2022 detector: a DataParallel state dict
+    ("module." keys) with a 2-class head. `pretrained: PATH` loads its backbone, head dropped."""
+    import timm
+
+    torch.manual_seed(1)
+    detector = timm.create_model("convnext_atto", pretrained=False, num_classes=2)
+    path = tmp_path / "dfgc2022.pth"
+    torch.save(torch.nn.DataParallel(detector).state_dict(), path)
+    model = create_model("RealismRegressor", "convnext_atto", pretrained=str(path))
+    got = model.encoder.state_dict()
+    assert "head.norm.weight" in got  # ConvNeXt's pooled features keep the head's LayerNorm
+    for k, v in got.items():
+        torch.testing.assert_close(v, detector.state_dict()[k], msg=k)
+
+
 def test_regressor_head_stays_float32_under_autocast():
     """Under bf16 autocast the backbone runs in bf16 but the MLP head in float32: a bf16
     Linear would round a MOS near 3.3 to steps of 1/64."""
