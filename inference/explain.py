@@ -123,7 +123,9 @@ def attention_rollout(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarr
         rollout = (a / a.sum(-1, keepdim=True)) @ rollout
     grid = model.vit.patch_embed.grid_size
     num_patches = grid[0] * grid[1]
-    rows = rollout[:, :2].mean(1)  # the class and distillation tokens' rows
+    # the rows of the tokens that score: the class and distillation tokens', or the
+    # distillation token's alone (model.output "dist", Heo et al.)
+    rows = rollout[:, 1] if getattr(model, "output", "mean") == "dist" else rollout[:, :2].mean(1)
     patches = rows[:, 2:2 + num_patches]
     cnn_share = rows[:, 2 + num_patches:].sum(1) / rows[:, 2:].sum(1).clamp_min(1e-12)
     if getattr(model, "token_mode", "separate") == "fused":  # every token carries its CNN cell: no share to tell

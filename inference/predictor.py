@@ -22,11 +22,12 @@ do not mix in one call.
 
 Dissonance checkpoints (`task: av`, Chugh et al.) sit in a detection ensemble: the
 video's sound is read (ffmpeg, 16 kHz), the whole segments (`data.av_segment_s`, 1 s by
-default) of its first `max_segments` seconds each get `seq_len` frames, as training picks
-them: the frame shown nearest to each of `seq_len` evenly spaced times from the segment's
-start, by presentation time (the packets' timestamps; a variable frame rate lines up with
-the sound), cut around the main face with the nearest detection's box; the model's MDS (the
-mean segment distance, or with `model.mds` "video" one distance over the joined segments)
+default) of its first `max_segments` seconds each get `seq_len` frames, cut by training's
+rule (`preprocessing.audio.segments`): the frame shown nearest to each of `seq_len` evenly
+spaced times from the segment's start, by presentation time (the packets' timestamps; a
+variable frame rate lines up with the sound), cut around the main face with the nearest
+detection's box; the model's MDS (the mean segment distance, or with `model.mds` "video"
+one distance over the joined segments)
 becomes P(FAKE) through the calibration fitted on validation. A video without sound gets
 no prediction from it (it abstains; the ensemble uses the other models).
 """
@@ -323,12 +324,13 @@ def presentation_times(reader: FrameReader, duration: float = 0.0) -> np.ndarray
     """Every frame's presentation time (s, from the first; entry i for FrameReader's frame
     i), as training's tracks have them (`preprocessing.audio.frame_times`, a whole decode):
     the packets' times (`packet_times`, a few ms, nothing decoded), the same array for a
-    well-formed file; the decoded frames' (`frame_times`) where the packets cannot be read
-    or their number differs from the container's frame count by more than COUNT_SLACK (a
-    truncated file; a count that is only an estimate, as MKV/WebM/TS/FLV give at a
-    variable rate; a stream whose packets are not one frame each); the nominal rate, i /
-    fps, when neither can be read (or the reader has no file)."""
-    from preprocessing.audio import frame_times, packet_times
+    well-formed file, when their number is within COUNT_SLACK of the frame count the file
+    declares, or the file declares none (MKV, WebM, TS, FLV: OpenCV's count is then only an
+    estimate); the decoded frames' (`frame_times`) where the packets cannot be read or
+    disagree with a declared count (a truncated MP4; a stream whose packets are not one
+    frame each); the nominal rate, i / fps, when neither can be read (or the reader has no
+    file)."""
+    from preprocessing.audio import declared_frame_count, frame_times, packet_times
 
     fps = float(reader.info.fps or 25.0)
     count = int(reader.info.frame_count or 0)
@@ -336,7 +338,7 @@ def presentation_times(reader: FrameReader, duration: float = 0.0) -> np.ndarray
     if path is not None:
         try:
             times = packet_times(path)
-            if not count or abs(len(times) - count) <= COUNT_SLACK:
+            if not count or abs(len(times) - count) <= COUNT_SLACK or not declared_frame_count(path):
                 return times
         except OSError:  # VideoReadError
             pass
@@ -458,21 +460,19 @@ class FaceExtractor:
 
     def segment_plan(self, reader: FrameReader, duration: float) -> dict[tuple[float, int], list[tuple[float, list[int]]]]:
         """{(segment length, frames per segment): [(start s, frame indices)]}, one plan per
-        pair the models ask for: the consecutive whole segments of sound and picture within
-        the first max_segments seconds (the picture ending when its last frame does,
-        `video_end`), n frames each chosen as training chooses them
-        (`training.av_data.frames_at`): the frame shown nearest to start + j * length / n,
-        j < n (ties: the earlier), by presentation time (`presentation_times`), so a
-        variable frame rate lines up with the sound."""
-        from preprocessing.audio import video_end
-        from training.av_data import frames_at
+        pair the models ask for, cut by training's own rule (`preprocessing.audio.segments`,
+        as `training.av_data` cuts the step-1 tracks): the consecutive whole windows of
+        sound and picture, n frames each, the frame shown nearest to start + j * length / n
+        within the window (ties: the earlier), by presentation time (`presentation_times`,
+        so a variable frame rate lines up with the sound); the first max_segments seconds."""
+        from preprocessing.audio import segments
 
         times = presentation_times(reader, duration)
-        seconds = min(float(self.max_segments), float(duration), video_end(times))
         plans = {}
         for length, per in sorted({(float(s), int(t)) for t, *_, s in self.av_segments}):
-            plans[(length, per)] = [(k * length, list(frames_at(times, k * length, per, length)))
-                                    for k in range(int(seconds / length + 1e-6))] if len(times) else []
+            keep = int(self.max_segments / length + 1e-6)
+            plans[(length, per)] = [(seg.start, list(seg.frames))
+                                    for seg in segments(times, duration, length, per)[:keep]]
         return plans
 
     def __call__(self, path: Path) -> VideoFaces:

@@ -340,6 +340,20 @@ def packet_times(video_path: str | os.PathLike) -> np.ndarray:
     return (t - t[0]).astype(np.float64) * float(base)
 
 
+def declared_frame_count(video_path: str | os.PathLike) -> int:
+    """The frame count the container declares for its first video stream (MP4/MOV/AVI
+    store it), 0 when it declares none (MKV, WebM, TS, FLV: a reader's count is then an
+    estimate from the duration) or the file cannot be opened."""
+    import av
+
+    try:
+        with av.open(str(video_path)) as container:
+            streams = container.streams.video
+            return int(streams[0].frames or 0) if streams else 0
+    except (av.error.FFmpegError, OSError):
+        return 0
+
+
 @dataclass
 class Segment:
     """One window [start, end) seconds and the video frames shown in it."""

@@ -80,8 +80,9 @@ def test_criterion_applies_to_the_class_token_only():
 
 def test_balanced_distillation_term_balances_by_the_ground_truth():
     """Heo et al.: loss = (fake_loss + real_loss) / 2, each the class's mean of
-    alpha * BCE(cls, y) + (1 - alpha) * BCE(dist, sigmoid(teacher)), the classes the
-    ground truth's (not the teacher's); labels clipped to [0.01, 0.99] for the class term only."""
+    1/2 BCE(cls, y) + 1/2 BCE(dist, sigmoid(teacher)) (here (1 - alpha) on the class term,
+    alpha on the distillation term), the classes the ground truth's (not the teacher's);
+    labels clipped to [0.01, 0.99] for the class term only."""
     from training.losses import WeightedLoss
 
     cls, dist, y, teacher = (0.3, -1.2, 2.0, 0.5), (1.5, 0.4, -0.7, 0.2), (1.0, 0.0, 1.0, 1.0), (-2.0, 3.0, 0.0, 1.0)

@@ -188,6 +188,7 @@ def test_head_warmup_trains_both_heads_of_the_distilled_model():
         heads = [model.head] + ([] if shared else [model.head_dist])
         assert ids == {id(p) for h in heads for p in h.parameters()}
         set_head_warmup(model, ids, True)
+        assert all(h.training for h in heads) and not model.vit.training and not model.encoder.training
         cls_logit, dist_logit = model(torch.randn(2, 3, 64, 64))  # still training mode: two logits
         (cls_logit.sum() + dist_logit.sum()).backward()
         drop_encoder_grads(model, ids)

@@ -267,6 +267,14 @@ def test_segment_plan_cuts_each_models_segment_length_within_the_video():
     assert [f for f in plans[(1.0, 4)][1][1]] == [25, 31, 37, 44]  # nearest to 1, 1.25, 1.5, 1.75 s (ties: earlier)
     assert [s for s, _ in FaceExtractor(av_segments=[(4, 48, 0.15, 2.0)], max_segments=3)
             .segment_plan(reader, 4.9)[(2.0, 4)]] == [0]
+    # training's own cut (preprocessing.audio.segments, its 10 ms of slack included): a sound
+    # track 5 ms short of 3 s still has its third second, as the training tracks have it
+    from preprocessing.audio import segments
+
+    three = SimpleNamespace(info=SimpleNamespace(fps=25.0, frame_count=75))
+    plan = FaceExtractor(av_segments=[(5, 48, 0.15, 1.0)]).segment_plan(three, duration=2.995)[(1.0, 5)]
+    assert plan == [(s.start, list(s.frames)) for s in segments(np.arange(75) / 25, 2.995, 1.0, 5)]
+    assert [s for s, _ in plan] == [0, 1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -338,8 +346,8 @@ def test_segment_plan_takes_trainings_frames_nearest_each_time(timed_videos):
 def test_segment_plan_follows_presentation_times_at_a_variable_frame_rate(timed_videos, name):
     """A variable-rate video: the frames are those shown at each time (frame_times, as the
     training tracks have them), not those of the nominal rate (the MP4's average 18 fps is
-    0.3 s late by 3 s). The MKV's frame count is only OpenCV's estimate: the plan decodes the
-    times (frame_times) instead of trusting the packets, with the same result."""
+    0.3 s late by 3 s). The MKV declares no frame count (OpenCV's is an estimate): its
+    packets' times are taken, the same as frame_times'."""
     from inference.predictor import FaceExtractor
     from preprocessing.audio import frame_times, video_end
     from preprocessing.video import FrameReader
@@ -362,8 +370,9 @@ def test_segment_plan_follows_presentation_times_at_a_variable_frame_rate(timed_
 
 def test_presentation_times_trust_packets_only_when_they_match_the_frame_count(timed_videos, monkeypatch):
     """inference.predictor.presentation_times: the packets' times when their number is the
-    container's frame count (within COUNT_SLACK); a decode (frame_times) when it is not; the
-    nominal rate for a reader without a readable file."""
+    container's frame count (within COUNT_SLACK) or the container declares none; a decode
+    (frame_times) when they disagree with a declared count; the nominal rate for a reader
+    without a readable file."""
     from types import SimpleNamespace
 
     import preprocessing.audio as audio
@@ -379,6 +388,12 @@ def test_presentation_times_trust_packets_only_when_they_match_the_frame_count(t
 
     assert len(presentation_times(reader(n + COUNT_SLACK))) == n and not decoded
     assert len(presentation_times(reader(n - COUNT_SLACK - 1))) == 3 and decoded == [path]
+    # an MKV declares no frame count (OpenCV's is an estimate: 1000 fps, thousands of
+    # frames at a variable rate): its packets are trusted, nothing is decoded twice
+    mkv = timed_videos["vfr_mkv"]
+    assert audio.declared_frame_count(mkv) == 0 and audio.declared_frame_count(path) > 0
+    assert len(presentation_times(reader(4200, mkv, 1000.0))) == len(audio.packet_times(mkv)) == 75
+    assert decoded == [path]
     monkeypatch.setattr(audio, "frame_times", lambda p: (_ for _ in ()).throw(audio.VideoReadError("no")))
     np.testing.assert_allclose(presentation_times(reader(40, path.with_name("gone.mp4"), 20.0)), np.arange(40) / 20)
     np.testing.assert_allclose(presentation_times(SimpleNamespace(info=SimpleNamespace(fps=25.0, frame_count=0)), 2.0),
