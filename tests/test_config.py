@@ -48,6 +48,7 @@ def test_defaults_are_filled_in():
     ({"size": [224, 192]}, "'data.resize': 'isotropic' pads to a square"),
     ({"size": "big"}, "must be an integer or"),
     ({"data": {"augment": "randaug"}}, "'data.augment'"),
+    ({"data": {"sbi": True, "sbi_style": "paper"}}, "'data.sbi_style'"),
     ({"distill": {"loss": "kl"}}, "'distill.loss'"),
     ({"margin": 3}, "'margin' must be a number"),
     ({"bn_momentum": 0}, "'bn_momentum' must be a number in (0, 1]"),

@@ -181,6 +181,46 @@ def test_self_blend_mask_and_determinism():
     assert not np.array_equal(fake, other)
 
 
+def test_official_sbi_mask_and_determinism():
+    """data.sbi_style "official" (mapooon/SelfBlendedImages): the same contract as the
+    legacy generator: a soft mask in [0, 1], nothing changed outside it, the same seed the
+    same fake; its blend ratios are the paper's, and the same seed draws the same albumentations
+    parameters whatever ran in between."""
+    img = smooth_image()
+    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="official")
+    assert fake.shape == img.shape and fake.dtype == np.uint8
+    assert mask.shape == img.shape[:2] and mask.dtype == np.float32
+    assert mask.min() >= 0 and mask.max() <= 1 and mask.max() >= 0.25
+    changed = (fake != img).any(-1)
+    assert changed.any() and not (changed & (mask == 0)).any()
+    self_blend(img, LANDMARKS5, np.random.default_rng(99), style="official")  # reseeds the shared pipelines
+    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="official")
+    assert np.array_equal(fake, again) and np.array_equal(mask, mask2)
+    peaks = {round(float(self_blend(img, LANDMARKS5, np.random.default_rng(s), style="official")[1].max()), 3)
+             for s in range(40)}
+    assert peaks <= {0.25, 0.5, 0.75, 1.0} and len(peaks) >= 3  # BLEND_RATIOS
+    with pytest.raises(ValueError, match="unknown SBI style"):
+        self_blend(img, LANDMARKS5, np.random.default_rng(0), style="paper")
+
+
+def test_official_sbi_source_transform_and_blend_mask():
+    """Their RandomDownScale (2x or 4x, nearest down) or Sharpen after the colour jitter;
+    their get_blend_mask: a soft mask that peaks at 1 inside the hull and is 0 far outside."""
+    from training.sbi import official_blend_mask, official_source_transform
+
+    img = smooth_image()
+    outs = [official_source_transform(img, np.random.default_rng(s)) for s in range(30)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    assert len({o.tobytes() for o in outs}) == 30 and all(not np.array_equal(o, img) for o in outs)
+    hull = np.zeros((200, 160), np.uint8)
+    hull[50:150, 40:120] = 1
+    soft = official_blend_mask(hull, np.random.default_rng(0))
+    assert soft.shape == hull.shape and soft.dtype == np.float32
+    assert soft.max() == pytest.approx(1.0, abs=1e-6) and soft[100, 80] > 0.9
+    assert soft[:10].max() < 0.05 and soft[:, :10].max() < 0.05  # far from the hull: nothing
+    assert 0.05 < soft[50, 80] < 0.95  # a soft edge across the hull's border
+
+
 @pytest.mark.parametrize("points", [LANDMARKS5, None])
 def test_sbi_regions_nest_on_the_face(points, monkeypatch):
     """The lip-sync regions (beyond the paper): the mouth lies inside the lower face, which

@@ -82,6 +82,7 @@ DEFAULTS: dict = {
         "sbi": False,             # self-blended fakes from real crops
         "sbi_prob": 0.5,
         "sbi_regions": None,      # {"face": w, "lower": w, "mouth": w}: blended region weights
+        "sbi_style": "legacy",    # official: the authors' generator (mapooon/SelfBlendedImages); legacy: ours
                                   # (lower/mouth: lip-sync traces, beyond the paper); None: face
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
@@ -125,6 +126,7 @@ CHOICES = {
     "data.dataset": {"frames", "pairs", "sequences", "sequence_pairs", "av_segments"},
     "data.resize": {"isotropic", "shortest"},
     "data.augment": {"selim", "ntech", "none"},
+    "data.sbi_style": {"official", "legacy"},
     "distill.loss": {"hard", "soft"},
     "inference.flip": {"none", "half"},
     "network": NETWORKS,

@@ -403,7 +403,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         d = cfg["data"]
         self.hardcore = bool(d["hardcore"]) and self.train
         self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
-        self.sbi_regions = d.get("sbi_regions")
+        self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "legacy")
 
     def _uses_sbi(self) -> bool:
         return self.sbi
@@ -420,7 +420,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
             if diff is not None and diff.shape != image.shape[:2]:
                 diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
             if self._sbi_decision(label, mode, rng):
-                image, mask = self_blend(image, landmarks, rng, regions=self.sbi_regions)
+                image, mask = self_blend(image, landmarks, rng, regions=self.sbi_regions, style=self.sbi_style)
                 label, diff = 1, np.round(mask * 255).astype(np.uint8)
             if self.hardcore:
                 image = apply_hardcore(image, label, landmarks, diff, rng)
@@ -557,13 +557,13 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
     FrameDataset's (see decode_index).
     """
 
-    sbi, sbi_prob, sbi_regions = False, 0.0, None  # SequencePairDataset: real fakes only
+    sbi, sbi_prob, sbi_regions, sbi_style = False, 0.0, None, "legacy"  # SequencePairDataset: real fakes only
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         super().__init__(work_dir, df, fold, train, cfg, seed)
         d = cfg["data"]
         self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
-        self.sbi_regions = d.get("sbi_regions")
+        self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "legacy")
         self._init_sequences(cfg)
 
     def _uses_sbi(self) -> bool:
@@ -655,7 +655,8 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
         """SBI for a clip: every frame self-blended with the random draws of one seed."""
         def blend(frames: list[np.ndarray], row) -> list[np.ndarray]:
             landmarks = self._landmarks(row)
-            return [self_blend(f, landmarks, np.random.default_rng(seed), regions=self.sbi_regions)[0]
+            return [self_blend(f, landmarks, np.random.default_rng(seed), regions=self.sbi_regions,
+                               style=self.sbi_style)[0]
                     for f in frames]
         return blend
 

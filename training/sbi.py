@@ -12,10 +12,26 @@ Beyond the paper (README, departures): `regions` can also blend only the LOWER f
 traces of lip-sync methods (Wav2Lip, video-retalking, HyperLips regenerate the mouth at a
 lower resolution and paste it back), which a whole-face blend does not simulate.
 
+Two styles (`data.sbi_style`):
+- "official": the generator of the authors' code (mapooon/SelfBlendedImages,
+  `src/utils/sbi.py`, `blend.py`, `funcs.py`): the source gets RGBShift (+-20, p 0.3),
+  a near-zero HueSaturationValue and RandomBrightnessContrast (+-0.1) and then one of a
+  2x/4x nearest-neighbour down-and-up resampling or albumentations' Sharpen; the source
+  and the hull mask move together by Affine (x +-3%, y +-1.5%, scale 0.95..1/0.95 per
+  axis), the mask is then deformed by ElasticTransform (alpha 50, sigma 7); the mask is
+  resized to 192..256 px, blurred (5..25 px), cut back to where the blur is full,
+  blurred again (5..25 px, sigma 5..45) and resized back (`get_blend_mask`).
+- "legacy": this project's first generator, written from the paper before the code was
+  read (colour jitter, a 0.5..0.9 area resampling or an unsharp mask, a 3% shift and 5%
+  scale of the source alone, the mask eroded or dilated and blurred by 1-5% of the side).
+The README lists where "official" still departs from their code (68 landmarks, no
+in-batch real/fake pairs, the source always the one altered).
+
 Everything random comes from the `rng` argument: the same seed gives the same fake.
 """
 from __future__ import annotations
 
+import albumentations as A
 import cv2
 import numpy as np
 
@@ -24,6 +40,7 @@ from .augmentations import face_landmarks68
 # The paper draws the blend ratio from these values; 1 (a full swap) is the most common.
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 REGIONS = ("face", "lower", "mouth")
+STYLES = ("official", "legacy")
 
 
 def _jitter_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -162,12 +179,102 @@ def blend_mask(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Ge
     return np.clip(soft * ratio, 0.0, 1.0).astype(np.float32)
 
 
+# ------------------------------------------------------------------ the authors' generator
+_OFFICIAL: dict = {}
+
+
+def _seeded(name: str, build) -> A.Compose:
+    """An albumentations pipeline built once per process, reseeded from `rng` per call."""
+    if name not in _OFFICIAL:
+        _OFFICIAL[name] = build()
+    return _OFFICIAL[name]
+
+
+def _official_colour() -> A.Compose:
+    return A.Compose([
+        A.RGBShift(r_shift_limit=(-20, 20), g_shift_limit=(-20, 20), b_shift_limit=(-20, 20), p=0.3),
+        A.HueSaturationValue(hue_shift_limit=(-0.3, 0.3), sat_shift_limit=(-0.3, 0.3), val_shift_limit=(-0.3, 0.3),
+                             p=1.0),
+        A.RandomBrightnessContrast(brightness_limit=(-0.1, 0.1), contrast_limit=(-0.1, 0.1), p=1.0),
+    ], p=1.0)
+
+
+def _official_sharpen() -> A.Compose:
+    return A.Compose([A.Sharpen(alpha=(0.2, 0.5), lightness=(0.5, 1.0), p=1.0)], p=1.0)
+
+
+def _official_affine() -> A.Compose:
+    # albumentations 1.x's Affine drew the x and y scales apart (keep_ratio False), as here
+    return A.Compose([A.Affine(translate_percent={"x": (-0.03, 0.03), "y": (-0.015, 0.015)},
+                               scale=(0.95, 1 / 0.95), fit_output=False, p=1.0)], p=1.0)
+
+
+def _official_elastic() -> A.Compose:
+    # albumentations 1.x drew the displacement noise uniformly in [-1, 1]
+    return A.Compose([A.ElasticTransform(alpha=50, sigma=7, noise_distribution="uniform", p=1.0)], p=1.0)
+
+
+def _run(name: str, build, rng: np.random.Generator, **targets) -> dict:
+    pipeline = _seeded(name, build)
+    pipeline.set_random_seed(int(rng.integers(2**31 - 1)))
+    return pipeline(**targets)
+
+
+def official_source_transform(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Their `get_source_transforms`: colour, then one of RandomDownScale and Sharpen."""
+    out = _run("colour", _official_colour, rng, image=img)["image"]
+    if rng.random() < 0.5:  # RandomDownScale: 2x or 4x, nearest down, bilinear up
+        h, w = out.shape[:2]
+        r = (2, 4)[int(rng.integers(2))]
+        small = cv2.resize(out, (max(1, int(w / r)), max(1, int(h / r))), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return _run("sharpen", _official_sharpen, rng, image=out)["image"]
+
+
+def official_blend_mask(mask01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Their `get_blend_mask` on a uint8 {0, 1} mask: float (H, W) in [0, 1]."""
+    h, w = mask01.shape
+    size_h, size_w = int(rng.integers(192, 257)), int(rng.integers(192, 257))
+    m = cv2.resize(mask01, (size_w, size_h))
+    k1 = int(rng.choice(np.arange(5, 26, 2)))
+    blurred = cv2.GaussianBlur(m, (k1, k1), 0).astype(np.float64)
+    blurred /= max(blurred.max(), 1e-12)
+    blurred[blurred < 1] = 0
+    k2, sigma = int(rng.choice(np.arange(5, 26, 2))), int(rng.integers(5, 46))
+    blurred = cv2.GaussianBlur(blurred, (k2, k2), sigma)
+    blurred /= max(blurred.max(), 1e-12)
+    return cv2.resize(blurred, (w, h)).astype(np.float32)
+
+
+def _official_face_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
+                         predictor) -> tuple[np.ndarray, np.ndarray]:
+    """Their `self_blending` on the whole face, the source always the one altered."""
+    hull = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
+    source = official_source_transform(img, rng)
+    moved = _run("affine", _official_affine, rng, image=source, mask=hull)
+    source, hull = moved["image"], moved["mask"]
+    hull = _run("elastic", _official_elastic, rng, image=source, mask=hull)["mask"]
+    if not hull.any():  # moved or deformed away (a face at the crop's edge): the hull as found
+        hull = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
+    soft = official_blend_mask(hull, rng)
+    soft *= BLEND_RATIOS[int(rng.integers(len(BLEND_RATIOS)))]
+    m = soft[..., None]
+    fake = (m * source.astype(np.float32) + (1.0 - m) * img.astype(np.float32)).astype(np.uint8)
+    return fake, soft.astype(np.float32)
+
+
 def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
-               predictor=None, regions: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+               predictor=None, regions: dict | None = None, style: str = "legacy") -> tuple[np.ndarray, np.ndarray]:
     """A self-blended fake of an RGB uint8 crop: (fake uint8 (H, W, 3), mask float32
     (H, W) in [0, 1]); the fake equals the crop wherever the mask is 0. `regions`
-    ({"face": w, "lower": w, "mouth": w}) draws the blended region; None: the face."""
+    ({"face": w, "lower": w, "mouth": w}) draws the blended region; None: the face.
+    `style` "official" makes the whole-face blend as the authors' code (module doc);
+    the lower-face and mouth regions (beyond the paper) keep the legacy generator."""
+    if style not in STYLES:
+        raise ValueError(f"unknown SBI style {style!r}; choices: {', '.join(STYLES)}")
     region = pick_region(regions, rng)
+    if style == "official" and region == "face":
+        return _official_face_blend(img, landmarks5, rng, predictor)
     source = _jitter_colour(img, rng)
     source = _frequency_artifact(source, rng, strong=region != "face")
     source = _shift_scale(source, rng)
