@@ -169,15 +169,15 @@ def test_normalize_to_tensor():
 # --------------------------------------------------------------------------- SBI
 def test_self_blend_mask_and_determinism():
     img = smooth_image()
-    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5))
+    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="legacy")
     assert fake.shape == img.shape and fake.dtype == np.uint8
     assert mask.shape == img.shape[:2] and mask.dtype == np.float32
     assert mask.min() >= 0 and mask.max() <= 1 and mask.max() >= 0.25
     changed = (fake != img).any(-1)
     assert changed.any() and not (changed & (mask == 0)).any()
-    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5))
+    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="legacy")
     assert np.array_equal(fake, again) and np.array_equal(mask, mask2)
-    other, _ = self_blend(img, LANDMARKS5, np.random.default_rng(6))
+    other, _ = self_blend(img, LANDMARKS5, np.random.default_rng(6), style="legacy")
     assert not np.array_equal(fake, other)
 
 
@@ -201,6 +201,26 @@ def test_official_sbi_mask_and_determinism():
     assert peaks <= {0.25, 0.5, 0.75, 1.0} and len(peaks) >= 3  # BLEND_RATIOS
     with pytest.raises(ValueError, match="unknown SBI style"):
         self_blend(img, LANDMARKS5, np.random.default_rng(0), style="paper")
+
+
+def test_official_sbi_seeds_each_transform_apart(monkeypatch):
+    """Compose.set_random_seed gives every transform the same seed, so their first draws
+    would be one number (RGBShift firing exactly when the contrast is low): each transform
+    gets its own seed from the item's generator."""
+    from training import sbi
+
+    img = smooth_image()
+    pipeline = sbi._seeded("colour", sbi._official_colour)
+    for t in pipeline.transforms:
+        t.set_random_seed(123)
+    assert len({t.py_random.random() for t in pipeline.transforms}) == 1  # the trap
+    last = {}
+    for i, t in enumerate(pipeline.transforms):
+        original = t.set_random_seed
+        monkeypatch.setattr(t, "set_random_seed",
+                            lambda seed, i=i, original=original: (last.__setitem__(i, seed), original(seed)))
+    sbi._run("colour", sbi._official_colour, np.random.default_rng(1), image=img)
+    assert len(last) == len(pipeline.transforms) and len(set(last.values())) == len(last)
 
 
 def test_official_sbi_source_transform_and_blend_mask():

@@ -82,8 +82,8 @@ DEFAULTS: dict = {
         "sbi": False,             # self-blended fakes from real crops
         "sbi_prob": 0.5,
         "sbi_regions": None,      # {"face": w, "lower": w, "mouth": w}: blended region weights
-        "sbi_style": "legacy",    # official: the authors' generator (mapooon/SelfBlendedImages); legacy: ours
                                   # (lower/mouth: lip-sync traces, beyond the paper); None: face
+        "sbi_style": "official",  # official: the authors' generator (mapooon/SelfBlendedImages); legacy: ours
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random

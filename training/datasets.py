@@ -403,7 +403,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         d = cfg["data"]
         self.hardcore = bool(d["hardcore"]) and self.train
         self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
-        self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "legacy")
+        self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "official")
 
     def _uses_sbi(self) -> bool:
         return self.sbi
@@ -557,13 +557,13 @@ class SequenceDataset(_BalancedEpochs, _CropDataset):
     FrameDataset's (see decode_index).
     """
 
-    sbi, sbi_prob, sbi_regions, sbi_style = False, 0.0, None, "legacy"  # SequencePairDataset: real fakes only
+    sbi, sbi_prob, sbi_regions, sbi_style = False, 0.0, None, "official"  # SequencePairDataset: real fakes only
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
         super().__init__(work_dir, df, fold, train, cfg, seed)
         d = cfg["data"]
         self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
-        self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "legacy")
+        self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "official")
         self._init_sequences(cfg)
 
     def _uses_sbi(self) -> bool:

@@ -13,16 +13,16 @@ traces of lip-sync methods (Wav2Lip, video-retalking, HyperLips regenerate the m
 lower resolution and paste it back), which a whole-face blend does not simulate.
 
 Two styles (`data.sbi_style`):
-- "official": the generator of the authors' code (mapooon/SelfBlendedImages,
+- "official" (the default): the generator of the authors' code (mapooon/SelfBlendedImages,
   `src/utils/sbi.py`, `blend.py`, `funcs.py`): the source gets RGBShift (+-20, p 0.3),
   a near-zero HueSaturationValue and RandomBrightnessContrast (+-0.1) and then one of a
-  2x/4x nearest-neighbour down-and-up resampling or albumentations' Sharpen; the source
+  2x/4x resampling (nearest down, bilinear up) or albumentations' Sharpen; the source
   and the hull mask move together by Affine (x +-3%, y +-1.5%, scale 0.95..1/0.95 per
   axis), the mask is then deformed by ElasticTransform (alpha 50, sigma 7); the mask is
-  resized to 192..256 px, blurred (5..25 px), cut back to where the blur is full,
-  blurred again (5..25 px, sigma 5..45) and resized back (`get_blend_mask`).
-- "legacy": this project's first generator, written from the paper before the code was
-  read (colour jitter, a 0.5..0.9 area resampling or an unsharp mask, a 3% shift and 5%
+  resized to 192..256 px, blurred (5..25 px, on uint8, which rounds), cut to where that
+  blur is 1, blurred again (5..25 px, sigma 5..45) and resized back (`get_blend_mask`).
+- "legacy": this project's first generator (the default until 2026-12-05), written from
+  the paper before the code was read (colour jitter, a 0.5..0.9 area resampling or an unsharp mask, a 3% shift and 5%
   scale of the source alone, the mask eroded or dilated and blurred by 1-5% of the side).
 The README lists where "official" still departs from their code (68 landmarks, no
 in-batch real/fake pairs, the source always the one altered).
@@ -30,6 +30,8 @@ in-batch real/fake pairs, the source always the one altered).
 Everything random comes from the `rng` argument: the same seed gives the same fake.
 """
 from __future__ import annotations
+
+import threading
 
 import albumentations as A
 import cv2
@@ -180,14 +182,15 @@ def blend_mask(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Ge
 
 
 # ------------------------------------------------------------------ the authors' generator
-_OFFICIAL: dict = {}
+_OFFICIAL = threading.local()  # per thread: a pipeline is reseeded, then called
 
 
 def _seeded(name: str, build) -> A.Compose:
-    """An albumentations pipeline built once per process, reseeded from `rng` per call."""
-    if name not in _OFFICIAL:
-        _OFFICIAL[name] = build()
-    return _OFFICIAL[name]
+    """An albumentations pipeline built once per process and thread, reseeded from `rng` per call."""
+    cache = _OFFICIAL.__dict__
+    if name not in cache:
+        cache[name] = build()
+    return cache[name]
 
 
 def _official_colour() -> A.Compose:
@@ -210,13 +213,19 @@ def _official_affine() -> A.Compose:
 
 
 def _official_elastic() -> A.Compose:
-    # albumentations 1.x drew the displacement noise uniformly in [-1, 1]
-    return A.Compose([A.ElasticTransform(alpha=50, sigma=7, noise_distribution="uniform", p=1.0)], p=1.0)
+    # albumentations 1.x drew the displacement noise uniformly in [-1, 1] and reflected at the border
+    return A.Compose([A.ElasticTransform(alpha=50, sigma=7, noise_distribution="uniform",
+                                         border_mode=cv2.BORDER_REFLECT_101, p=1.0)], p=1.0)
 
 
 def _run(name: str, build, rng: np.random.Generator, **targets) -> dict:
+    """Call a cached pipeline with seeds from `rng`: one per transform, since Compose's own
+    set_random_seed gives every transform the same seed (their first draws would be one
+    number: RGBShift's p-check tied to the contrast and the hue)."""
     pipeline = _seeded(name, build)
     pipeline.set_random_seed(int(rng.integers(2**31 - 1)))
+    for t in pipeline.transforms:
+        t.set_random_seed(int(rng.integers(2**31 - 1)))
     return pipeline(**targets)
 
 
@@ -232,7 +241,9 @@ def official_source_transform(img: np.ndarray, rng: np.random.Generator) -> np.n
 
 
 def official_blend_mask(mask01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Their `get_blend_mask` on a uint8 {0, 1} mask: float (H, W) in [0, 1]."""
+    """Their `get_blend_mask` on a uint8 {0, 1} mask: float (H, W) in [0, 1]. As theirs,
+    the first blur runs on the uint8 mask, so it rounds back to {0, 1} and the cut to where
+    it is 1 smooths the hull's outline rather than eroding it; keep the dtype."""
     h, w = mask01.shape
     size_h, size_w = int(rng.integers(192, 257)), int(rng.integers(192, 257))
     m = cv2.resize(mask01, (size_w, size_h))
@@ -249,14 +260,20 @@ def official_blend_mask(mask01: np.ndarray, rng: np.random.Generator) -> np.ndar
 def _official_face_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
                          predictor) -> tuple[np.ndarray, np.ndarray]:
     """Their `self_blending` on the whole face, the source always the one altered."""
-    hull = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
+    found = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
+    if not found.any():  # landmarks outside the crop: the centre, where step 1 put the face
+        h, w = img.shape[:2]
+        found = np.zeros((h, w), np.uint8)
+        cv2.ellipse(found, (w // 2, h // 2), (max(1, int(0.3 * w)), max(1, int(0.35 * h))), 0.0, 0, 360, 1, -1)
     source = official_source_transform(img, rng)
-    moved = _run("affine", _official_affine, rng, image=source, mask=hull)
+    moved = _run("affine", _official_affine, rng, image=source, mask=found)
     source, hull = moved["image"], moved["mask"]
     hull = _run("elastic", _official_elastic, rng, image=source, mask=hull)["mask"]
     if not hull.any():  # moved or deformed away (a face at the crop's edge): the hull as found
-        hull = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
+        hull = found
     soft = official_blend_mask(hull, rng)
+    if not soft.any():  # a hull too small to survive the first blur: the hull itself
+        soft = hull.astype(np.float32)
     soft *= BLEND_RATIOS[int(rng.integers(len(BLEND_RATIOS)))]
     m = soft[..., None]
     fake = (m * source.astype(np.float32) + (1.0 - m) * img.astype(np.float32)).astype(np.uint8)
@@ -264,7 +281,7 @@ def _official_face_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np
 
 
 def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
-               predictor=None, regions: dict | None = None, style: str = "legacy") -> tuple[np.ndarray, np.ndarray]:
+               predictor=None, regions: dict | None = None, style: str = "official") -> tuple[np.ndarray, np.ndarray]:
     """A self-blended fake of an RGB uint8 crop: (fake uint8 (H, W, 3), mask float32
     (H, W) in [0, 1]); the fake equals the crop wherever the mask is 0. `regions`
     ({"face": w, "lower": w, "mouth": w}) draws the blended region; None: the face.
