@@ -349,6 +349,25 @@ def presentation_times(reader: FrameReader, duration: float = 0.0) -> np.ndarray
     return np.arange(count or int(duration * fps)) / fps
 
 
+def frame_count(reader: FrameReader) -> int:
+    """The video's frame count for sampling: the container's, or where it declares none
+    (MKV, WebM, TS, FLV, MPEG-PS; OpenCV then estimates duration x fps, which at a variable
+    frame rate overshoots: 103 for 74 frames) the number of its video packets (a demux,
+    no decode), when that can be read."""
+    count = int(reader.info.frame_count or 0)
+    path = getattr(reader, "path", None)
+    if path is None:
+        return count
+    from preprocessing.audio import declared_frame_count, packet_times
+
+    if declared_frame_count(path):
+        return count
+    try:
+        return len(packet_times(path)) or count
+    except OSError:  # VideoReadError: the reader's estimate
+        return count
+
+
 @dataclass
 class VideoFaces:
     """The crops of one video, per crop margin: for each (anchor frame, face) its crop
@@ -455,7 +474,7 @@ class FaceExtractor:
         rng = None
         if self.random_clips_seed is not None:
             rng = np.random.default_rng([self.random_clips_seed, zlib.crc32(Path(reader.path).name.encode())])
-        return frame_plan(reader.info.frame_count, self.num_frames, self.span(reader.info.fps or 30.0),
+        return frame_plan(frame_count(reader), self.num_frames, self.span(reader.info.fps or 30.0),
                           self.num_clips, rng)
 
     def segment_plan(self, reader: FrameReader, duration: float) -> dict[tuple[float, int], list[tuple[float, list[int]]]]:

@@ -400,6 +400,22 @@ def test_presentation_times_trust_packets_only_when_they_match_the_frame_count(t
                                np.arange(50) / 25)
 
 
+def test_frame_plan_samples_the_frames_a_variable_rate_mkv_holds(timed_videos):
+    """An MKV declares no frame count and OpenCV's estimate overshoots at a variable rate
+    (4200 for 75 here): the frame models' anchors come from the packets' count, so all 32
+    fall on frames that exist; an MP4's declared count is taken as it is."""
+    from inference.predictor import FaceExtractor, frame_count
+    from preprocessing.video import FrameReader
+
+    mkv = FrameReader(timed_videos["vfr_mkv"])
+    assert mkv.info.frame_count > 75 and frame_count(mkv) == 75
+    anchors, _, _ = FaceExtractor(num_frames=32).plan(mkv)
+    assert len(set(anchors)) == 32 and max(anchors) == 74 and min(anchors) == 0
+    assert len(dict(iter(FrameReader(timed_videos["vfr_mkv"]).select(set(anchors))))) == 32
+    mp4 = FrameReader(timed_videos["vfr_mp4"])
+    assert frame_count(mp4) == mp4.info.frame_count == 75
+
+
 def test_frames_at_picks_the_nearest_frame_to_each_time_at_any_frame_rate():
     from preprocessing.audio import segments
     from training.av_data import frames_at
