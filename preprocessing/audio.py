@@ -52,6 +52,7 @@ import numpy as np
 
 from .artifacts import _tmp_sibling
 from .video import VideoReadError, ffmpeg_exe
+from .video import _check_file as _check_video_file
 
 SAMPLE_RATE = 16000
 NUM_CEP = 13
@@ -255,10 +256,7 @@ def frame_times(video_path: str | os.PathLike) -> np.ndarray:
     import av
 
     path = Path(video_path)
-    if not path.exists():
-        raise VideoReadError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"empty file (0 bytes): {path}")
+    _check_video_file(path)
     times: list[float] = []
     try:
         with av.open(str(path)) as container:
@@ -307,10 +305,7 @@ def packet_times(video_path: str | os.PathLike) -> np.ndarray:
     import av
 
     path = Path(video_path)
-    if not path.exists():
-        raise VideoReadError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"empty file (0 bytes): {path}")
+    _check_video_file(path)
     pts: list[int] = []
     try:
         with av.open(str(path)) as container:

@@ -167,35 +167,28 @@ def test_normalize_to_tensor():
 
 
 # --------------------------------------------------------------------------- SBI
-def test_self_blend_mask_and_determinism():
+@pytest.mark.parametrize("style", ["legacy", "official"])
+def test_self_blend_mask_and_determinism(style):
+    """Both generators (`official`: mapooon/SelfBlendedImages): a soft mask in [0, 1],
+    nothing changed outside it, the same seed the same fake, whatever ran in between (the
+    official style's shared albumentations pipelines are reseeded per call)."""
     img = smooth_image()
-    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="legacy")
+    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5), style=style)
     assert fake.shape == img.shape and fake.dtype == np.uint8
     assert mask.shape == img.shape[:2] and mask.dtype == np.float32
     assert mask.min() >= 0 and mask.max() <= 1 and mask.max() >= 0.25
     changed = (fake != img).any(-1)
     assert changed.any() and not (changed & (mask == 0)).any()
-    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="legacy")
+    self_blend(img, LANDMARKS5, np.random.default_rng(99), style=style)
+    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5), style=style)
     assert np.array_equal(fake, again) and np.array_equal(mask, mask2)
-    other, _ = self_blend(img, LANDMARKS5, np.random.default_rng(6), style="legacy")
+    other, _ = self_blend(img, LANDMARKS5, np.random.default_rng(6), style=style)
     assert not np.array_equal(fake, other)
 
 
-def test_official_sbi_mask_and_determinism():
-    """data.sbi_style "official" (mapooon/SelfBlendedImages): the same contract as the
-    legacy generator: a soft mask in [0, 1], nothing changed outside it, the same seed the
-    same fake; its blend ratios are the paper's, and the same seed draws the same albumentations
-    parameters whatever ran in between."""
+def test_official_sbi_blend_ratios_and_styles():
+    """The official style's blend ratios are the paper's; an unknown style is refused."""
     img = smooth_image()
-    fake, mask = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="official")
-    assert fake.shape == img.shape and fake.dtype == np.uint8
-    assert mask.shape == img.shape[:2] and mask.dtype == np.float32
-    assert mask.min() >= 0 and mask.max() <= 1 and mask.max() >= 0.25
-    changed = (fake != img).any(-1)
-    assert changed.any() and not (changed & (mask == 0)).any()
-    self_blend(img, LANDMARKS5, np.random.default_rng(99), style="official")  # reseeds the shared pipelines
-    again, mask2 = self_blend(img, LANDMARKS5, np.random.default_rng(5), style="official")
-    assert np.array_equal(fake, again) and np.array_equal(mask, mask2)
     peaks = {round(float(self_blend(img, LANDMARKS5, np.random.default_rng(s), style="official")[1].max()), 3)
              for s in range(40)}
     assert peaks <= {0.25, 0.5, 0.75, 1.0} and len(peaks) >= 3  # BLEND_RATIOS

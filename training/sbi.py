@@ -89,12 +89,19 @@ def _shift_scale(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _face_region(shape: tuple[int, int], img: np.ndarray, landmarks5: np.ndarray | None, predictor) -> np.ndarray:
     """uint8 {0, 255} (H, W): dlib's 68-point convex hull; else an ellipse around the
     5 MTCNN points; else an ellipse in the crop's centre (where step 1 put the face)."""
+    points = face_landmarks68(img, predictor)
+    if points is None:
+        return _face_ellipse(shape, landmarks5)
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 255)
+    return mask
+
+
+def _face_ellipse(shape: tuple[int, int], landmarks5: np.ndarray | None) -> np.ndarray:
+    """uint8 {0, 255} (H, W): an ellipse around the 5 MTCNN points, or without them one in
+    the crop's centre (where step 1 put the face)."""
     h, w = shape
     mask = np.zeros((h, w), np.uint8)
-    points = face_landmarks68(img, predictor)
-    if points is not None:
-        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 255)
-        return mask
     if landmarks5 is not None:
         pts = np.asarray(landmarks5, np.float32).reshape(5, 2)
         eye_dist = max(float(np.linalg.norm(pts[1] - pts[0])), 4.0)
@@ -262,9 +269,7 @@ def _official_face_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np
     """Their `self_blending` on the whole face, the source always the one altered."""
     found = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
     if not found.any():  # landmarks outside the crop: the centre, where step 1 put the face
-        h, w = img.shape[:2]
-        found = np.zeros((h, w), np.uint8)
-        cv2.ellipse(found, (w // 2, h // 2), (max(1, int(0.3 * w)), max(1, int(0.35 * h))), 0.0, 0, 360, 1, -1)
+        found = (_face_ellipse(img.shape[:2], None) > 0).astype(np.uint8)
     source = official_source_transform(img, rng)
     moved = _run("affine", _official_affine, rng, image=source, mask=found)
     source, hull = moved["image"], moved["mask"]
