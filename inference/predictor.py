@@ -745,7 +745,7 @@ def predict_videos(videos: list[tuple[str, Path]], checkpoints: list[str | Path]
     if task == "mos" or any(m.is_av for m in models):
         # Realism: random clip starts are no track to interpolate along. Dissonance: its crops
         # follow the box from frame to frame, and the small shifts of refined boxes read as
-        # mouth motion (bench/av's motion-loudness baseline fell from 0.87 to 0.74 on GRID).
+        # mouth motion (bench/dissonance's motion-loudness baseline fell from 0.87 to 0.74 on GRID).
         detect_every = 1
     extract = FaceExtractor(num_frames, lambda fps: clip_span(models, fps), [m.margin for m in models], detect_every,
                             detect_long_side, num_clips=num_clips, device=str(dev) if dev.type == "cuda" else None,

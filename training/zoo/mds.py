@@ -151,7 +151,7 @@ class FrameStream(nn.Module):
     run on `region` of every frame, resized to `frame_size` rows; its pooled features per
     frame, pooled over time to `time_steps`. A departure from the paper's r3d_18 for the CPU
     recipe: trained from random init on the little speech a laptop has, r3d_18 does not
-    learn sync (bench/av), a frozen ImageNet encoder sees an open mouth from the start.
+    learn sync (bench/dissonance), a frozen ImageNet encoder sees an open mouth from the start.
 
     Being frozen, it may also be given the frames' features (B, T, C), `frame_features` of
     the same frames (`data.frame_features`: the dataset computes them once per video)."""
@@ -202,7 +202,7 @@ class MotionStream(nn.Module):
 
     Beyond the paper, for CPU data: lip sync is the co-variation of mouth motion and
     loudness (on GRID the plain correlation of mean |frame difference| and log energy
-    already separates synced from shifted sound, bench/av); a frame's appearance, which an
+    already separates synced from shifted sound, bench/dissonance); a frame's appearance, which an
     r3d_18 or an ImageNet encoder sees, carries the speaker, the lighting and the crop,
     which a few dozen training clips cannot teach a network to ignore."""
 

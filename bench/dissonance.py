@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Audio-visual dissonance (Chugh et al., MDS): train `mds_cpu` (or --config mds_sync_cpu), score sound it never heard.
 
-    python bench/av.py [--config configs/mds_cpu.json] [--out /tmp/bench_av]
+    python bench/dissonance.py [--config configs/mds_cpu.json] [--out /tmp/bench_av]
                        [--train-videos ../shared/data/train-videos] [--dev-videos ../shared/data/dev-videos]
 
 Training set (REAL videos with sound only; every FAKE the model sees is a REAL segment
@@ -44,8 +44,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-# This file is named av.py (issue #11): its folder must not shadow PyAV's `import av`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
