@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from preprocessing.artifacts import FOLDS_COLUMNS, WorkDir, atomic_write_bytes, encode_png, read_png
-from training.datasets import (SBI_FORCE, SBI_NEVER, BalancedSampler, FrameDataset, PairDataset,
+from training.datasets import (SBI_FORCE, SBI_NEVER, SBI_PAIR_FAKE, SBI_PAIR_REAL, BalancedSampler, FrameDataset, PairDataset,
                                SequenceDataset, SequencePairDataset, dataset_config, load_folds)
 from training.reencode import NTECH_TUNES, ReencodeParams, output_index, reencode_clip
-from training.sbi import _region_mask, self_blend
+from training.sbi import _region_mask, self_blend, self_blend_pair
 from training.config import ConfigError, validate
 from training.transforms import (IMAGENET_MEAN, IMAGENET_STD, Augmenter, IsotropicResize, create_train_transforms,
                                  create_val_transforms, isotropic_resize, normalize_to_tensor, reseed)
@@ -360,6 +360,78 @@ def test_sbi_epochs_of_real_rows_only():
     assert labels.count(1) == labels.count(0) == 200
     forced = sum(mixed.decode_index(i)[1] == SBI_FORCE for i in mixed.epoch_indices(0, 400))
     assert 60 < forced < 140
+
+
+def test_sbi_pair_epochs_keep_each_fake_next_to_its_real():
+    ds = FrameDataset("/nonexistent", labels_df(5, 5), fold=0, train=True,
+                      cfg=C(32, sbi=True, sbi_prob=0.5, sbi_pairs=True))
+    assert ds.epoch_unit == 2
+    idx = ds.epoch_indices(0, 400)
+    assert idx == ds.epoch_indices(0, 400) and idx != ds.epoch_indices(1, 400)
+    labels = [ds.effective_label(i) for i in idx]
+    assert labels.count(1) == labels.count(0) == 200
+    modes = [ds.decode_index(i)[1] for i in idx]
+    assert 60 < modes.count(SBI_PAIR_FAKE) < 140 and modes.count(SBI_PAIR_REAL) == modes.count(SBI_PAIR_FAKE)
+    nonces = set()
+    for k, (i, mode) in enumerate(zip(idx, modes)):
+        if mode == SBI_PAIR_REAL:  # at an even place, its fake right after: same row, same nonce
+            assert k % 2 == 0 and modes[k + 1] == SBI_PAIR_FAKE
+            assert ds.decode_index(idx[k + 1])[0] == ds.decode_index(i)[0]
+            assert ds.pair_nonce(idx[k + 1]) == ds.pair_nonce(i)
+            nonces.add(ds.pair_nonce(i))
+    assert len(nonces) == modes.count(SBI_PAIR_REAL)
+    # DDP: ranks take whole pairs, equally many items, disjoint
+    shards = []
+    for rank in range(3):
+        sampler = BalancedSampler(ds, 7, seed=0, rank=rank, world_size=3)  # rounded up to whole pairs
+        shard = list(sampler)
+        assert len(shard) == len(sampler) == 8
+        m = [ds.decode_index(i)[1] for i in shard]
+        assert all(m[k + 1] == SBI_PAIR_FAKE for k in range(0, 8, 2) if m[k] == SBI_PAIR_REAL)
+        assert SBI_PAIR_FAKE not in m[0::2] and SBI_PAIR_REAL not in m[1::2]
+        shards += shard
+    assert sorted(shards) == sorted(ds.epoch_indices(0, 24, seed=0))  # the epoch, split without overlap
+    # validation never makes SBI fakes: a pair index means nothing there
+    val = FrameDataset("/nonexistent", labels_df(5, 5), fold=1, train=False, cfg=C(32, sbi=True, sbi_pairs=True))
+    with pytest.raises(IndexError):
+        val.decode_index(idx[modes.index(SBI_PAIR_FAKE)])
+
+
+def test_self_blend_pair_alters_source_or_target():
+    img = smooth_image()
+    altered_target = 0
+    for seed in range(12):
+        real, fake, mask = self_blend_pair(img, LANDMARKS5, np.random.default_rng(seed))
+        assert real.shape == fake.shape == img.shape and mask.shape == img.shape[:2]
+        assert np.array_equal(real[mask == 0], fake[mask == 0])  # they differ only by the blend
+        assert (real != fake).any(-1).sum() > 100
+        altered_target += not np.array_equal(real, img)
+        again = self_blend_pair(img, LANDMARKS5, np.random.default_rng(seed))
+        assert all(np.array_equal(a, b) for a, b in zip((real, fake, mask), again))
+    assert 2 <= altered_target <= 10  # their 50/50: sometimes the REAL is the altered target
+    real, fake, mask = self_blend_pair(img, LANDMARKS5, np.random.default_rng(0), style="legacy")
+    assert np.array_equal(real, img) and np.array_equal(real[mask == 0], fake[mask == 0])
+
+
+@pytest.mark.parametrize("hardcore", [False, True])
+def test_sbi_pair_items_share_their_augmentation(tmp_path, hardcore):
+    work = make_work(tmp_path, reals=3, fakes_per_real=0, size=(131, 107))
+    cfg = C(64, sbi=True, sbi_pairs=True, hardcore=hardcore)
+    ds = FrameDataset(work, load_folds(work), fold=-1, train=True, cfg=cfg)
+    idx = ds.epoch_indices(0, 8)
+    assert [ds.effective_label(i) for i in idx] == [0, 1] * 4  # no FAKE rows: every fake is paired
+    items = [ds[i] for i in idx]
+    assert [float(it["label"]) for it in items] == [0.0, 1.0] * 4
+    for real, fake in zip(items[0::2], items[1::2]):
+        assert real["file"] == fake["file"] and real["image"].shape == fake["image"].shape == (3, 64, 64)
+        same = (real["image"] == fake["image"]).all(0).float().mean()
+        assert same > 0.2  # the same crop, blackout and augmentation: equal outside the blend
+        assert not torch.equal(real["image"], fake["image"])
+    # a fresh dataset (another worker) makes the same pair from the index alone
+    again = FrameDataset(work, load_folds(work), fold=-1, train=True, cfg=cfg)
+    assert torch.equal(again[idx[1]]["image"], items[1]["image"])
+    # two different pairs are augmented apart
+    assert (items[0]["image"] == items[2]["image"]).all(0).float().mean() < 0.2
 
 
 def test_sequence_sbi_epochs_and_clips(tmp_path):

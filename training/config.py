@@ -84,6 +84,7 @@ DEFAULTS: dict = {
         "sbi_regions": None,      # {"face": w, "lower": w, "mouth": w}: blended region weights
                                   # (lower/mouth: lip-sync traces, beyond the paper); None: face
         "sbi_style": "official",  # official: the authors' generator (mapooon/SelfBlendedImages); legacy: ours
+        "sbi_pairs": False,       # frames: each SBI fake in the batch of its REAL, same augmentation (theirs)
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random
@@ -199,6 +200,15 @@ def validate(config: dict) -> dict:
     if cfg["data"]["sbi"] and cfg["data"]["dataset"] not in ("frames", "sequences"):
         raise ConfigError(f"'data.sbi' makes fakes from REAL crops (datasets 'frames' and 'sequences'); "
                           f"'data.dataset': '{cfg['data']['dataset']}' does not use it: turn it off")
+    if not isinstance(cfg["data"]["sbi_pairs"], bool):
+        raise ConfigError(f"config key 'data.sbi_pairs' must be true or false, got {cfg['data']['sbi_pairs']!r}")
+    if cfg["data"]["sbi_pairs"]:
+        if not cfg["data"]["sbi"] or cfg["data"]["dataset"] != "frames":
+            raise ConfigError("'data.sbi_pairs' pairs each SBI fake with its REAL crop: it needs 'data.sbi' "
+                              "and 'data.dataset': 'frames'")
+        if isinstance(cfg["optimizer"]["batch_size"], int) and cfg["optimizer"]["batch_size"] % 2:
+            raise ConfigError("'data.sbi_pairs' keeps a REAL and its SBI fake in one batch: "
+                              "'optimizer.batch_size' must be even")
     if not (isinstance(cfg["data"]["sbi_prob"], (int, float)) and 0 <= cfg["data"]["sbi_prob"] <= 1):
         raise ConfigError("config key 'data.sbi_prob' must be a probability")
     regions = cfg["data"]["sbi_regions"]

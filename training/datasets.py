@@ -42,7 +42,7 @@ from preprocessing.crops import recrop
 
 from .augmentations import apply_hardcore
 from .reencode import output_index, reencode_clip
-from .sbi import self_blend
+from .sbi import self_blend, self_blend_pair
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmenter
 
 # NTech re-encoded a clip with p=0.5 (their TrackTransform).
@@ -51,8 +51,12 @@ REENCODE_CLIP_PROB = 0.5
 # Index modes of the balanced datasets (FrameDataset, SequenceDataset): index = row + mode *
 # len(rows). A plain index (mode AUTO) turns a REAL row into an SBI fake with probability
 # sbi_prob; balanced epochs decide per index instead (FORCE: an SBI fake, NEVER: the row as
-# it is), so that their halves stay exactly real and fake.
-SBI_AUTO, SBI_FORCE, SBI_NEVER = 0, 1, 2
+# it is), so that their halves stay exactly real and fake. With `data.sbi_pairs` an SBI
+# fake comes with its REAL in the next slot (SBI_PAIR_FAKE after SBI_PAIR_REAL): the two
+# share a nonce, index = row + len(rows) * (mode + N_INDEX_MODES * nonce), which seeds
+# everything random in both items, so they are made from the same draws.
+SBI_AUTO, SBI_FORCE, SBI_NEVER, SBI_PAIR_REAL, SBI_PAIR_FAKE = 0, 1, 2, 3, 4
+N_INDEX_MODES = 5
 # What a broken crop file raises: read_png's FileNotFoundError / IOError, OpenCV errors.
 LOAD_ERRORS = (OSError, ValueError, cv2.error)
 
@@ -295,21 +299,36 @@ class _BalancedEpochs:
     labels: np.ndarray
     seed: int
 
+    sbi_pairs = False
+
     def _uses_sbi(self) -> bool:
         return False
 
+    @property
+    def epoch_unit(self) -> int:
+        """Items that must stay together in a batch and on one rank: 2 with SBI pairs."""
+        return 2 if self._uses_sbi() and self.sbi_pairs else 1
+
     def decode_index(self, index: int) -> tuple[int, int]:
-        """index -> (row, mode): index = row + mode * len(rows), mode SBI_AUTO/FORCE/NEVER."""
+        """index -> (row, mode): index = row + mode * len(rows), mode SBI_AUTO/FORCE/NEVER,
+        or a pair's SBI_PAIR_REAL/FAKE (then plus N_INDEX_MODES * len(rows) * nonce)."""
         n = len(self.labels)
-        if not 0 <= index < 3 * n:
+        row, mode = index % n, (index // n) % N_INDEX_MODES
+        if index < 0 or (index >= 3 * n and not (mode in (SBI_PAIR_REAL, SBI_PAIR_FAKE) and self.epoch_unit == 2)):
             raise IndexError(f"index {index} out of range for {n} rows")
-        return index % n, index // n
+        return row, mode
+
+    def pair_nonce(self, index: int) -> int:
+        """The nonce a pair's two indices share (see decode_index)."""
+        return index // (N_INDEX_MODES * len(self.labels))
 
     def effective_label(self, index: int) -> int | None:
         """The label an index yields: None for a REAL row in SBI_AUTO mode with SBI on
         (decided at random per item)."""
         row, mode = self.decode_index(index)
         label = int(self.labels[row])
+        if mode in (SBI_PAIR_REAL, SBI_PAIR_FAKE):
+            return int(mode == SBI_PAIR_FAKE)
         if label == 1 or not self._uses_sbi() or mode == SBI_NEVER:
             return label
         return 1 if mode == SBI_FORCE else None
@@ -330,6 +349,10 @@ class _BalancedEpochs:
         With SBI (FrameDataset or SequenceDataset, train) a share sbi_prob of the fake half
         is SBI fakes made from REAL rows, and all of it when there are no fake rows; these
         slots carry their decision in the index (SBI_FORCE / SBI_NEVER, see decode_index).
+        With SBI pairs each SBI fake comes right after a REAL of the same row and nonce
+        (it takes one slot of the real half), and the list is made of units of two
+        (`epoch_unit`): the pairs, and the other items two by two, shuffled as units,
+        so that a pair never straddles an even batch or two DDP ranks.
         """
         num_samples = self.default_epoch_size() if num_samples is None else int(num_samples)
         seed = self.seed if seed is None else int(seed)
@@ -343,6 +366,15 @@ class _BalancedEpochs:
         if self._uses_sbi():
             sbi_share = 1.0 if len(fake) == 0 else self.sbi_prob
             n_sbi = int((rng.random(n_fake) < sbi_share).sum())
+            if self.sbi_pairs:
+                rows = _draw(rng, real, n_sbi)
+                nonces = rng.integers(2**31, size=n_sbi)
+                pairs = np.stack([rows + n * (SBI_PAIR_REAL + N_INDEX_MODES * nonces),
+                                  rows + n * (SBI_PAIR_FAKE + N_INDEX_MODES * nonces)], axis=1)
+                singles = rng.permutation(np.concatenate([_draw(rng, real, n_real - n_sbi) + SBI_NEVER * n,
+                                                          _draw(rng, fake, n_fake - n_sbi)]))
+                units = [list(p) for p in pairs] + [list(singles[i:i + 2]) for i in range(0, len(singles), 2)]
+                return [int(i) for k in rng.permutation(len(units)) for i in units[k]]
             reals = _draw(rng, real, n_real) + SBI_NEVER * n
             fakes = np.concatenate([_draw(rng, real, n_sbi) + SBI_FORCE * n, _draw(rng, fake, n_fake - n_sbi)])
         else:
@@ -371,7 +403,8 @@ class BalancedSampler(Sampler):
         self.dataset, self.seed, self.rank, self.world_size = dataset, int(seed), int(rank), int(world_size)
         if num_samples is None:
             num_samples = math.ceil(dataset.default_epoch_size() / world_size)
-        self.num_samples = int(num_samples)
+        unit = getattr(dataset, "epoch_unit", 1)
+        self.num_samples = math.ceil(int(num_samples) / unit) * unit  # whole pairs on every rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -379,7 +412,9 @@ class BalancedSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         indices = self.dataset.epoch_indices(self.epoch, self.num_samples * self.world_size, seed=self.seed)
-        return iter(indices[self.rank::self.world_size])
+        unit = getattr(self.dataset, "epoch_unit", 1)  # SBI pairs: shard by pairs, not items
+        units = [indices[i:i + unit] for i in range(0, len(indices), unit)]
+        return iter([i for u in units[self.rank::self.world_size] for i in u][:self.num_samples])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -393,9 +428,14 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
     a real and a fake crop) when `data.hardcore`, then the config's augmentation;
     validation: the prediction-time resize only. With `data.sbi` (train only) a REAL row
     becomes a Self-Blended fake (label 1) with probability `data.sbi_prob`, so a split of
-    REAL videos alone still trains.
+    REAL videos alone still trains. With `data.sbi_pairs` as well, each SBI fake comes
+    with its REAL in the same batch (the authors' recipe, `sbi.self_blend_pair`): the two
+    items are made from the same random draws (the pair's nonce), so the REAL (altered
+    or not) and the FAKE get the same hardcore blackout and augmentation and differ only
+    by the blend.
 
-    Indices run over 3 * len(self) (see decode_index); len() counts the rows.
+    Indices run over 3 * len(self), and beyond for pairs (see decode_index); len()
+    counts the rows.
     """
 
     def __init__(self, work_dir: str | Path, df: pd.DataFrame, fold: int, train: bool, cfg: dict, seed: int = 0):
@@ -404,12 +444,16 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         self.hardcore = bool(d["hardcore"]) and self.train
         self.sbi, self.sbi_prob = bool(d["sbi"]) and self.train, float(d["sbi_prob"])
         self.sbi_regions, self.sbi_style = d.get("sbi_regions"), d.get("sbi_style", "official")
+        self.sbi_pairs = bool(d.get("sbi_pairs", False))
+        self._pair_cache: tuple | None = None  # the last pair made: its two items are adjacent
 
     def _uses_sbi(self) -> bool:
         return self.sbi
 
     def get_item(self, index: int, rng: np.random.Generator | None = None) -> dict:
         row_index, mode = self.decode_index(index)
+        if mode in (SBI_PAIR_REAL, SBI_PAIR_FAKE):
+            return self._pair_item(index, row_index, mode, rng)
         rng = self._item_rng() if rng is None else rng
         row_index, image = self._load_with_substitute(row_index, self._read_crop)
         row = self.rows.iloc[row_index]
@@ -425,6 +469,36 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
             if self.hardcore:
                 image = apply_hardcore(image, label, landmarks, diff, rng)
             self.augment.reseed(rng)
+        return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
+                "video": row.video, "file": row.file}
+
+    def _pair_item(self, index: int, row_index: int, mode: int, rng: np.random.Generator | None) -> dict:
+        """One item of an SBI pair (see the class doc). Both items draw from generators
+        seeded by (seed, nonce) -- or spawned from `rng` -- one each for the blend, the
+        hardcore blackout and the augmentation; the blend is made once for the two."""
+        nonce = self.pair_nonce(index)
+        base = np.random.default_rng([self.seed, nonce]) if rng is None else rng
+        rng_blend, rng_hardcore, rng_augment = base.spawn(3)
+        key = (row_index, nonce, self.seed)
+        if rng is not None or self._pair_cache is None or self._pair_cache[0] != key:
+            row_index, image = self._load_with_substitute(row_index, self._read_crop)
+            row = self.rows.iloc[row_index]
+            landmarks = self._landmarks(row)
+            if int(row.label) == 1:  # no REAL crop of this row loads: a substitute FAKE row
+                real, fake, mask = image, image, None
+            else:
+                real, fake, mask = self_blend_pair(image, landmarks, rng_blend, regions=self.sbi_regions,
+                                                   style=self.sbi_style)
+            self._pair_cache = (key, row, landmarks, real, fake, mask)
+        _, row, landmarks, real, fake, mask = self._pair_cache
+        label = int(mode == SBI_PAIR_FAKE and mask is not None) or int(row.label)
+        image = fake if label else real
+        if self.hardcore:
+            diff = np.round(mask * 255).astype(np.uint8) if label and mask is not None else self._diff(row)
+            if diff is not None and diff.shape != image.shape[:2]:
+                diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
+            image = apply_hardcore(image, label, landmarks, diff, rng_hardcore)
+        self.augment.reseed(rng_augment)
         return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
                 "video": row.video, "file": row.file}
 

@@ -24,8 +24,11 @@ Two styles (`data.sbi_style`):
 - "legacy": this project's first generator (the default until 2026-12-05), written from
   the paper before the code was read (colour jitter, a 0.5..0.9 area resampling or an unsharp mask, a 3% shift and 5%
   scale of the source alone, the mask eroded or dilated and blurred by 1-5% of the side).
-The README lists where "official" still departs from their code (68 landmarks, no
-in-batch real/fake pairs, the source always the one altered).
+`self_blend_pair` makes a REAL and its FAKE for one training pair, as their dataset does
+(`data.sbi_pairs`: the two sit in the same batch with the same augmentation), altering
+the source or, half the time, the target, which is then the pair's REAL; `self_blend`
+(unpaired) always alters the source, since an altered REAL alone would only teach that
+colour shifts are real. The README lists where "official" still departs from their code.
 
 Everything random comes from the `rng` argument: the same seed gives the same fake.
 """
@@ -265,12 +268,17 @@ def official_blend_mask(mask01: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 def _official_face_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
-                         predictor) -> tuple[np.ndarray, np.ndarray]:
-    """Their `self_blending` on the whole face, the source always the one altered."""
+                         predictor, alter_target: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Their `self_blending` on the whole face: (target, fake, mask). The source is the
+    one altered, or with `alter_target` the target (then returned altered: the REAL of
+    the pair, which differs from the fake only where the mask is not 0)."""
     found = (_face_region(img.shape[:2], img, landmarks5, predictor) > 0).astype(np.uint8)
     if not found.any():  # landmarks outside the crop: the centre, where step 1 put the face
         found = (_face_ellipse(img.shape[:2], None) > 0).astype(np.uint8)
-    source = official_source_transform(img, rng)
+    if alter_target:
+        source, img = img, official_source_transform(img, rng)
+    else:
+        source = official_source_transform(img, rng)
     moved = _run("affine", _official_affine, rng, image=source, mask=found)
     source, hull = moved["image"], moved["mask"]
     hull = _run("elastic", _official_elastic, rng, image=source, mask=hull)["mask"]
@@ -282,7 +290,7 @@ def _official_face_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np
     soft *= BLEND_RATIOS[int(rng.integers(len(BLEND_RATIOS)))]
     m = soft[..., None]
     fake = (m * source.astype(np.float32) + (1.0 - m) * img.astype(np.float32)).astype(np.uint8)
-    return fake, soft.astype(np.float32)
+    return img, fake, soft.astype(np.float32)
 
 
 def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
@@ -296,7 +304,7 @@ def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Ge
         raise ValueError(f"unknown SBI style {style!r}; choices: {', '.join(STYLES)}")
     region = pick_region(regions, rng)
     if style == "official" and region == "face":
-        return _official_face_blend(img, landmarks5, rng, predictor)
+        return _official_face_blend(img, landmarks5, rng, predictor)[1:]
     source = _jitter_colour(img, rng)
     source = _frequency_artifact(source, rng, strong=region != "face")
     source = _shift_scale(source, rng)
@@ -305,3 +313,23 @@ def self_blend(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Ge
     fake = source.astype(np.float32) * m + img.astype(np.float32) * (1.0 - m)
     fake = np.clip(np.round(fake), 0, 255).astype(np.uint8)
     return fake, mask
+
+
+def self_blend_pair(img: np.ndarray, landmarks5: np.ndarray | None, rng: np.random.Generator,
+                    predictor=None, regions: dict | None = None,
+                    style: str = "official") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A REAL and its self-blended FAKE for one training pair (`data.sbi_pairs`):
+    (real uint8, fake uint8, mask float32 (H, W) in [0, 1]); the two are equal wherever
+    the mask is 0. As the authors' `self_blending` (style "official", the whole face):
+    with probability 1/2 the source is altered, else the target -- and the altered target
+    is then the pair's REAL, so that the colour and sharpness of the whole crop say
+    nothing and only the blend does. Legacy style and the lower-face/mouth regions always
+    alter the source: the REAL is the crop itself."""
+    if style not in STYLES:
+        raise ValueError(f"unknown SBI style {style!r}; choices: {', '.join(STYLES)}")
+    alter_target = bool(rng.random() < 0.5)
+    region = pick_region(regions, rng)
+    if style == "official" and region == "face":
+        return _official_face_blend(img, landmarks5, rng, predictor, alter_target=alter_target)
+    fake, mask = self_blend(img, landmarks5, rng, predictor, regions={region: 1.0}, style=style)
+    return img, fake, mask
