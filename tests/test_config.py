@@ -54,6 +54,7 @@ def test_defaults_are_filled_in():
      "'data.dataset': 'frames'"),
     ({"data": {"sbi": True, "sbi_pairs": True}, "optimizer": {"batch_size": 15}}, "must be even"),
     ({"data": {"sbi": True, "sbi_pairs": 1}}, "'data.sbi_pairs' must be true or false"),
+    ({"data": {"sbi": True, "sbi_pairs": True, "sbi_prob": 0}}, "'data.sbi_prob' 0 makes none"),
     ({"distill": {"loss": "kl"}}, "'distill.loss'"),
     ({"margin": 3}, "'margin' must be a number"),
     ({"bn_momentum": 0}, "'bn_momentum' must be a number in (0, 1]"),

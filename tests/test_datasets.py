@@ -434,6 +434,49 @@ def test_sbi_pair_items_share_their_augmentation(tmp_path, hardcore):
     assert (items[0]["image"] == items[2]["image"]).all(0).float().mean() < 0.2
 
 
+def test_sbi_pair_items_are_the_pairs_real_and_fake(tmp_path):
+    from training.datasets import PAIR_STREAM
+
+    work = make_work(tmp_path, reals=2, fakes_per_real=1, size=(131, 107))
+    ds = FrameDataset(work, load_folds(work), fold=-1, train=True,
+                      cfg=C(64, sbi=True, sbi_pairs=True, hardcore=False, augment="none"))
+    idx = ds.epoch_indices(0, 16)
+    k = [ds.decode_index(i)[1] for i in idx].index(SBI_PAIR_REAL)
+    row_index, _ = ds.decode_index(idx[k])
+    row = ds.rows.iloc[row_index]
+    rng_blend, _, rng_augment = np.random.default_rng([ds.seed, ds.pair_nonce(idx[k]), PAIR_STREAM]).spawn(3)
+    real, fake, _ = self_blend_pair(read_png(work / row.file), ds._landmarks(row), rng_blend)
+    for i, expected in ((idx[k + 1], fake), (idx[k], real)):  # the FAKE first: order does not matter
+        ds.augment.reseed(np.random.default_rng([ds.seed, ds.pair_nonce(i), PAIR_STREAM]).spawn(3)[2])
+        assert torch.equal(ds[i]["image"], ds.augment([expected])[0])
+    with pytest.raises(IndexError):  # a pair index on a FAKE row means nothing
+        fake_row = int(np.flatnonzero(ds.labels == 1)[0])
+        ds.decode_index(idx[k] - row_index + fake_row)
+
+
+def test_sbi_pair_shares_its_hardcore_blackout(tmp_path, monkeypatch):
+    """The blackout is drawn once for the pair: a bit mask chosen to leave the FAKE's
+    blend visible is the REAL's too, so the two differ only by the blend."""
+    from training import augmentations
+
+    monkeypatch.setattr(augmentations, "LANDMARK_PROB", 0.0)
+    monkeypatch.setattr(augmentations, "HULL_PROB", 0.0)
+    monkeypatch.setattr(augmentations, "BIT_MASK_PROB", 1.0)
+    work = make_work(tmp_path, reals=1, fakes_per_real=0, size=(131, 107))
+    monkeypatch.setattr("training.sbi.face_landmarks68", lambda img, predictor=None: None)
+    regions = {"mouth": 1.0}  # a small blend: some halves hide all of it, and the FAKE's choice skips them
+    ds = FrameDataset(work, load_folds(work), fold=-1, train=True,
+                      cfg=C(64, sbi=True, sbi_pairs=True, sbi_regions=regions))
+    row = ds.rows.iloc[0]
+    for seed in range(40):
+        _, real, fake = ds._make_pair(0, np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1]))
+        _, _, mask = self_blend_pair(read_png(work / row.file), ds._landmarks(row), np.random.default_rng([seed, 0]),
+                                     regions=regions)
+        black = (real == 0).all(-1)
+        assert black.any() and np.array_equal(black, (fake == 0).all(-1))
+        assert np.array_equal(real[mask == 0], fake[mask == 0])
+
+
 def test_sequence_sbi_epochs_and_clips(tmp_path):
     """SBI for the sequence model (#8): balanced epochs carry the SBI decision in the index
     as for frames, and a REAL clip turned fake has every frame blended with one draw."""

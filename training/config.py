@@ -206,9 +206,13 @@ def validate(config: dict) -> dict:
         if not cfg["data"]["sbi"] or cfg["data"]["dataset"] != "frames":
             raise ConfigError("'data.sbi_pairs' pairs each SBI fake with its REAL crop: it needs 'data.sbi' "
                               "and 'data.dataset': 'frames'")
-        if isinstance(cfg["optimizer"]["batch_size"], int) and cfg["optimizer"]["batch_size"] % 2:
+        bs = cfg["optimizer"]["batch_size"]
+        if isinstance(bs, int) and not isinstance(bs, bool) and bs > 0 and bs % 2:
             raise ConfigError("'data.sbi_pairs' keeps a REAL and its SBI fake in one batch: "
                               "'optimizer.batch_size' must be even")
+        if cfg["data"]["sbi_prob"] == 0:
+            raise ConfigError("'data.sbi_pairs' pairs SBI fakes, and 'data.sbi_prob' 0 makes none where there "
+                              "are FAKE rows: raise it or turn the pairs off")
     if not (isinstance(cfg["data"]["sbi_prob"], (int, float)) and 0 <= cfg["data"]["sbi_prob"] <= 1):
         raise ConfigError("config key 'data.sbi_prob' must be a probability")
     regions = cfg["data"]["sbi_regions"]

@@ -15,7 +15,9 @@ rng=...)` accepts one explicitly), which also seeds the albumentations pipeline
 (`transforms.reseed`). Without an explicit one it comes from a per-process stream
 seeded by (seed, torch.initial_seed(), DDP rank): torch gives every DataLoader worker
 of every epoch its own initial seed, derived from the main process's seed, so a
-seeded run is reproducible and no two workers repeat each other's augmentations.
+seeded run is reproducible and no two workers repeat each other's augmentations. The two
+items of an SBI pair (`data.sbi_pairs`) are seeded instead by (seed, the pair's nonce,
+which their indices carry), so that whichever worker makes each, they share every draw.
 
 Balanced epochs. The frame and sequence datasets draw epochs with as many REAL as FAKE
 items (`epoch_indices`, `BalancedSampler`), oversampling the smaller class: DFDC has
@@ -40,7 +42,7 @@ from torch.utils.data import Dataset, Sampler
 from preprocessing.artifacts import FOLDS_COLUMNS, CropManifest, FaceBoxes, WorkDir, clip_crop_name, read_png
 from preprocessing.crops import recrop
 
-from .augmentations import apply_hardcore
+from .augmentations import _blackout, apply_hardcore
 from .reencode import output_index, reencode_clip
 from .sbi import self_blend, self_blend_pair
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Augmenter
@@ -57,6 +59,7 @@ REENCODE_CLIP_PROB = 0.5
 # everything random in both items, so they are made from the same draws.
 SBI_AUTO, SBI_FORCE, SBI_NEVER, SBI_PAIR_REAL, SBI_PAIR_FAKE = 0, 1, 2, 3, 4
 N_INDEX_MODES = 5
+PAIR_STREAM = 0x5B1  # a pair's generator: (seed, nonce, PAIR_STREAM), apart from (seed, epoch)
 # What a broken crop file raises: read_png's FileNotFoundError / IOError, OpenCV errors.
 LOAD_ERRORS = (OSError, ValueError, cv2.error)
 
@@ -314,7 +317,8 @@ class _BalancedEpochs:
         or a pair's SBI_PAIR_REAL/FAKE (then plus N_INDEX_MODES * len(rows) * nonce)."""
         n = len(self.labels)
         row, mode = index % n, (index // n) % N_INDEX_MODES
-        if index < 0 or (index >= 3 * n and not (mode in (SBI_PAIR_REAL, SBI_PAIR_FAKE) and self.epoch_unit == 2)):
+        if index < 0 or (index >= 3 * n and not (mode in (SBI_PAIR_REAL, SBI_PAIR_FAKE) and self.epoch_unit == 2
+                                                 and self.labels[row] == 0)):
             raise IndexError(f"index {index} out of range for {n} rows")
         return row, mode
 
@@ -352,7 +356,8 @@ class _BalancedEpochs:
         With SBI pairs each SBI fake comes right after a REAL of the same row and nonce
         (it takes one slot of the real half), and the list is made of units of two
         (`epoch_unit`): the pairs, and the other items two by two, shuffled as units,
-        so that a pair never straddles an even batch or two DDP ranks.
+        so that a pair never straddles an even batch or two DDP ranks (an odd count's
+        last item is alone, at the end).
         """
         num_samples = self.default_epoch_size() if num_samples is None else int(num_samples)
         seed = self.seed if seed is None else int(seed)
@@ -367,14 +372,15 @@ class _BalancedEpochs:
             sbi_share = 1.0 if len(fake) == 0 else self.sbi_prob
             n_sbi = int((rng.random(n_fake) < sbi_share).sum())
             if self.sbi_pairs:
-                rows = _draw(rng, real, n_sbi)
-                nonces = rng.integers(2**31, size=n_sbi)
+                reals = _draw(rng, real, n_real)  # each REAL row about equally often, paired or not
+                rows, nonces = reals[:n_sbi], rng.integers(2**31, size=n_sbi)
                 pairs = np.stack([rows + n * (SBI_PAIR_REAL + N_INDEX_MODES * nonces),
                                   rows + n * (SBI_PAIR_FAKE + N_INDEX_MODES * nonces)], axis=1)
-                singles = rng.permutation(np.concatenate([_draw(rng, real, n_real - n_sbi) + SBI_NEVER * n,
+                singles = rng.permutation(np.concatenate([reals[n_sbi:] + SBI_NEVER * n,
                                                           _draw(rng, fake, n_fake - n_sbi)]))
                 units = [list(p) for p in pairs] + [list(singles[i:i + 2]) for i in range(0, len(singles), 2)]
-                return [int(i) for k in rng.permutation(len(units)) for i in units[k]]
+                order = sorted(rng.permutation(len(units)), key=lambda k: len(units[k]) == 1)  # a lone item last
+                return [int(i) for k in order for i in units[k]]
             reals = _draw(rng, real, n_real) + SBI_NEVER * n
             fakes = np.concatenate([_draw(rng, real, n_sbi) + SBI_FORCE * n, _draw(rng, fake, n_fake - n_sbi)])
         else:
@@ -391,7 +397,7 @@ class BalancedSampler(Sampler):
     `num_samples` is the number of items THIS rank draws per epoch (None: the dataset's
     default epoch split over the ranks). Under DDP every rank computes the same epoch of
     num_samples * world_size indices from (seed, epoch) and takes every world_size-th
-    one from offset `rank`: the shards are disjoint and equally long, which DDP needs
+    one (with SBI pairs, every world_size-th pair) from offset `rank`: the shards are disjoint and equally long, which DDP needs
     (a rank with fewer batches would hang the others in all-reduce). Call
     `set_epoch(epoch)` before each epoch, as with DistributedSampler.
     """
@@ -477,30 +483,41 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         seeded by (seed, nonce) -- or spawned from `rng` -- one each for the blend, the
         hardcore blackout and the augmentation; the blend is made once for the two."""
         nonce = self.pair_nonce(index)
-        base = np.random.default_rng([self.seed, nonce]) if rng is None else rng
+        base = np.random.default_rng([self.seed, nonce, PAIR_STREAM]) if rng is None else rng
         rng_blend, rng_hardcore, rng_augment = base.spawn(3)
         key = (row_index, nonce, self.seed)
-        if rng is not None or self._pair_cache is None or self._pair_cache[0] != key:
-            row_index, image = self._load_with_substitute(row_index, self._read_crop)
-            row = self.rows.iloc[row_index]
-            landmarks = self._landmarks(row)
-            if int(row.label) == 1:  # no REAL crop of this row loads: a substitute FAKE row
-                real, fake, mask = image, image, None
-            else:
-                real, fake, mask = self_blend_pair(image, landmarks, rng_blend, regions=self.sbi_regions,
-                                                   style=self.sbi_style)
-            self._pair_cache = (key, row, landmarks, real, fake, mask)
-        _, row, landmarks, real, fake, mask = self._pair_cache
-        label = int(mode == SBI_PAIR_FAKE and mask is not None) or int(row.label)
+        cached = self._pair_cache if rng is None else None  # an explicit rng's pair is its own
+        if cached is None or cached[0] != key:
+            cached = (key, *self._make_pair(row_index, rng_blend, rng_hardcore))
+            if rng is None:
+                self._pair_cache = cached
+        _, row, real, fake = cached
+        label = int(mode == SBI_PAIR_FAKE) or int(row.label)  # a substitute FAKE row (no REAL loads) is 1
         image = fake if label else real
-        if self.hardcore:
-            diff = np.round(mask * 255).astype(np.uint8) if label and mask is not None else self._diff(row)
-            if diff is not None and diff.shape != image.shape[:2]:
-                diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
-            image = apply_hardcore(image, label, landmarks, diff, rng_hardcore)
         self.augment.reseed(rng_augment)
         return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
                 "video": row.video, "file": row.file}
+
+    def _make_pair(self, row_index: int, rng_blend: np.random.Generator,
+                   rng_hardcore: np.random.Generator) -> tuple:
+        """(row, real, fake) of a pair, both blacked out alike: the hardcore mask is drawn
+        once, for the FAKE (a bit mask then leaves its blend visible), and applied to both."""
+        row_index, image = self._load_with_substitute(row_index, self._read_crop)
+        row = self.rows.iloc[row_index]
+        landmarks = self._landmarks(row)
+        if int(row.label) == 1:  # no REAL crop of this row loads: a substitute FAKE row, twice
+            real = fake = image
+            diff = self._diff(row)
+            if diff is not None and diff.shape != image.shape[:2]:
+                diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
+        else:
+            real, fake, mask = self_blend_pair(image, landmarks, rng_blend, regions=self.sbi_regions,
+                                               style=self.sbi_style)
+            diff = np.round(mask * 255).astype(np.uint8)
+        if self.hardcore:
+            fake, blackout = apply_hardcore(fake, 1, landmarks, diff, rng_hardcore, return_mask=True)
+            real = _blackout(real, blackout) if blackout.any() else real
+        return row, real, fake
 
 
 # --------------------------------------------------------------------------- pairs
