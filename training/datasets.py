@@ -480,8 +480,9 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
 
     def _pair_item(self, index: int, row_index: int, mode: int, rng: np.random.Generator | None) -> dict:
         """One item of an SBI pair (see the class doc). Both items draw from generators
-        seeded by (seed, nonce) -- or spawned from `rng` -- one each for the blend, the
-        hardcore blackout and the augmentation; the blend is made once for the two."""
+        spawned from one seeded by (seed, nonce, PAIR_STREAM) -- or from `rng`, whose pair
+        is then made afresh and not cached -- one each for the blend, the hardcore blackout
+        and the augmentation; the blend is made once for the two."""
         nonce = self.pair_nonce(index)
         base = np.random.default_rng([self.seed, nonce, PAIR_STREAM]) if rng is None else rng
         rng_blend, rng_hardcore, rng_augment = base.spawn(3)
