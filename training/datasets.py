@@ -420,7 +420,7 @@ class BalancedSampler(Sampler):
         indices = self.dataset.epoch_indices(self.epoch, self.num_samples * self.world_size, seed=self.seed)
         unit = getattr(self.dataset, "epoch_unit", 1)  # SBI pairs: shard by pairs, not items
         units = [indices[i:i + unit] for i in range(0, len(indices), unit)]
-        return iter([i for u in units[self.rank::self.world_size] for i in u][:self.num_samples])
+        return iter([i for u in units[self.rank::self.world_size] for i in u])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -466,9 +466,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         label = int(row.label)
         if self.train:
             landmarks = self._landmarks(row)
-            diff = self._diff(row)
-            if diff is not None and diff.shape != image.shape[:2]:
-                diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
+            diff = self._crop_diff(row, image.shape[:2])
             if self._sbi_decision(label, mode, rng):
                 image, mask = self_blend(image, landmarks, rng, regions=self.sbi_regions, style=self.sbi_style)
                 label, diff = 1, np.round(mask * 255).astype(np.uint8)
@@ -478,6 +476,13 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         return {"image": self.augment([image])[0], "label": torch.tensor(float(label)),
                 "video": row.video, "file": row.file}
 
+    def _crop_diff(self, row, shape: tuple[int, int]) -> np.ndarray | None:
+        """The row's step-3 diff (`_diff`) cut to its crop's margin when its size is not the crop's."""
+        diff = self._diff(row)
+        if diff is not None and diff.shape != shape:
+            diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
+        return diff
+
     def _pair_item(self, index: int, row_index: int, mode: int, rng: np.random.Generator | None) -> dict:
         """One item of an SBI pair (see the class doc). Both items draw from generators
         spawned from one seeded by (seed, nonce, PAIR_STREAM) -- or from `rng`, whose pair
@@ -486,7 +491,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         nonce = self.pair_nonce(index)
         base = np.random.default_rng([self.seed, nonce, PAIR_STREAM]) if rng is None else rng
         rng_blend, rng_hardcore, rng_augment = base.spawn(3)
-        key = (row_index, nonce, self.seed)
+        key = (row_index, nonce)
         cached = self._pair_cache if rng is None else None  # an explicit rng's pair is its own
         if cached is None or cached[0] != key:
             cached = (key, *self._make_pair(row_index, rng_blend, rng_hardcore))
@@ -508,9 +513,7 @@ class FrameDataset(_BalancedEpochs, _CropDataset):
         landmarks = self._landmarks(row)
         if int(row.label) == 1:  # no REAL crop of this row loads: a substitute FAKE row, twice
             real = fake = image
-            diff = self._diff(row)
-            if diff is not None and diff.shape != image.shape[:2]:
-                diff = self._fit_margin(diff[..., None], row)[..., 0] if diff.ndim == 2 else diff
+            diff = self._crop_diff(row, image.shape[:2])
         else:
             real, fake, mask = self_blend_pair(image, landmarks, rng_blend, regions=self.sbi_regions,
                                                style=self.sbi_style)
