@@ -14,7 +14,8 @@
 #              lite0_seq3d_cpu, and deit_distill_cpu on the built-in sample];
 #              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
 #   FOLDS      validation folds to train ["0"]
-#   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", the others "0"; CPU: "0"]
+#   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", NTech's re / seq / large crop
+#              their 10 / 20 / 30, the others "0"; CPU: "0"]
 #              add mds_cpu, mds_sync_cpu or mds_motion_cpu (CPU) or mds (GPU) for the audio-visual dissonance model: step 1 then also
 #              extracts sound and face tracks (--av, AV_SIZE [96; 224 with mds])
 #   MOS_CONFIGS  realism (MOS) configs, trained when folds.csv has a mos column (metadata "mos" keys)
@@ -61,10 +62,18 @@ FRAME_STEP="${FRAME_STEP:-10}"
 CLIP_LEN="${CLIP_LEN:-$DEFAULT_CLIP_LEN}"
 WEIGHTS_DIR="${WEIGHTS_DIR:-weights}"
 
-seeds_for() {  # selim's submission: b7 with seeds 111 555 777 888 999 on fold 0, all in the ensemble
-    if [ -n "${SEEDS:-}" ]; then echo "$SEEDS"
-    elif [ "$NUM_GPUS" -gt 0 ] && [ "$1" = "b7" ]; then echo "111 555 777 888 999"
-    else echo "0"; fi
+seeds_for() {  # the originals' seeds on a GPU: selim's b7 with 111 555 777 888 999 on fold 0, all in the
+    # ensemble; NTech's SEED constant in each train_b7_ns_*_100k.py (re 10, seq 20, large crop 30)
+    if [ -n "${SEEDS:-}" ]; then echo "$SEEDS"; return; fi
+    if [ "$NUM_GPUS" -gt 0 ]; then
+        case "$1" in
+            b7) echo "111 555 777 888 999"; return ;;
+            b7_ntech_re) echo "10"; return ;;
+            b7_ntech_seq) echo "20"; return ;;
+            b7_ntech_large_crop) echo "30"; return ;;
+        esac
+    fi
+    echo "0"
 }
 name_for() {  # config seed -> checkpoint name
     if [ "$2" = "0" ]; then echo "$1"; else echo "${1}_s${2}"; fi

@@ -67,6 +67,7 @@ def test_defaults_are_filled_in():
     ({"network": "DeepFakeClassifierDistill", "size": 384}, "distill.teacher"),
     ({"network": "DeepFakeClassifierSeq3D"}, "'data.dataset': 'sequences'"),
     ({"optimizer": 3}, "must be an object"),
+    ({"keep_checkpoint": "final"}, "'keep_checkpoint' must be 'best' or 'last'"),
 ])
 def test_bad_configs_name_the_key(bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -98,6 +99,7 @@ def test_b7_is_selims_recipe():
     assert cfg["data"]["dataset"] == "frames" and cfg["data"]["hardcore"] and not cfg["data"]["sbi"]
     assert cfg["data"]["augment"] == "selim" and cfg["data"]["resize"] == "isotropic"
     assert cfg["margin"] is None  # the crops' own: step 1's default is his 1/3
+    assert cfg["keep_checkpoint"] == "best"  # his lowest validation (REAL + FAKE log loss) / 2
     assert cfg["bn_momentum"] is None  # timm's B7 keeps PyTorch's 0.1
 
 
@@ -141,6 +143,7 @@ def test_ntech_configs_are_their_recipes(name, short_side, erasing, network):
     assert o["schedule"]["epochs"] * cfg["batches_per_epoch"] == 100_000
     assert cfg["inference"]["flip"] == "half" and cfg["label_smoothing"] == 0.0
     assert cfg["bn_momentum"] == 0.01  # lukemelas' B7: TF's batch_norm_momentum 0.99
+    assert cfg["keep_checkpoint"] == "last"  # the 100k snapshot: NTech trained without validation
     # all three train on aligned real/fake pairs mixed up: frames, or whole clips
     assert d["dataset"] == ("sequence_pairs" if network == "DeepFakeClassifierSeq3D" else "pairs")
     if network == "DeepFakeClassifierSeq3D":

@@ -22,7 +22,10 @@ def _plan(**env):
 def test_default_plans():
     plan = _plan(NUM_GPUS="1")
     assert [p for p in plan if p[0] == "b7"] == [["b7", "0", s, f"b7_s{s}"] for s in ("111", "555", "777", "888", "999")]
-    assert [p[0] for p in plan[5:]] == ["b7_ntech_large_crop", "b7_ntech_re", "b7_ntech_seq", "deit_distill"]
+    # NTech's SEED constants: large crop 30, re 10, seq 20 (their train_b7_ns_*_100k.py)
+    assert plan[5:] == [["b7_ntech_large_crop", "0", "30", "b7_ntech_large_crop_s30"],
+                        ["b7_ntech_re", "0", "10", "b7_ntech_re_s10"], ["b7_ntech_seq", "0", "20", "b7_ntech_seq_s20"],
+                        ["deit_distill", "0", "0", "deit_distill"]]
     assert _plan(NUM_GPUS="1", SEEDS="3", CONFIGS="b7")== [["b7", "0", "3", "b7_s3"]]
     # CPU: the two models measured best on real data; the built-in sample also shows the distilled ViT
     assert [p[0] for p in _plan(NUM_GPUS="0")] == ["lite0_cpu", "lite0_seq3d_cpu"]

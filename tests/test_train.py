@@ -53,6 +53,19 @@ def test_frame_model_trains_saves_and_reloads_strictly(sample_work, tmp_path):
     assert (work / "logs" / "tiny_fold0").is_dir()
 
 
+def test_keep_checkpoint_last_saves_the_final_epoch_as_best(sample_work, tmp_path):
+    from training.engine import keeps_epoch
+    assert keeps_epoch(tiny(), True) and not keeps_epoch(tiny(), False)  # selim: only a better score
+    last_cfg = tiny(keep_checkpoint="last", optimizer={"schedule": {"type": "cosine", "epochs": 2}})
+    assert keeps_epoch(last_cfg, False) and keeps_epoch(last_cfg, True)
+    work, _ = sample_work
+    result = train(last_cfg, work, fold=0, seed=2, weights_dir=tmp_path, progress=False)
+    best, last = load_checkpoint(result.best), load_checkpoint(result.last)
+    assert best["epoch"] == last["epoch"] == 1
+    for k, v in last["state_dict"].items():
+        assert torch.equal(v, best["state_dict"][k]), k
+
+
 def test_resume_continues_the_schedule(sample_work, tmp_path):
     work, _ = sample_work
     cfg = tiny(optimizer={"schedule": {"type": "cosine", "epochs": 2}})

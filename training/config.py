@@ -4,7 +4,7 @@ selim's keys: network, encoder, size, batches_per_epoch, fp16, optimizer{type,
 batch_size, learning_rate, momentum, weight_decay, nesterov, schedule{type, epochs,
 params}}, normalize{mean, std}, losses{name: weight}. New keys: task (detect, or mos:
 realism regression, DFGC-2023 VRA), pretrained, dropout, drop_path_rate, bn_momentum, grad_clip,
-label_smoothing, early_stopping, margin, model{...} (extra model arguments), data{...}
+label_smoothing, early_stopping, keep_checkpoint, margin, model{...} (extra model arguments), data{...}
 (dataset, input geometry and augmentations), distill{...} (teacher) and inference{...}
 (test-time flips). An unknown key anywhere is an error that names it,
 so a typo never silently trains the wrong thing.
@@ -45,6 +45,8 @@ DEFAULTS: dict = {
     "grad_clip": 0.0,             # max grad norm; 0 disables
     "label_smoothing": 0.0,       # selim's: training targets clipped to [eps, 1 - eps]
     "early_stopping": 0,          # stop after this many epochs without a better validation score; 0: off
+    "keep_checkpoint": "best",    # what _best.pt holds: best = the epoch with the best validation score
+                                  # (selim); last = the final epoch (NTech kept their last snapshot)
     "optimizer": {
         "type": "SGD",            # SGD | AdamW | Adam (L2 weight decay, as Chugh et al.)
         "batch_size": 12,
@@ -252,6 +254,8 @@ def validate(config: dict) -> dict:
     if not isinstance(cfg["early_stopping"], int) or cfg["early_stopping"] < 0:
         raise ConfigError(f"config key 'early_stopping' must be an integer >= 0 (epochs; 0: off), "
                           f"got {cfg['early_stopping']!r}")
+    if cfg["keep_checkpoint"] not in ("best", "last"):
+        raise ConfigError(f"config key 'keep_checkpoint' must be 'best' or 'last', got {cfg['keep_checkpoint']!r}")
     _validate_task(cfg)
     clips = cfg["data"]["dataset"] in SEQUENCE_DATASETS
     if cfg["network"] == "DeepFakeClassifierSeq3D" and not clips:

@@ -332,6 +332,13 @@ def video_mos_metrics(videos: list[str], targets: list[float], preds: list[float
     return mos_metrics([v[0] for v in per.values()], [np.mean(v[1]) for v in per.values()])
 
 
+def keeps_epoch(cfg: dict, improved: bool) -> bool:
+    """Whether this epoch's weights become _best.pt (what run_all's ensemble uses): the best
+    validation score so far (selim), or every epoch with `keep_checkpoint` "last", so the file
+    ends as the final epoch's (NTech submitted their last snapshot, chosen by nothing)."""
+    return improved or cfg["keep_checkpoint"] == "last"
+
+
 def selection_score(cfg: dict, metrics: dict) -> float:
     """What picks the _best checkpoint (lower is better): selim's balanced log loss for a
     detector, VRA's validation RMSE for a realism model."""
@@ -651,7 +658,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
                 "work_dir": origin,
                 **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
-            if improved:
+            if keeps_epoch(cfg, improved):
                 save_checkpoint(best_path, evaluated, cfg, epoch, metrics,
                                 {"seed": seed, "fold": fold, "work_dir": origin})
             print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "

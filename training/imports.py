@@ -16,7 +16,7 @@ with zeros, this project's with the edge frame (README, departures): an imported
 sequence model differs from theirs at a clip's first and last frame.
 
     python tools/import_weights.py final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36 OUT.pt
-    python 6_predict.py --models final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36 ...  # on the fly
+    python 6_predict.py --models weights/selim/original/final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36 ...  # on the fly
 
 The checkpoint records where the file came from (path or URL, sha256, format, his epoch
 and score) and the preprocessing the weights expect, which configs/b7.json already is:
