@@ -13,11 +13,11 @@
 #   CONFIGS    configs to train, in order [GPU: selim's b7, NTech's three, deit_distill; CPU: lite0_cpu
 #              lite0_seq3d_cpu, and deit_distill_cpu on the built-in sample];
 #              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
+#              add mds_cpu, mds_sync_cpu or mds_motion_cpu (CPU) or mds (GPU) for the audio-visual dissonance model: step 1 then also
+#              extracts sound and face tracks (--av, AV_SIZE [96; 224 with mds])
 #   FOLDS      validation folds to train ["0"]
 #   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", NTech's re / seq / large crop
 #              their 10 / 20 / 30, the others "0"; CPU: "0"]
-#              add mds_cpu, mds_sync_cpu or mds_motion_cpu (CPU) or mds (GPU) for the audio-visual dissonance model: step 1 then also
-#              extracts sound and face tracks (--av, AV_SIZE [96; 224 with mds])
 #   MOS_CONFIGS  realism (MOS) configs, trained when folds.csv has a mos column (metadata "mos" keys)
 #              [GPU: VRA's "mos_convnext mos_eva"; CPU: "mos_cpu"; "" = none]; their ensemble goes to
 #              WEIGHTS_DIR/ensemble_mos.txt    MOS_WEIGHTS  its member weights [GPU: VRA's "0.75 0.25"]
