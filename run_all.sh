@@ -179,13 +179,15 @@ TEACHER_SEED="$(seeds_for "$TEACHER_CONFIG")"; TEACHER_SEED="${TEACHER_SEED%% *}
 for entry in "${PLAN[@]}"; do
     read -r config fold seed name <<< "$entry"
     best="$WEIGHTS_DIR/${name}_fold${fold}_best.pt"
+    last="$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
     own_or_aside "$best"
-    if [ -f "$best" ]; then
+    own_or_aside "$last"  # reused or resumed only when it is this run's
+    # a _best.pt is written from the first epoch on: a fold whose _last.pt says it stopped early
+    # (killed) trains on from there; one without a _last.pt, or finished, is done
+    if [ -f "$best" ] && ! { [ -f "$last" ] && python -m training.origin --unfinished "$last"; }; then
         echo "[run_all] $best exists: skipping training"
     else
         resume=()
-        last="$WEIGHTS_DIR/${name}_fold${fold}_last.pt"
-        own_or_aside "$last"  # resumed only when it is this run's
         [ -f "$last" ] && resume=(--resume "$last")
         teacher=()  # a distillation student learns from this fold's frame model (the first config, first seed)
         [[ "$config" == *distill* ]] && teacher=(--teacher "$WEIGHTS_DIR/$(name_for "$TEACHER_CONFIG" "$TEACHER_SEED")_fold${fold}_best.pt")

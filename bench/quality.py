@@ -29,7 +29,7 @@ round's teacher, which never saw the held-out method.
 
 With --calibrate, every round does what run_all.sh does with its validation fold: the
 training videos of step 4's fold CAL (1; identity-grouped, disjoint from the reserve) are
-held out of training, choose the best epoch, and fit a temperature (balanced log loss,
+held out of training, choose the best epoch (a `keep_checkpoint` "last" config: its final one), and fit a temperature (balanced log loss,
 `tools/calibrate.py --balanced`) that is then applied to the held-out method's scores; the
 best checkpoint is scored, and the uncalibrated `balanced_log_loss_raw` is reported beside.
 

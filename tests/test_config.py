@@ -68,6 +68,7 @@ def test_defaults_are_filled_in():
     ({"network": "DeepFakeClassifierSeq3D"}, "'data.dataset': 'sequences'"),
     ({"optimizer": 3}, "must be an object"),
     ({"keep_checkpoint": "final"}, "'keep_checkpoint' must be 'best' or 'last'"),
+    ({"keep_checkpoint": "last", "early_stopping": 2}, "use one or the other"),
 ])
 def test_bad_configs_name_the_key(bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -114,6 +115,7 @@ def test_deit_distill_is_heo_et_als_recipe():
                             "shared_head": True, "output": "dist"}
     assert cfg["drop_path_rate"] == 0.2 and cfg["dropout"] == 0.0  # both encoders' init_op; dropout_rate 0
     assert cfg["label_smoothing"] == 0.01 and cfg["grad_clip"] == 1.0
+    assert cfg["keep_checkpoint"] == "last"  # predict_submission_vit.sh took each seed's _last
     assert cfg["losses"] == {"BalancedBinaryCrossentropy": 1}  # (fake_loss + real_loss) / 2, both terms
     assert cfg["distill"]["loss"] == "soft" and cfg["distill"]["alpha"] == 0.5  # BCE(dist, sigmoid(teacher))
     o = cfg["optimizer"]

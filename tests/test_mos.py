@@ -316,3 +316,7 @@ def test_5_train_summary_picks_the_best_epoch_by_rmse_for_mos_and_log_loss_for_d
     old = [{"epoch": 0, "log_loss": 0.7}, {"epoch": 1, "log_loss": 0.5}]
     line = step.summary_line({"task": "detect", "name": "d"}, 0, SimpleNamespace(history=old, best="b.pt"))
     assert "best epoch 1: val_log_loss 0.5000" in line
+    # keep_checkpoint last (NTech's, Heo et al.'s): _best.pt is the final epoch, whatever its score
+    line = step.summary_line({"task": "detect", "name": "d", "keep_checkpoint": "last"}, 1,
+                             SimpleNamespace(history=det, best="b.pt"))
+    assert "saved epoch 1: val_balanced_log_loss 0.6000" in line

@@ -32,3 +32,12 @@ def test_the_cli_exit_code_stops_run_all(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training.origin", stale, str(tmp_path / "mine")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "was trained from" in proc.stderr
+
+
+def test_an_unfinished_last_checkpoint_is_resumed_even_with_a_best(tmp_path, capsys):
+    """run_all trains on from a _last.pt that stopped early (a _best.pt exists from epoch 0 on)."""
+    assert main(["--unfinished", _ckpt(tmp_path / "killed.pt", finished=False)]) == 0
+    assert main(["--unfinished", _ckpt(tmp_path / "done.pt", finished=True)]) == 1
+    assert main(["--unfinished", _ckpt(tmp_path / "old.pt")]) == 1  # saved before the record: done, as before
+    assert main(["--unfinished", str(tmp_path / "missing.pt")]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -53,17 +53,34 @@ def test_frame_model_trains_saves_and_reloads_strictly(sample_work, tmp_path):
     assert (work / "logs" / "tiny_fold0").is_dir()
 
 
-def test_keep_checkpoint_last_saves_the_final_epoch_as_best(sample_work, tmp_path):
-    from training.engine import keeps_epoch
-    assert keeps_epoch(tiny(), True) and not keeps_epoch(tiny(), False)  # selim: only a better score
-    last_cfg = tiny(keep_checkpoint="last", optimizer={"schedule": {"type": "cosine", "epochs": 2}})
-    assert keeps_epoch(last_cfg, False) and keeps_epoch(last_cfg, True)
+def test_keep_checkpoint_last_saves_the_final_epoch_as_best(sample_work, tmp_path, monkeypatch):
+    import training.engine as engine
     work, _ = sample_work
-    result = train(last_cfg, work, fold=0, seed=2, weights_dir=tmp_path, progress=False)
-    best, last = load_checkpoint(result.best), load_checkpoint(result.last)
-    assert best["epoch"] == last["epoch"] == 1
+    cfg = tiny(optimizer={"schedule": {"type": "cosine", "epochs": 2}})
+    scores = iter([0.1, 0.2, 0.1, 0.2, 0.1])  # epoch 1 never beats epoch 0
+    monkeypatch.setattr(engine, "selection_score", lambda cfg, metrics: next(scores))
+    runs = {keep: train(dict(cfg, keep_checkpoint=keep), work, fold=0, seed=2, weights_dir=tmp_path / keep,
+                        progress=False) for keep in ("best", "last")}
+    for keep, epoch in (("best", 0), ("last", 1)):  # selim's rule keeps epoch 0; NTech's the final one
+        best, last = load_checkpoint(runs[keep].best), load_checkpoint(runs[keep].last)
+        assert best["epoch"] == epoch and last["epoch"] == 1 and last["finished"]
+    best, last = load_checkpoint(runs["last"].best), load_checkpoint(runs["last"].last)
     for k, v in last["state_dict"].items():
         assert torch.equal(v, best["state_dict"][k]), k
+
+    real_evaluate, calls = engine.evaluate, []
+
+    def killed_in_epoch_1(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", killed_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(dict(cfg, keep_checkpoint="last"), work, fold=0, seed=2, weights_dir=tmp_path / "killed", progress=False)
+    killed = load_checkpoint(tmp_path / "killed" / "tiny_fold0_last.pt")
+    assert killed["epoch"] == 0 and killed["finished"] is False  # run_all resumes it (training.origin --unfinished)
 
 
 def test_resume_continues_the_schedule(sample_work, tmp_path):

@@ -256,6 +256,9 @@ def validate(config: dict) -> dict:
                           f"got {cfg['early_stopping']!r}")
     if cfg["keep_checkpoint"] not in ("best", "last"):
         raise ConfigError(f"config key 'keep_checkpoint' must be 'best' or 'last', got {cfg['keep_checkpoint']!r}")
+    if cfg["keep_checkpoint"] == "last" and cfg["early_stopping"]:
+        raise ConfigError("config key 'early_stopping' stops after epochs without a better score, and "
+                          "'keep_checkpoint': 'last' would then keep the last of those: use one or the other")
     _validate_task(cfg)
     clips = cfg["data"]["dataset"] in SEQUENCE_DATASETS
     if cfg["network"] == "DeepFakeClassifierSeq3D" and not clips:

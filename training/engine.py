@@ -655,16 +655,18 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "history": history, "best_score": best_loss,
                 "epochs_without_improvement": stale,
+                "finished": epoch + 1 == total_epochs or stop,  # run_all resumes a fold until it is
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
                 "work_dir": origin,
                 **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
-            if keeps_epoch(cfg, improved):
+            saved = keeps_epoch(cfg, improved)
+            if saved:
                 save_checkpoint(best_path, evaluated, cfg, epoch, metrics,
                                 {"seed": seed, "fold": fold, "work_dir": origin})
             print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "
                   f"({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
                   + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
-                  + (" *best*" if improved else "")
+                  + (" *best*" if improved else " *saved (keep_checkpoint last)*" if saved else "")
                   + (f" | early stop: {stale} epochs without a better score" if stop else ""), file=sys.stderr)
         if d.enabled:
             dist.barrier()

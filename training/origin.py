@@ -4,10 +4,14 @@ another dataset (the built-in sample, say) must not stand in for this one's; run
 it aside and trains the fold again.
 
     python -m training.origin CHECKPOINT WORK_DIR
+    python -m training.origin --unfinished LAST_CHECKPOINT
 
 Exit 0 when the checkpoint's recorded work dir is WORK_DIR (or it records none: saved
 before checkpoints did, reused with a warning); 1, with a message naming both, when it is
-another, or when the file is not a readable checkpoint.
+another, or when the file is not a readable checkpoint. `--unfinished`: exit 0 when a
+`_last.pt` records a run stopped before its final epoch (killed), and
+so run_all resumes it even though its `_best.pt` exists; 1 when it finished or
+says nothing (saved before checkpoints recorded it).
 """
 import sys
 from pathlib import Path
@@ -23,10 +27,18 @@ def origin_error(ckpt: dict, path: str | Path, work_dir: str | Path) -> str | No
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m training.origin CHECKPOINT WORK_DIR", file=sys.stderr)
-        return 2
     from .engine import load_checkpoint
+
+    if len(argv) == 2 and argv[0] == "--unfinished":
+        try:
+            return 0 if load_checkpoint(argv[1]).get("finished") is False else 1
+        except Exception as e:  # noqa: BLE001 -- unreadable: run_all's origin check moves it aside
+            print(f"{argv[1]}: {e}", file=sys.stderr)
+            return 1
+    if len(argv) != 2:
+        print("usage: python -m training.origin CHECKPOINT WORK_DIR | --unfinished LAST_CHECKPOINT",
+              file=sys.stderr)
+        return 2
 
     path, work_dir = argv
     try:
