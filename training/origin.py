@@ -9,9 +9,9 @@ it aside and trains the fold again.
 Exit 0 when the checkpoint's recorded work dir is WORK_DIR (or it records none: saved
 before checkpoints did, reused with a warning); 1, with a message naming both, when it is
 another, or when the file is not a readable checkpoint. `--unfinished`: exit 0 when a
-`_last.pt` records a run stopped before its final epoch (killed), and
-so run_all resumes it even though its `_best.pt` exists; 1 when it finished or
-says nothing (saved before checkpoints recorded it).
+`_last.pt` records a run stopped before its final epoch (killed), which run_all then
+resumes even though its `_best.pt` exists; 1 when it finished, says nothing (saved before
+checkpoints recorded it) or cannot be read.
 """
 import sys
 from pathlib import Path
