@@ -22,11 +22,11 @@ def summary_line(cfg: dict, fold: int, result) -> str:
         return selection_score(cfg, m) if name in m else m.get("log_loss", float("inf"))
 
     h = result.history[-1]
-    # the epoch saved as _best: the best score, or the final epoch (keep_checkpoint last)
-    best = h if cfg.get("keep_checkpoint") == "last" else min(result.history, key=score)
+    keeps_last = cfg.get("keep_checkpoint") == "last"
+    best = h if keeps_last else min(result.history, key=score)  # the epoch saved as _best
     described = describe_metrics(best) if name in best else f"val_log_loss {score(best):.4f}"
     return (f"[5_train] {cfg['name']} fold {fold}: {len(result.history)} epochs, last val {name} "
-            f"{score(h):.4f}, {'saved' if cfg.get('keep_checkpoint') == 'last' else 'best'} epoch "
+            f"{score(h):.4f}, {'saved' if keeps_last else 'best'} epoch "
             f"{best.get('epoch', '?')}: {described} -> {result.best}")
 
 
