@@ -23,6 +23,7 @@
 #              WEIGHTS_DIR/ensemble_mos.txt    MOS_WEIGHTS  its member weights [GPU: VRA's "0.75 0.25"]
 #   PLAN_ONLY=1  print the training plan (config fold seed checkpoint) and stop
 #   CALIBRATE  1: fit a temperature on the validation fold's videos (one fold only) [1]
+#   CALIBRATE_MIN_T  the temperature's lower bound [1: it may soften the scores, never sharpen them]
 #   EXPLAIN    1: an explanation page per TEST_DIR video (6_predict --explain), linked from the
 #              evaluation report [1 on the sample, else 0]
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]
@@ -213,7 +214,8 @@ if [ "${CALIBRATE:-1}" = "1" ] && [ "${#fold_list[@]}" = "1" ]; then
     VAL_OUT="$WORK_DIR/val_fold${FOLDS}_predictions.csv"
     if python tools/calibrate.py --link-fold "$VAL_DIR" --work-dir "$WORK_DIR" --data-dir "$DATA_DIR" --fold "$FOLDS" \
         && python 6_predict.py --test-dir "$VAL_DIR" --output "$VAL_OUT" --models "${ENSEMBLE[@]}" ${PREDICT_ARGS:-} \
-        && python tools/calibrate.py --balanced --submission "$VAL_OUT" --data-dir "$VAL_DIR" --output "$CALIBRATION"; then
+        && python tools/calibrate.py --balanced --min-temperature "${CALIBRATE_MIN_T:-1}" \
+            --submission "$VAL_OUT" --data-dir "$VAL_DIR" --output "$CALIBRATION"; then
         :
     else
         echo "[run_all] no calibration (see the message above): predictions stay uncalibrated" >&2

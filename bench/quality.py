@@ -27,10 +27,15 @@ into the ensemble's scores. A distillation config (`distill.teacher`) needs --te
 OUT_DIR, an earlier run of its teacher's config: each round's student then learns from that
 round's teacher, which never saw the held-out method.
 
+--reuse best|last trains nothing: it scores that checkpoint of every round an earlier run with
+the same --out-dir trained (with --calibrate, its calibration fold fits the temperature
+again), writing `scores_reuse_*.csv` beside the run's own: it measures the choice of epoch
+and of calibration on the same trained models.
+
 With --calibrate, every round does what run_all.sh does with its validation fold: the
 training videos of step 4's fold CAL (1; identity-grouped, disjoint from the reserve) are
 held out of training, choose the best epoch (a `keep_checkpoint` "last" config: its final one), and fit a temperature (balanced log loss,
-`tools/calibrate.py --balanced`) that is then applied to the held-out method's scores; the
+`tools/calibrate.py --balanced`, at least --min-temperature as run_all's CALIBRATE_MIN_T) that is then applied to the held-out method's scores; the
 best checkpoint is scored, and the uncalibrated `balanced_log_loss_raw` is reported beside.
 
 Shortcut check (unless --no-reencode-check): 6_predict scores the held-out videos end to end,
@@ -138,6 +143,15 @@ def with_teacher(cfg: dict, teacher_run: Path | None, slug: str) -> dict:
     return dict(cfg, distill=dict(cfg["distill"], teacher=str(ckpt.resolve())))
 
 
+def reused(rd: Path, name: str, which: str) -> Path:
+    """--reuse: the `which` ('best' or 'last') checkpoint an earlier run trained in round dir `rd`."""
+    ckpt = rd / "weights" / f"{name}_fold0_{which}.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"--reuse {which}: {ckpt} is missing; run bench/quality.py with the same "
+                                "--out-dir (and --calibrate, if given now) without --reuse first")
+    return ckpt
+
+
 def dev_scores(dev_dir: Path, checkpoints: list[Path], strategy: str, **predict_kw) -> tuple[dict, pd.DataFrame]:
     """(metrics, per-video label/pred/video) of 6_predict end to end on a labelled folder
     with these checkpoints as one ensemble (`predict_kw`: calibration, weights)."""
@@ -163,18 +177,20 @@ def calibration_split(df: pd.DataFrame, train: list[str], cal_fold: int = CAL_FO
     return cal, [v for v in train if fold.fold[v] != cal_fold]
 
 
-def fit_balanced_temperature(cal_scores: pd.DataFrame) -> float:
-    """run_all's temperature (`tools/calibrate.py --balanced`) fitted on video scores."""
+def fit_balanced_temperature(cal_scores: pd.DataFrame, min_temperature: float | None = None) -> float:
+    """run_all's temperature (`tools/calibrate.py --balanced --min-temperature`) fitted on video scores."""
     from inference.calibration import fit_temperature
 
-    return fit_temperature(cal_scores.pred.to_numpy(), cal_scores.label.to_numpy(), balanced=True)
+    return fit_temperature(cal_scores.pred.to_numpy(), cal_scores.label.to_numpy(), balanced=True,
+                           min_temperature=min_temperature)
 
 
-def calibrated(scores: pd.DataFrame, cal_scores: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """`scores` with the temperature fitted on `cal_scores` (balanced log loss) applied."""
+def calibrated(scores: pd.DataFrame, cal_scores: pd.DataFrame,
+               min_temperature: float | None = None) -> tuple[pd.DataFrame, float]:
+    """`scores` with the temperature fitted on `cal_scores` (balanced log loss, T >= min_temperature) applied."""
     from inference.calibration import apply_temperature
 
-    t = fit_balanced_temperature(cal_scores)
+    t = fit_balanced_temperature(cal_scores, min_temperature)
     return scores.assign(pred=apply_temperature(scores.pred.to_numpy(), t)), t
 
 
@@ -316,6 +332,13 @@ def main() -> int:
                         "held-out method)")
     p.add_argument("--calibrate", action="store_true",
                    help=f"hold step 4's fold {CAL_FOLD} of the training videos out: best epoch + temperature (run_all's way)")
+    p.add_argument("--min-temperature", type=float, default=1.0,
+                   help="--calibrate: the temperature's lower bound, as run_all's CALIBRATE_MIN_T [1: soften only; "
+                        "0.05: the free fit, run_all's before 2026-12-05]")
+    p.add_argument("--reuse", choices=["best", "last"], default=None,
+                   help="train nothing: score this checkpoint of every round that an earlier run with the same "
+                        "--out-dir (and --calibrate, if given) trained; measures the choice of epoch without "
+                        "retraining")
     p.add_argument("--no-reencode-check", dest="reencode_check", action="store_false",
                    help="skip scoring the held-out reals re-encoded the corpus's way (6_predict end to end)")
     a = p.parse_args()
@@ -340,6 +363,7 @@ def main() -> int:
             print(f"error: unknown methods {sorted(unknown)}; known: {sorted(splits)}", file=sys.stderr)
             return 1
         splits = {m: s for m, s in splits.items() if m in a.methods}
+    tag = f"_reuse_{a.reuse}" if a.reuse else ""  # a re-scoring leaves the training run's files alone
     per_method = {}
     for m, (test, train_videos) in splits.items():
         slug = re.sub(r"[^A-Za-z0-9]+", "_", m).strip("_")
@@ -350,16 +374,17 @@ def main() -> int:
         if a.calibrate:
             cal, fit_videos = calibration_split(df, train_videos)
         if cal:  # train without the calibration videos; they choose the epoch and fit T
-            result = train(c, round_dir(a.work_dir, out_dir / slug / "cal", df, cal, fit_videos), fold=0,
-                           seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False)
-            ckpt = result.best
+            cal_dir = round_dir(a.work_dir, out_dir / slug / "cal", df, cal, fit_videos)
+            ckpt = reused(rd, c["name"], a.reuse) if a.reuse else train(
+                c, cal_dir, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False).best
             raw = video_scores(ckpt, rd, a.strategy, a.seed)
-            scores, temperature = calibrated(raw, video_scores(ckpt, out_dir / slug / "cal", a.strategy, a.seed))
+            scores, temperature = calibrated(raw, video_scores(ckpt, cal_dir, a.strategy, a.seed), a.min_temperature)
         else:
-            result = train(c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False)
-            ckpt, raw, temperature = result.last, None, None
+            ckpt = reused(rd, c["name"], a.reuse) if a.reuse else train(
+                c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False).last
+            raw, temperature = None, None
             scores = video_scores(ckpt, rd, a.strategy, a.seed)
-        scores.to_csv(rd / "scores.csv", index=False)
+        scores.to_csv(rd / f"scores{tag}.csv", index=False)
         per_method[m] = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
         per_method[m].update({k: _round(v) for k, v in size_shortcut(scores).items()})
         if raw is not None:
@@ -373,11 +398,13 @@ def main() -> int:
 
     finite = lambda k: [v[k] for v in per_method.values() if v.get(k) is not None]  # noqa: E731
     out = {"data_dir": str(a.data_dir), "config": str(a.config), "epochs": a.epochs, "strategy": a.strategy,
-           "calibrate": a.calibrate,
+           "calibrate": a.calibrate, "reuse": a.reuse,
+           "min_temperature": a.min_temperature if a.calibrate else None,
            "protocol": "leave-one-method-out; held out: the method's fakes, the reals of their folders and the "
                        f"reals of step 4's fold {RESERVE_FOLD}; trained on the rest minus those folders and that "
                        "fold; " + (f"step 4's fold {CAL_FOLD} of the rest chooses the epoch and fits a temperature; "
                                    "the best checkpoint" if a.calibrate else "the last checkpoint")
+                       + (f" (--reuse: the {a.reuse} checkpoint of an earlier run)" if a.reuse else "")
                        + " scored from step-1 crops",
            "methods": per_method,
            "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
@@ -398,19 +425,23 @@ def main() -> int:
             held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
             folds.loc[folds.video.isin(held), "fold"] = 0
             folds.to_csv(rd / "folds.csv", index=False)
-        result = train(with_teacher(dict(cfg, name="all"), a.teacher_run, "all"), rd, fold=0, seed=a.seed,
-                       weights_dir=rd / "weights", epochs=a.epochs, progress=False)
-        ckpt = result.best if cal else result.last
+        if a.reuse:
+            ckpt = reused(rd, "all", a.reuse)
+        else:
+            result = train(with_teacher(dict(cfg, name="all"), a.teacher_run, "all"), rd, fold=0, seed=a.seed,
+                           weights_dir=rd / "weights", epochs=a.epochs, progress=False)
+            ckpt = result.best if cal else result.last
         calibration = None
         if cal:
             from inference.calibration import save_calibration
 
             cal_scores = video_scores(ckpt, rd, a.strategy, a.seed)
-            calibration = rd / "calibration.json"
-            save_calibration(calibration, fit_balanced_temperature(cal_scores),
-                             {"videos": len(cal_scores), "fit": "balanced_log_loss"})
+            calibration = rd / f"calibration{tag}.json"
+            save_calibration(calibration, fit_balanced_temperature(cal_scores, a.min_temperature),
+                             {"videos": len(cal_scores), "fit": "balanced_log_loss",
+                              "min_temperature": a.min_temperature})
         dev, scores = dev_scores(a.dev_dir, [ckpt], a.strategy, calibration=calibration)
-        scores.to_csv(rd / "dev_scores.csv", index=False)
+        scores.to_csv(rd / f"dev_scores{tag}.csv", index=False)
         out["dev"], out["dev_auc"] = dev, dev["auc"]
         if calibration is not None:
             out["dev"]["temperature"] = _round(json.loads(calibration.read_text())["temperature"])

@@ -65,15 +65,22 @@ def _log_loss_of_logits(z: np.ndarray, y: np.ndarray, w: np.ndarray | None = Non
     return float(np.average(losses, weights=w))
 
 
-def fit_temperature(probs, labels, balanced: bool = False) -> float:
+def fit_temperature(probs, labels, balanced: bool = False, min_temperature: float | None = None) -> float:
     """The T in [0.05, 20] that minimises the log loss of sigmoid(logit(p) / T) vs labels.
 
     `probs` are video probabilities of FAKE, `labels` 1 for FAKE and 0 for REAL (soft
     labels in [0, 1] also work). The loss is convex in 1/T, so a bounded scalar search
     finds the single minimum. `balanced`: minimise the balanced log loss (the mean of
     the REAL and the FAKE videos' log losses, selim's score) instead: each class weighs
-    one half whatever the ratio (hard labels, rounded at 0.5).
+    one half whatever the ratio (hard labels, rounded at 0.5). `min_temperature` raises
+    the lower bound: 1 lets the fit soften the scores but never sharpen them (the
+    constrained minimum, the loss being unimodal in T).
     """
+    low = T_BOUNDS[0]
+    if min_temperature is not None:
+        if not (math.isfinite(float(min_temperature)) and T_BOUNDS[0] <= float(min_temperature) <= T_BOUNDS[1]):
+            raise ValueError(f"min_temperature must lie in [{T_BOUNDS[0]}, {T_BOUNDS[1]}], got {min_temperature}")
+        low = float(min_temperature)
     z = _logits(probs).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
     if z.size == 0:
@@ -91,7 +98,9 @@ def fit_temperature(probs, labels, balanced: bool = False) -> float:
             raise ValueError("a balanced fit needs REAL and FAKE videos")
         w = np.where(hard, 0.5 / hard.sum(), 0.5 / (~hard).sum())
     result = minimize_scalar(lambda T: _log_loss_of_logits(z / T, y, w),
-                             bounds=T_BOUNDS, method="bounded", options={"xatol": 1e-6})
+                             bounds=(low, T_BOUNDS[1]), method="bounded", options={"xatol": 1e-6})
+    if low > T_BOUNDS[0] and result.x - low < 1e-5:
+        return low  # the bound itself (the bounded search stops just inside it)
     return float(result.x)
 
 

@@ -197,6 +197,19 @@ def test_fit_temperature_sharpens_under_confident_predictions(calibrated_set):
     assert _mean_log_loss(labels, apply_temperature(under_confident, T)) < _mean_log_loss(labels, under_confident)
 
 
+def test_min_temperature_softens_but_never_sharpens(calibrated_set):
+    z, labels = calibrated_set
+    under_confident = 1 / (1 + np.exp(-z / 2))  # the free fit sharpens (T about 0.5)
+    assert fit_temperature(under_confident, labels, min_temperature=1.0) == 1.0
+    assert fit_temperature(under_confident, labels, min_temperature=0.7) == 0.7
+    over_confident = 1 / (1 + np.exp(-3 * z))  # softening is left as the free fit finds it
+    assert fit_temperature(over_confident, labels, min_temperature=1.0) == pytest.approx(
+        fit_temperature(over_confident, labels), rel=1e-4)
+    for bad in (0.0, -1.0, float("nan"), 50.0):
+        with pytest.raises(ValueError, match="min_temperature"):
+            fit_temperature(over_confident, labels, min_temperature=bad)
+
+
 def test_balanced_fit_minimises_the_balanced_log_loss():
     """With 9 REAL per FAKE the plain fit serves the REALs; the balanced one minimises the
     mean of the two classes' losses (the project's score), and beats the plain T there."""
@@ -309,6 +322,14 @@ def test_calibrate_tool_links_a_fold_and_fits_its_predictions(tmp_path):
     record = json.loads(out.read_text())
     assert record["fit"] == "balanced_log_loss" and record["videos"] == 3 and record["temperature"] > 1
     assert record["balanced_log_loss_after"] < record["balanced_log_loss_before"]
-    assert load_calibration(out) == record["temperature"]
+    assert load_calibration(out) == record["temperature"] and record["min_temperature"] is None
+    # run_all's bound: predictions that a free fit would sharpen keep T = 1
+    sub.write_text("filename,label\np1/a.mp4,0.4\np1/b.mp4,0.6\np1/c.mp4,0.45\n")
+    assert calibrate(["--balanced", "--min-temperature", "1", "--submission", str(sub), "--data-dir", str(links),
+                      "--output", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["temperature"] == 1.0 and record["min_temperature"] == 1.0
+    assert calibrate(["--balanced", "--min-temperature", "0", "--submission", str(sub), "--data-dir", str(links),
+                      "--output", str(out)]) == 1
     # a fold that does not exist is a clear error, not an empty folder
     assert calibrate(["--link-fold", str(links), "--work-dir", str(work), "--data-dir", str(data), "--fold", "7"]) == 1

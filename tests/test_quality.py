@@ -172,3 +172,12 @@ def test_teacher_run_gives_each_round_its_own_teacher(quality, tmp_path):
         quality.with_teacher(cfg, tmp_path, "Lips")
     with pytest.raises(ValueError, match="distillation config"):
         quality.with_teacher({"name": "x"}, tmp_path, "Swap")
+
+
+def test_reuse_scores_an_earlier_runs_checkpoint_or_says_what_is_missing(quality, tmp_path):
+    (tmp_path / "weights").mkdir()
+    last = tmp_path / "weights" / "lomo_X_fold0_last.pt"
+    last.write_bytes(b"")
+    assert quality.reused(tmp_path, "lomo_X", "last") == last
+    with pytest.raises(FileNotFoundError, match="--reuse best: .*lomo_X_fold0_best.pt is missing"):
+        quality.reused(tmp_path, "lomo_X", "best")

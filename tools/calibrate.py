@@ -5,7 +5,8 @@
 
 Log loss is the competition metric and punishes over-confidence hard; one scalar T
 (p' = sigmoid(logit(p) / T)), fitted on held-out videos, fixes most of it. `--balanced`
-fits the balanced log loss (the mean of the REAL and the FAKE videos' losses) instead.
+fits the balanced log loss (the mean of the REAL and the FAKE videos' losses) instead;
+`--min-temperature 1` lets the fit soften the scores but not sharpen them.
 
 The validation videos of a training fold, ready for 6_predict (run_all.sh does this with
 the ensemble it trained on that fold, then calls the first form):
@@ -64,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", required=True, type=Path, help="their DFDC-shaped folder (metadata.json)")
     p.add_argument("--output", type=Path)
     p.add_argument("--balanced", action="store_true", help="fit the balanced log loss (REAL and FAKE weigh 1/2 each)")
+    p.add_argument("--min-temperature", type=float, default=None, metavar="T0",
+                   help="fit T >= T0: 1 softens over-confident scores but never sharpens them (run_all's default: "
+                        "a temperature that sharpens on seen methods hurt unseen ones, see the README)")
     p.add_argument("--link-fold", type=Path, default=None, metavar="LINK_DIR",
                    help="instead: link the videos of --fold (folds.csv in --work-dir) into LINK_DIR")
     p.add_argument("--work-dir", type=Path, default=None)
@@ -87,18 +91,20 @@ def main(argv=None) -> int:
         y, probs = matched.label.to_numpy(), matched.pred.to_numpy()
         if len(set(y)) < 2:
             raise EvaluationError("calibration needs REAL and FAKE videos among the matched ones")
-        t = fit_temperature(probs, y, balanced=a.balanced)
+        t = fit_temperature(probs, y, balanced=a.balanced, min_temperature=a.min_temperature)
     except (EvaluationError, FileNotFoundError, ValueError) as e:
         print(f"[calibrate] error: {e}", file=sys.stderr)
         return 1
     before, after = compute_metrics(y, probs), compute_metrics(y, apply_temperature(probs, t))
     key = "balanced_log_loss" if a.balanced else "log_loss"
-    save_calibration(a.output, t, {"videos": int(len(y)), "fit": key,
+    save_calibration(a.output, t, {"videos": int(len(y)), "fit": key, "min_temperature": a.min_temperature,
                                    "log_loss_before": before["log_loss"], "log_loss_after": after["log_loss"],
                                    "balanced_log_loss_before": before.get("balanced_log_loss"),
                                    "balanced_log_loss_after": after.get("balanced_log_loss"),
                                    "submission": str(a.submission)})
-    print(f"[calibrate] T={t:.4f} on {len(y)} videos: {key} {before[key]:.4f} -> {after[key]:.4f} -> {a.output}")
+    bound = " (the --min-temperature bound: the fit would sharpen)" if a.min_temperature == t else ""
+    print(f"[calibrate] T={t:.4f}{bound} on {len(y)} videos: {key} {before[key]:.4f} -> {after[key]:.4f} "
+          f"-> {a.output}")
     return 0
 
 
