@@ -664,6 +664,27 @@ def test_real_only_split_trains_with_sbi(sample_work):
 
 
 @pytest.mark.slow
+def test_train_fakes_false_trains_on_reals_and_their_sbi_fakes_alone(sample_work):
+    from training.engine import build_datasets
+
+    work, _ = sample_work
+    df = load_folds(work)
+    fold = int(df[df.label == 1].fold.iloc[0])  # a validation fold with fakes
+    cfg = C(64, sbi=True, sbi_pairs=True, hardcore=False, train_fakes=False)
+    train, val = build_datasets(cfg, work, fold, seed=0)
+    assert (train.rows.label == 0).all() and set(train.rows.video) == set(df[(df.fold != fold) & (df.label == 0)].video)
+    assert (val.rows.label == 1).any() and len(val.rows) == len(df[df.fold == fold])  # validation keeps its fakes
+    labels = [float(train[i]["label"]) for i in train.epoch_indices(0, 8)]
+    assert labels.count(1.0) == labels.count(0.0) == 4  # every fake an SBI fake of a REAL
+    full, _ = build_datasets(C(64, sbi=True, sbi_pairs=True, hardcore=False), work, fold, seed=0)
+    assert (full.rows.label == 1).any()  # the default keeps the training fakes
+    with pytest.raises(ConfigError, match="needs 'data.sbi' true"):
+        C(64, train_fakes=False)
+    with pytest.raises(ConfigError, match="'data.train_fakes' must be true or false"):
+        C(64, sbi=True, train_fakes="no")
+
+
+@pytest.mark.slow
 def test_sequence_dataset_frames(sample_work):
     work, _ = sample_work
     df = load_folds(work)

@@ -87,6 +87,9 @@ DEFAULTS: dict = {
                                   # (lower/mouth: lip-sync traces, beyond the paper); None: face
         "sbi_style": "official",  # official: the authors' generator (mapooon/SelfBlendedImages); legacy: ours
         "sbi_pairs": False,       # frames: each SBI fake in the batch of its REAL, same augmentation (theirs)
+        "train_fakes": True,      # false: the training folds' FAKE videos are left out, SBI fakes of the
+                                  # REALs are the only fakes (the SBI paper: FF++ reals alone); validation
+                                  # keeps its fakes
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random
@@ -215,6 +218,11 @@ def validate(config: dict) -> dict:
         if cfg["data"]["sbi_prob"] == 0:
             raise ConfigError("'data.sbi_pairs' pairs SBI fakes, and 'data.sbi_prob' 0 makes none where there "
                               "are FAKE rows: raise it or turn the pairs off")
+    if not isinstance(cfg["data"]["train_fakes"], bool):
+        raise ConfigError(f"config key 'data.train_fakes' must be true or false, got {cfg['data']['train_fakes']!r}")
+    if not cfg["data"]["train_fakes"] and not cfg["data"]["sbi"]:
+        raise ConfigError("'data.train_fakes': false leaves the training FAKE videos out, so SBI must make the "
+                          "fakes: it needs 'data.sbi' true")
     if not (isinstance(cfg["data"]["sbi_prob"], (int, float)) and 0 <= cfg["data"]["sbi_prob"] <= 1):
         raise ConfigError("config key 'data.sbi_prob' must be a probability")
     regions = cfg["data"]["sbi_regions"]

@@ -239,6 +239,10 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
     if fold not in set(df.fold):
         raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))})")
     d = cfg["data"]
+    if not d.get("train_fakes", True):  # SBI alone makes the training fakes; fold `fold` (validation) keeps its own
+        df = df[(df.fold == fold) | (df.label == 0)].reset_index(drop=True)
+        if not len(df[df.fold != fold]):
+            raise ValueError(f"'data.train_fakes': false and no REAL training video outside fold {fold}")
     if cfg["task"] == "av":
         from .av_data import AVSegmentDataset
 
