@@ -23,7 +23,8 @@
 #              WEIGHTS_DIR/ensemble_mos.txt    MOS_WEIGHTS  its member weights [GPU: VRA's "0.75 0.25"]
 #   PLAN_ONLY=1  print the training plan (config fold seed checkpoint) and stop
 #   CALIBRATE  1: fit a temperature on the validation fold's videos (one fold only) [1]
-#   CALIBRATE_MIN_T  the temperature's lower bound [1: it may soften the scores, never sharpen them]
+#   CALIBRATE_MIN_T  the temperature's lower bound, 0.05-20 [1: it may soften the scores, never sharpen
+#              them; 0.05: the free fit]
 #   EXPLAIN    1: an explanation page per TEST_DIR video (6_predict --explain), linked from the
 #              evaluation report [1 on the sample, else 0]
 #   NUM_GPUS   GPUs per node for torchrun [all visible; 0 = no GPU]

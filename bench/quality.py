@@ -28,9 +28,10 @@ OUT_DIR, an earlier run of its teacher's config: each round's student then learn
 round's teacher, which never saw the held-out method.
 
 --reuse best|last trains nothing: it scores that checkpoint of every round an earlier run with
-the same --out-dir trained (with --calibrate, its calibration fold fits the temperature
-again), writing `scores_reuse_*.csv` beside the run's own: it measures the choice of epoch
-and of calibration on the same trained models.
+the same --out-dir trained (with --calibrate, as the earlier run had it, its calibration fold
+fits the temperature again; `best` only then, as without a calibration fold the best epoch
+was chosen on the held-out set), writing `*_reuse_*` files beside the run's own and changing
+none of them: it measures the choice of epoch and of calibration on the same trained models.
 
 With --calibrate, every round does what run_all.sh does with its validation fold: the
 training videos of step 4's fold CAL (1; identity-grouped, disjoint from the reserve) are
@@ -150,6 +151,18 @@ def reused(rd: Path, name: str, which: str) -> Path:
         raise FileNotFoundError(f"--reuse {which}: {ckpt} is missing; run bench/quality.py with the same "
                                 "--out-dir (and --calibrate, if given now) without --reuse first")
     return ckpt
+
+
+def earlier_round(rd: Path, calibrated: bool, marker: str) -> Path:
+    """--reuse: round dir `rd` as an earlier run left it, made the way this run asks: with a
+    calibration fold (`marker`, its cal/ dir or calibration.json, present) or without."""
+    if not (rd / "folds.csv").is_file():
+        raise FileNotFoundError(f"--reuse: {rd} is not a round of an earlier run (no folds.csv)")
+    if (rd / marker).exists() != calibrated:
+        made, asked = ("with", "without") if (rd / marker).exists() else ("without", "with")
+        raise ValueError(f"--reuse: {rd} was trained {made} a calibration fold, and this run asks {asked} one: "
+                         f"give --calibrate as the earlier run did")
+    return rd
 
 
 def dev_scores(dev_dir: Path, checkpoints: list[Path], strategy: str, **predict_kw) -> tuple[dict, pd.DataFrame]:
@@ -342,6 +355,10 @@ def main() -> int:
     p.add_argument("--no-reencode-check", dest="reencode_check", action="store_false",
                    help="skip scoring the held-out reals re-encoded the corpus's way (6_predict end to end)")
     a = p.parse_args()
+    if not 0.05 <= a.min_temperature <= 20:
+        p.error(f"--min-temperature must lie in [0.05, 20] (0.05: the free fit), got {a.min_temperature}")
+    if a.reuse == "best" and not a.calibrate:
+        p.error("--reuse best needs --calibrate: without it the best epoch was chosen on the held-out set itself")
 
     from preprocessing.dataset import load_dataset
     from training.config import load_config
@@ -363,25 +380,31 @@ def main() -> int:
             print(f"error: unknown methods {sorted(unknown)}; known: {sorted(splits)}", file=sys.stderr)
             return 1
         splits = {m: s for m, s in splits.items() if m in a.methods}
-    tag = f"_reuse_{a.reuse}" if a.reuse else ""  # a re-scoring leaves the training run's files alone
+    # a re-scoring writes its own files beside the training run's, named by what it did
+    tag = (f"_reuse_{a.reuse}" + (f"_T{a.min_temperature:g}" if a.calibrate else "")) if a.reuse else ""
     per_method = {}
     for m, (test, train_videos) in splits.items():
         slug = re.sub(r"[^A-Za-z0-9]+", "_", m).strip("_")
-        rd = round_dir(a.work_dir, out_dir / slug, df, test, train_videos)
-        c = with_teacher(dict(cfg, name=f"lomo_{slug}"), a.teacher_run, slug)
         t1 = time.time()
-        cal = []
-        if a.calibrate:
-            cal, fit_videos = calibration_split(df, train_videos)
-        if cal:  # train without the calibration videos; they choose the epoch and fit T
-            cal_dir = round_dir(a.work_dir, out_dir / slug / "cal", df, cal, fit_videos)
-            ckpt = reused(rd, c["name"], a.reuse) if a.reuse else train(
-                c, cal_dir, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False).best
+        cal, fit_videos = calibration_split(df, train_videos) if a.calibrate else ([], train_videos)
+        if a.reuse:  # the round as the earlier run left it; a round without a calibration fold scored its last
+            rd = earlier_round(out_dir / slug, bool(cal), "cal")
+            cal_dir = rd / "cal"
+            ckpt = reused(rd, f"lomo_{slug}", a.reuse if cal else "last")
+        else:
+            rd = round_dir(a.work_dir, out_dir / slug, df, test, train_videos)
+            c = with_teacher(dict(cfg, name=f"lomo_{slug}"), a.teacher_run, slug)
+            if cal:  # train without the calibration videos; they choose the epoch and fit T
+                cal_dir = round_dir(a.work_dir, out_dir / slug / "cal", df, cal, fit_videos)
+                ckpt = train(c, cal_dir, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs,
+                             progress=False).best
+            else:
+                ckpt = train(c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs,
+                             progress=False).last
+        if cal:
             raw = video_scores(ckpt, rd, a.strategy, a.seed)
             scores, temperature = calibrated(raw, video_scores(ckpt, cal_dir, a.strategy, a.seed), a.min_temperature)
         else:
-            ckpt = reused(rd, c["name"], a.reuse) if a.reuse else train(
-                c, rd, fold=0, seed=a.seed, weights_dir=rd / "weights", epochs=a.epochs, progress=False).last
             raw, temperature = None, None
             scores = video_scores(ckpt, rd, a.strategy, a.seed)
         scores.to_csv(rd / f"scores{tag}.csv", index=False)
@@ -397,7 +420,7 @@ def main() -> int:
         print(f"[quality] {m}: {per_method[m]}", file=sys.stderr)
 
     finite = lambda k: [v[k] for v in per_method.values() if v.get(k) is not None]  # noqa: E731
-    out = {"data_dir": str(a.data_dir), "config": str(a.config), "epochs": a.epochs, "strategy": a.strategy,
+    out = {"data_dir": str(a.data_dir), "config": str(a.config), "epochs": None if a.reuse else a.epochs, "strategy": a.strategy,
            "calibrate": a.calibrate, "reuse": a.reuse,
            "min_temperature": a.min_temperature if a.calibrate else None,
            "protocol": "leave-one-method-out; held out: the method's fakes, the reals of their folders and the "
@@ -415,19 +438,20 @@ def main() -> int:
     if a.dev_dir is not None:
         everything = sorted(df.video.unique())
         cal = calibration_split(df, everything)[0] if a.calibrate else []
-        if cal:  # run_all's way: train on the rest, best epoch and temperature on the calibration fold
-            rd = round_dir(a.work_dir, out_dir / "all", df, cal, [v for v in everything if v not in set(cal)])
-        else:
-            rd = round_dir(a.work_dir, out_dir / "all", df, [], everything)
-            folds = pd.read_csv(rd / "folds.csv")
-            # the engine needs a validation fold: one REAL and one FAKE video of the reserve fold
-            # (only logged; the last checkpoint is used)
-            held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
-            folds.loc[folds.video.isin(held), "fold"] = 0
-            folds.to_csv(rd / "folds.csv", index=False)
         if a.reuse:
-            ckpt = reused(rd, "all", a.reuse)
+            rd = earlier_round(out_dir / "all", bool(cal), "calibration.json")
+            ckpt = reused(rd, "all", a.reuse if cal else "last")
         else:
+            if cal:  # run_all's way: train on the rest, best epoch and temperature on the calibration fold
+                rd = round_dir(a.work_dir, out_dir / "all", df, cal, [v for v in everything if v not in set(cal)])
+            else:
+                rd = round_dir(a.work_dir, out_dir / "all", df, [], everything)
+                folds = pd.read_csv(rd / "folds.csv")
+                # the engine needs a validation fold: one REAL and one FAKE video of the reserve fold
+                # (only logged; the last checkpoint is used)
+                held = [df[(df.fold == RESERVE_FOLD) & (df.label == k)].video.iloc[0] for k in (0, 1)]
+                folds.loc[folds.video.isin(held), "fold"] = 0
+                folds.to_csv(rd / "folds.csv", index=False)
             result = train(with_teacher(dict(cfg, name="all"), a.teacher_run, "all"), rd, fold=0, seed=a.seed,
                            weights_dir=rd / "weights", epochs=a.epochs, progress=False)
             ckpt = result.best if cal else result.last

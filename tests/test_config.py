@@ -40,6 +40,8 @@ def test_defaults_are_filled_in():
     ({"network": "DeepFakeClassifierSeq3D", "data": {"sbi": True, "dataset": "sequence_pairs"}},
      "'data.dataset': 'sequence_pairs' does not use it"),
     ({"data": {"sbi": True, "sbi_prob": 1.5}}, "'data.sbi_prob' must be a probability"),
+    ({"data": {"train_fakes": False}}, "needs 'data.sbi' true"),
+    ({"data": {"sbi": True, "train_fakes": "no"}}, "'data.train_fakes' must be true or false"),
     ({"data": {"av_swap_prob": -0.1}}, "'data.av_swap_prob' must be a probability"),
     ({"data": {"av_segment_s": 0}}, "'data.av_segment_s' must be > 0"),
     ({"optimizer": {"type": "Adamax"}}, "'optimizer.type' is 'Adamax'"),

@@ -181,3 +181,18 @@ def test_reuse_scores_an_earlier_runs_checkpoint_or_says_what_is_missing(quality
     assert quality.reused(tmp_path, "lomo_X", "last") == last
     with pytest.raises(FileNotFoundError, match="--reuse best: .*lomo_X_fold0_best.pt is missing"):
         quality.reused(tmp_path, "lomo_X", "best")
+
+
+def test_reuse_checks_the_earlier_round_was_made_the_same_way(quality, tmp_path):
+    rd = tmp_path / "AniPortrait"
+    with pytest.raises(FileNotFoundError, match="not a round of an earlier run"):
+        quality.earlier_round(rd, False, "cal")
+    rd.mkdir()
+    (rd / "folds.csv").write_text("video,fold\n")
+    assert quality.earlier_round(rd, False, "cal") == rd
+    with pytest.raises(ValueError, match="trained without a calibration fold, and this run asks with one"):
+        quality.earlier_round(rd, True, "cal")
+    (rd / "cal").mkdir()
+    assert quality.earlier_round(rd, True, "cal") == rd
+    with pytest.raises(ValueError, match="trained with a calibration fold"):
+        quality.earlier_round(rd, False, "cal")

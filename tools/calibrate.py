@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Fit a temperature on validation predictions, for `6_predict.py --calibration`.
 
-    python tools/calibrate.py --submission VAL.csv --data-dir VAL_DATA_DIR --output weights/calibration.json
+    python tools/calibrate.py --submission VAL.csv --data-dir VAL_DATA_DIR --output weights/calibration.json \
+        [--balanced] [--min-temperature 1]
 
 Log loss is the competition metric and punishes over-confidence hard; one scalar T
 (p' = sigmoid(logit(p) / T)), fitted on held-out videos, fixes most of it. `--balanced`
@@ -66,8 +67,9 @@ def main(argv=None) -> int:
     p.add_argument("--output", type=Path)
     p.add_argument("--balanced", action="store_true", help="fit the balanced log loss (REAL and FAKE weigh 1/2 each)")
     p.add_argument("--min-temperature", type=float, default=None, metavar="T0",
-                   help="fit T >= T0: 1 softens over-confident scores but never sharpens them (run_all's default: "
-                        "a temperature that sharpens on seen methods hurt unseen ones, see the README)")
+                   help="fit T >= T0, in [0.05, 20] [default: no bound, the free fit in [0.05, 20]]; 1 softens "
+                        "over-confident scores but never sharpens them (run_all's CALIBRATE_MIN_T default: a "
+                        "temperature that sharpened on seen methods hurt unseen ones, see the README)")
     p.add_argument("--link-fold", type=Path, default=None, metavar="LINK_DIR",
                    help="instead: link the videos of --fold (folds.csv in --work-dir) into LINK_DIR")
     p.add_argument("--work-dir", type=Path, default=None)
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
                                    "balanced_log_loss_before": before.get("balanced_log_loss"),
                                    "balanced_log_loss_after": after.get("balanced_log_loss"),
                                    "submission": str(a.submission)})
-    bound = " (the --min-temperature bound: the fit would sharpen)" if a.min_temperature == t else ""
+    bound = " (at the --min-temperature bound)" if a.min_temperature == t else ""
     print(f"[calibrate] T={t:.4f}{bound} on {len(y)} videos: {key} {before[key]:.4f} -> {after[key]:.4f} "
           f"-> {a.output}")
     return 0

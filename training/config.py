@@ -88,8 +88,8 @@ DEFAULTS: dict = {
         "sbi_style": "official",  # official: the authors' generator (mapooon/SelfBlendedImages); legacy: ours
         "sbi_pairs": False,       # frames: each SBI fake in the batch of its REAL, same augmentation (theirs)
         "train_fakes": True,      # false: the training folds' FAKE videos are left out, SBI fakes of the
-                                  # REALs are the only fakes (the SBI paper: FF++ reals alone); validation
-                                  # keeps its fakes
+                                  # REALs are the only fakes (the SBI paper: FF++ reals alone; sbi_prob then
+                                  # has no effect: every FAKE slot is an SBI fake); validation keeps its fakes
         "mixup_alpha": 0.5,       # pairs, sequence_pairs: t ~ Beta(alpha, alpha)
         "reencode_prob": 0.0,     # pairs, sequences: ffmpeg re-encode augmentation of the clip
         "low_res_prob": 0.0,      # selim's pipeline: first shrink the crop's long side to a random
