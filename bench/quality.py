@@ -355,8 +355,11 @@ def main() -> int:
     p.add_argument("--no-reencode-check", dest="reencode_check", action="store_false",
                    help="skip scoring the held-out reals re-encoded the corpus's way (6_predict end to end)")
     a = p.parse_args()
-    if not 0.05 <= a.min_temperature <= 20:
-        p.error(f"--min-temperature must lie in [0.05, 20] (0.05: the free fit), got {a.min_temperature}")
+    from inference.calibration import T_BOUNDS
+
+    if not T_BOUNDS[0] <= a.min_temperature <= T_BOUNDS[1]:
+        p.error(f"--min-temperature must lie in [{T_BOUNDS[0]}, {T_BOUNDS[1]}] ({T_BOUNDS[0]}: the free fit), "
+                f"got {a.min_temperature}")
     if a.reuse == "best" and not a.calibrate:
         p.error("--reuse best needs --calibrate: without it the best epoch was chosen on the held-out set itself")
 

@@ -241,8 +241,6 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
     d = cfg["data"]
     if not d.get("train_fakes", True):  # SBI alone makes the training fakes; fold `fold` (validation) keeps its own
         df = df[(df.fold == fold) | (df.label == 0)].reset_index(drop=True)
-        if not len(df[df.fold != fold]):
-            raise ValueError(f"'data.train_fakes': false and no REAL training video outside fold {fold}")
     if cfg["task"] == "av":
         from .av_data import AVSegmentDataset
 
