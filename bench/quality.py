@@ -49,7 +49,10 @@ videos, real, fake, the mean score of its fakes and of the held-out reals, reenc
 and the face-size shortcut check: `face_size_auc`, how well the crop side alone would
 separate the held-out set, and `score_size_spearman`, how the score follows it),
 `mean_auc`, `mean_balanced_log_loss` (means over methods), `dev_auc` and `dev` metrics,
-the protocol, the config and the seconds taken.
+the protocol, the config and the seconds taken. `mean_auc_ci95` and `dev_auc_ci95` are 95%
+bootstrap intervals (N_BOOT redraws of each held-out set's fakes and reals): how far the AUC
+could move with other videos of the same kinds. They do not include the training seed's
+spread, which is as large (README); bench/quality_compare.py tells two runs apart, paired.
 """
 from __future__ import annotations
 
@@ -323,6 +326,66 @@ def metrics(y, p) -> dict:
             "mean_real_score": float(p[y == 0].mean()) if (y == 0).any() else float("nan")}
 
 
+N_BOOT = 2000  # bootstrap replicates of the AUCs' confidence intervals
+
+
+def set_replicates(label, preds, n_boot: int = N_BOOT, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap replicates of one held-out set's AUC and balanced log loss, each
+    (len(preds), n_boot): each replicate redraws the set's fakes and its reals, each class
+    with replacement (both stay present, the class counts stay as they are). Every member
+    of `preds` (runs scored on the same videos) sees the same draws, so differences between
+    runs are paired."""
+    y = np.asarray(label, int)
+    fakes, reals = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if not len(fakes) or not len(reals):
+        raise ValueError(f"an AUC needs both classes ({len(fakes)} fakes, {len(reals)} reals)")
+    rng = np.random.default_rng(seed)
+    f, r = rng.choice(fakes, (n_boot, len(fakes))), rng.choice(reals, (n_boot, len(reals)))
+    aucs, blls = [], []
+    for p in preds:
+        p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)  # as metrics() scores it
+        pf, pr = p[f], p[r]
+        gt, eq = pf[:, :, None] > pr[:, None, :], pf[:, :, None] == pr[:, None, :]
+        aucs.append(gt.mean(axis=(1, 2)) + 0.5 * eq.mean(axis=(1, 2)))
+        blls.append(0.5 * (-np.log(pf).mean(axis=1) - np.log1p(-pr).mean(axis=1)))
+    return np.stack(aucs), np.stack(blls)
+
+
+def auc_replicates(label, preds, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """set_replicates' AUCs alone."""
+    return set_replicates(label, preds, n_boot, seed)[0]
+
+
+def mean_replicates(rounds: dict[str, list[pd.DataFrame]], n_boot: int = N_BOOT,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Replicates of the mean AUC and of the mean balanced log loss over held-out sets, each
+    (runs, n_boot): `rounds` maps each method to its scores (video, label, pred) from every
+    run, on the same videos; each set is resampled on its own (its own seed, from the sorted
+    method names) and the metrics are averaged over methods. Sets with one class only are
+    left out, as the mean AUC leaves them out."""
+    aucs, blls = [], []
+    for k, m in enumerate(sorted(rounds)):
+        frames = [f.set_index("video").sort_index() for f in rounds[m]]
+        if frames[0].label.nunique() < 2:
+            continue
+        auc, bll = set_replicates(frames[0].label, [f.pred.loc[frames[0].index] for f in frames], n_boot, seed + k)
+        aucs.append(auc)
+        blls.append(bll)
+    if not aucs:
+        raise ValueError("no held-out set has both classes")
+    return np.mean(aucs, axis=0), np.mean(blls, axis=0)
+
+
+def mean_auc_replicates(rounds: dict[str, list[pd.DataFrame]], n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """mean_replicates' mean AUCs alone."""
+    return mean_replicates(rounds, n_boot, seed)[0]
+
+
+def ci95(replicates) -> list:
+    """The 2.5th and 97.5th percentiles of bootstrap replicates (the percentile interval)."""
+    return [_round(float(q)) for q in np.percentile(np.asarray(replicates, float), [2.5, 97.5])]
+
+
 def _round(x):
     return round(x, 4) if isinstance(x, float) and math.isfinite(x) else (None if isinstance(x, float) else x)
 
@@ -385,7 +448,7 @@ def main() -> int:
         splits = {m: s for m, s in splits.items() if m in a.methods}
     # a re-scoring writes its own files beside the training run's, named by what it did
     tag = (f"_reuse_{a.reuse}" + (f"_T{a.min_temperature:g}" if a.calibrate else "")) if a.reuse else ""
-    per_method = {}
+    per_method, held_scores = {}, {}
     for m, (test, train_videos) in splits.items():
         slug = re.sub(r"[^A-Za-z0-9]+", "_", m).strip("_")
         t1 = time.time()
@@ -411,6 +474,7 @@ def main() -> int:
             raw, temperature = None, None
             scores = video_scores(ckpt, rd, a.strategy, a.seed)
         scores.to_csv(rd / f"scores{tag}.csv", index=False)
+        held_scores[m] = scores
         per_method[m] = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
         per_method[m].update({k: _round(v) for k, v in size_shortcut(scores).items()})
         if raw is not None:
@@ -435,6 +499,8 @@ def main() -> int:
            "methods": per_method,
            "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
            "mean_balanced_log_loss": _round(float(np.mean(finite("balanced_log_loss")))) if per_method else None}
+    if finite("auc"):  # the held-out videos' sampling noise (not the training seed's)
+        out["mean_auc_ci95"] = ci95(mean_auc_replicates({m: [s] for m, s in held_scores.items()})[0])
     if a.calibrate and finite("balanced_log_loss_raw"):
         out["mean_balanced_log_loss_raw"] = _round(float(np.mean(finite("balanced_log_loss_raw"))))
 
@@ -470,6 +536,8 @@ def main() -> int:
         dev, scores = dev_scores(a.dev_dir, [ckpt], a.strategy, calibration=calibration)
         scores.to_csv(rd / f"dev_scores{tag}.csv", index=False)
         out["dev"], out["dev_auc"] = dev, dev["auc"]
+        if scores.label.nunique() == 2:
+            out["dev_auc_ci95"] = ci95(auc_replicates(scores.label, [scores.pred])[0])
         if calibration is not None:
             out["dev"]["temperature"] = _round(json.loads(calibration.read_text())["temperature"])
     out["seconds"] = round(time.time() - t0, 1)

@@ -21,7 +21,9 @@ all_fold0_last.pt`, what quality.py scored) score that folder end to end togethe
 
 Prints one JSON object with quality.py's keys: `methods` (auc, log_loss,
 balanced_log_loss, counts, mean scores, face_size_auc, score_size_spearman), `mean_auc`,
-`mean_balanced_log_loss`, and with --dev-dir `dev` and `dev_auc`.
+`mean_auc_ci95`, `mean_balanced_log_loss`, and with --dev-dir `dev`, `dev_auc` and
+`dev_auc_ci95`. With one run it re-reads that run's scores (the intervals of a run made
+before quality.py printed them).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import _round, dev_scores, metrics, size_shortcut  # noqa: E402
+from quality import _round, auc_replicates, ci95, dev_scores, mean_auc_replicates, metrics, size_shortcut  # noqa: E402
 
 
 def round_scores(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -78,15 +80,18 @@ def ensemble_report(run_dirs: list[Path], weights: list[float] | None = None) ->
                              f"member's own temperature; ensemble runs made without --calibrate")
     common = sorted(set.intersection(*(set(r) for r in runs)))
     skipped = sorted(set.union(*(set(r) for r in runs)) - set(common))
-    methods = {}
+    methods, combined = {}, {}
     for m in common:
-        scores = combine([r[m] for r in runs], weights)
+        scores = combined[m] = combine([r[m] for r in runs], weights)
         methods[m] = {k: _round(v) for k, v in metrics(scores.label, scores.pred).items()}
         methods[m].update({k: _round(v) for k, v in size_shortcut(scores).items()})
     finite = lambda k: [v[k] for v in methods.values() if v.get(k) is not None]  # noqa: E731
-    return {"runs": [str(d) for d in run_dirs], "weights": weights, "methods": methods, "skipped": skipped,
-            "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
-            "mean_balanced_log_loss": _round(float(np.mean(finite("balanced_log_loss")))) if methods else None}
+    out = {"runs": [str(d) for d in run_dirs], "weights": weights, "methods": methods, "skipped": skipped,
+           "mean_auc": _round(float(np.mean(finite("auc")))) if finite("auc") else None,
+           "mean_balanced_log_loss": _round(float(np.mean(finite("balanced_log_loss")))) if methods else None}
+    if finite("auc"):
+        out["mean_auc_ci95"] = ci95(mean_auc_replicates({m: [s] for m, s in combined.items()})[0])
+    return out
 
 
 def dev_checkpoints(run_dirs: list[Path]) -> list[Path]:
@@ -114,8 +119,10 @@ def main() -> int:
     try:
         out = ensemble_report(a.runs, a.weights)
         if a.dev_dir is not None:
-            dev, _ = dev_scores(a.dev_dir, dev_checkpoints(a.runs), a.strategy, weights=a.weights)
+            dev, scores = dev_scores(a.dev_dir, dev_checkpoints(a.runs), a.strategy, weights=a.weights)
             out["dev"], out["dev_auc"] = dev, dev["auc"]
+            if scores.label.nunique() == 2:
+                out["dev_auc_ci95"] = ci95(auc_replicates(scores.label, [scores.pred])[0])
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

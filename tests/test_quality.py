@@ -1,6 +1,7 @@
 """bench/quality.py's leave-one-method-out protocol: what is held out, what is trained on."""
 import importlib.util
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -196,3 +197,84 @@ def test_reuse_checks_the_earlier_round_was_made_the_same_way(quality, tmp_path)
     assert quality.earlier_round(rd, True, "cal") == rd
     with pytest.raises(ValueError, match="trained with a calibration fold"):
         quality.earlier_round(rd, False, "cal")
+
+
+def test_bootstrap_redraws_each_class_and_pairs_the_runs(quality):
+    """Each replicate keeps the class counts, so a perfectly separated set stays at AUC 1;
+    the replicates centre on the set's own AUC and balanced log loss; every run sees the same
+    draws, so a run against itself differs by exactly 0 and a rank-preserving change of the
+    scores leaves every replicate's AUC as it was."""
+    rng = np.random.default_rng(3)
+    y = np.array([1] * 12 + [0] * 30)
+    p = np.clip(rng.normal(0.45 + 0.15 * y, 0.15), 0.01, 0.99)
+    auc, bll = quality.set_replicates(y, [p, p ** 2, np.where(y == 1, 0.9, 0.1)], n_boot=500, seed=1)
+    assert auc.shape == bll.shape == (3, 500)
+    full = quality.metrics(y, p)
+    assert abs(auc[0].mean() - full["auc"]) < 0.02 and abs(bll[0].mean() - full["balanced_log_loss"]) < 0.02
+    assert np.array_equal(auc[0], auc[1]) and not np.array_equal(bll[0], bll[1])  # p**2: same ranks
+    assert (auc[2] == 1.0).all() and quality.ci95(auc[2]) == [1.0, 1.0]
+    lo, hi = quality.ci95(auc[0])
+    assert lo < full["auc"] < hi and hi - lo > 0.1  # 12 fakes: a wide interval
+    with pytest.raises(ValueError, match="both classes"):
+        quality.set_replicates([1, 1], [[0.2, 0.3]])
+
+
+def test_mean_replicates_average_the_sets_and_leave_one_class_sets_out(quality):
+    good = pd.DataFrame({"video": ["r1", "r2", "f1", "f2"], "label": [0, 0, 1, 1], "pred": [0.1, 0.2, 0.8, 0.9]})
+    bad = pd.DataFrame({"video": ["r1", "r2", "f1", "f2"], "label": [0, 0, 1, 1], "pred": [0.8, 0.9, 0.1, 0.2]})
+    fakes_only = pd.DataFrame({"video": ["f9"], "label": [1], "pred": [0.5]})
+    auc, _ = quality.mean_replicates({"A": [good], "B": [bad], "C": [fakes_only]}, n_boot=200)
+    assert auc.shape == (1, 200) and np.allclose(auc, 0.5)  # 1.0 and 0.0, C left out
+    with pytest.raises(ValueError, match="both classes"):
+        quality.mean_replicates({"C": [fakes_only]})
+
+
+@pytest.fixture(scope="module")
+def quality_compare(quality_ensemble):
+    import sys
+
+    sys.modules.setdefault("quality_ensemble", quality_ensemble)
+    spec = importlib.util.spec_from_file_location("quality_compare", REPO / "bench" / "quality_compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_pairs_two_runs_on_the_same_videos(quality_compare, tmp_path):
+    """B ranks every fake above every real, A does not: the paired interval of B - A lies
+    above 0 and B is ahead in every replicate; sides of several runs (seeds) compare their
+    means; other splits are refused; the dev rounds compare when both runs have one."""
+    reals = [(f"r{i}", 0, 0.3 + 0.04 * i) for i in range(10)]
+    fa = [(f"f{i}", 1, 0.35 + 0.04 * i) for i in range(6)]
+    fb = [(f"f{i}", 1, 0.8 + 0.01 * i) for i in range(6)]
+    a = _run(tmp_path, "a", {"Swap": reals + fa, "Lips": reals[:4] + fa[:2]})
+    b = _run(tmp_path, "b", {"Swap": reals + fb, "Lips": reals[:4] + fb[:2]})
+    a2 = _run(tmp_path, "a2", {"Swap": reals + fb, "Lips": reals[:4] + fa[:2], "Extra": reals[:2] + fa[:1]})
+    out = quality_compare.compare_runs([a], [b], n_boot=300)
+    sw = quality_compare.metrics([y for _, y, _ in reals + fa], [p for _, _, p in reals + fa])["auc"]
+    assert out["methods"]["Swap"]["auc"] == [round(sw, 4), 1.0]
+    assert out["diff"] == pytest.approx(1.0 - out["mean_auc"][0], abs=1e-4) and out["diff"] > 0
+    assert out["diff_ci95"][0] > 0 and out["p_b_ahead"] == 1.0 and out["bll_diff"] < 0
+    assert "dev" not in out and out["skipped"] == []
+    same = quality_compare.compare_runs([a], [a], n_boot=300)
+    assert same["diff"] == 0 and same["diff_ci95"] == [0.0, 0.0] and same["p_b_ahead"] == 0.5
+    group = quality_compare.compare_runs([a, a2], [b], n_boot=300)
+    assert group["skipped"] == ["Extra"] and len(group["runs_mean_auc"][0]) == 2
+    assert group["mean_auc"][0] == pytest.approx(np.mean(group["runs_mean_auc"][0]), abs=1e-4)
+    for d, score in ((a, 0.4), (b, 0.7)):
+        pd.DataFrame({"label": [0, 0, 1], "pred": [0.5, 0.3, score], "video": ["x", "y", "z"]}
+                     ).to_csv(d / "all" / "dev_scores.csv", index=False)
+    dev = quality_compare.compare_runs([a], [b], n_boot=300)["dev"]
+    assert dev["auc"] == [0.5, 1.0] and dev["diff"] == 0.5
+    c = _run(tmp_path, "c", {"Swap": reals[1:] + fb})
+    with pytest.raises(ValueError, match="not the same split"):
+        quality_compare.compare_runs([a], [c])
+    with pytest.raises(ValueError, match="no held-out method"):
+        quality_compare.compare_runs([a], [_run(tmp_path, "d", {"Other": reals[:2] + fa[:1]})])
+
+
+def test_quality_reports_intervals(quality_ensemble, tmp_path):
+    a = _run(tmp_path, "a", {"Swap": [("r1", 0, 0.2), ("r2", 0, 0.7), ("f1", 1, 0.6), ("f2", 1, 0.9)]})
+    out = quality_ensemble.ensemble_report([a])
+    lo, hi = out["mean_auc_ci95"]
+    assert 0 <= lo <= out["mean_auc"] <= hi <= 1 and hi > lo
