@@ -3,6 +3,9 @@
 
     python 5_train.py --config configs/lite0_cpu.json --data-dir D --work-dir W --fold 0
     torchrun --nproc_per_node 8 5_train.py --config configs/b7.json --data-dir D --work-dir W --fold 0
+
+`--fold all` trains on every fold with no validation (a final fit, with the epochs a
+validated run chose): weights/{name}_foldall_{best,last}.pt, both the final epoch's.
 """
 import argparse
 import sys
@@ -14,8 +17,12 @@ from training.config import ConfigError, load_config
 def summary_line(cfg: dict, fold: int, result) -> str:
     """One line on the run: the last epoch's selection score and the epoch saved as _best
     (balanced log loss for a detector, RMSE for a realism model)."""
-    from training.engine import describe_metrics, selection_score
+    from training.engine import ALL_FOLDS, describe_metrics, selection_score
 
+    if fold == ALL_FOLDS:
+        h = result.history[-1]
+        return (f"[5_train] {cfg['name']} fold all: {len(result.history)} epochs on every fold, no validation, "
+                f"last train_loss {h['train_loss']:.4f} -> {result.best}")
     name = "rmse" if cfg["task"] == "mos" else "balanced_log_loss"
 
     def score(m: dict) -> float:  # histories resumed from before balanced log loss have log loss only
@@ -30,12 +37,26 @@ def summary_line(cfg: dict, fold: int, result) -> str:
             f"{best.get('epoch', '?')}: {described} -> {result.best}")
 
 
+def parse_fold(text: str) -> int:
+    """'0', '1', ... or 'all' (training.engine.ALL_FOLDS, -1)."""
+    if text == "all":
+        return -1
+    try:
+        fold = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold number or 'all', got {text!r}") from None
+    if fold < 0:
+        raise argparse.ArgumentTypeError(f"a fold number (>= 0) or 'all', got {text!r}")
+    return fold
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--data-dir", type=Path, default=None, help="the dataset (recorded in the checkpoint)")
     p.add_argument("--work-dir", required=True, type=Path, help="holds folds.csv and the crops of steps 0-4")
-    p.add_argument("--fold", type=int, default=0, help="validation fold")
+    p.add_argument("--fold", type=parse_fold, default=0,
+                   help="validation fold (its number in folds.csv), or 'all': every fold trains, no validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", type=Path, default=None, help="a *_last.pt checkpoint to continue")
     p.add_argument("--pretrained", default=None,

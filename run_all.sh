@@ -15,7 +15,8 @@
 #              a *distill* config learns from TEACHER_CONFIG's checkpoint of the same fold [the first config]
 #              add mds_cpu, mds_sync_cpu or mds_motion_cpu (CPU) or mds (GPU) for the audio-visual dissonance model: step 1 then also
 #              extracts sound and face tracks (--av, AV_SIZE [96; 224 with mds])
-#   FOLDS      validation folds to train ["0"]
+#   FOLDS      validation folds to train, or "all": every fold trains, none validates (no calibration;
+#              the dissonance configs need a validation fold, the MOS configs keep fold 0) ["0"]
 #   SEEDS      seeds of every config [GPU: b7 gets selim's "111 555 777 888 999", NTech's re / seq / large crop
 #              their 10 / 20 / 30, the others "0"; CPU: "0"]
 #   MOS_CONFIGS  realism (MOS) configs, trained when folds.csv has a mos column (metadata "mos" keys)
@@ -61,6 +62,19 @@ MOS_WEIGHTS="${MOS_WEIGHTS-$DEFAULT_MOS_WEIGHTS}"
 CONFIGS="${CONFIGS:-$DEFAULT_CONFIGS}"
 TEACHER_CONFIG="${TEACHER_CONFIG:-${CONFIGS%% *}}"
 FOLDS="${FOLDS:-0}"
+for fold in $FOLDS; do
+    if ! [[ "$fold" =~ ^([0-9]+|all)$ ]]; then
+        echo "run_all.sh: FOLDS holds fold numbers or 'all', got '$fold'" >&2; exit 1
+    fi
+    if [ "$fold" = "all" ]; then
+        for config in $CONFIGS; do
+            if [[ "$config" == mds* ]]; then
+                echo "run_all.sh: FOLDS=all trains with no validation fold, and $config (dissonance) fits its" \
+                     "MDS -> P(FAKE) calibration on one: use a fold number" >&2; exit 1
+            fi
+        done
+    fi
+done
 WORKERS="${WORKERS:-1}"
 FRAME_STEP="${FRAME_STEP:-10}"
 CLIP_LEN="${CLIP_LEN:-$DEFAULT_CLIP_LEN}"
@@ -210,7 +224,9 @@ echo "[run_all] ensemble: ${ENSEMBLE[*]} (listed in $WEIGHTS_DIR/ensemble.txt)"
 CALIBRATION="$WEIGHTS_DIR/calibration.json"
 rm -f "$CALIBRATION"  # a stale one belongs to another ensemble
 read -r -a fold_list <<< "$FOLDS"
-if [ "${CALIBRATE:-1}" = "1" ] && [ "${#fold_list[@]}" = "1" ]; then
+if [ "${CALIBRATE:-1}" = "1" ] && [ "$FOLDS" = "all" ]; then
+    echo "[run_all] FOLDS=all: no validation fold to fit a temperature on; predictions stay uncalibrated" >&2
+elif [ "${CALIBRATE:-1}" = "1" ] && [ "${#fold_list[@]}" = "1" ]; then
     VAL_DIR="$WORK_DIR/val_fold${FOLDS}"
     VAL_OUT="$WORK_DIR/val_fold${FOLDS}_predictions.csv"
     if python tools/calibrate.py --link-fold "$VAL_DIR" --work-dir "$WORK_DIR" --data-dir "$DATA_DIR" --fold "$FOLDS" \
@@ -242,8 +258,10 @@ fi
 # Realism (MOS) models (DFGC-2023 VRA) on the same steps, when the metadata rates videos.
 if [ -n "$MOS_CONFIGS" ] && head -n 1 "$WORK_DIR/folds.csv" | tr ',' '\n' | grep -qx mos; then
     MOS_ENSEMBLE=()
+    # VRA's schedule and early stopping read a validation score: FOLDS=all trains them on fold 0's split
+    MOS_FOLDS="$(printf '%s\n' $FOLDS | sed 's/^all$/0/' | awk '!seen[$0]++' | tr '\n' ' ')"
     for config in $MOS_CONFIGS; do
-        for fold in $FOLDS; do
+        for fold in $MOS_FOLDS; do
             best="$WEIGHTS_DIR/${config}_fold${fold}_best.pt"
             own_or_aside "$best"
             if [ -f "$best" ]; then

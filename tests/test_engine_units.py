@@ -205,3 +205,39 @@ def test_bn_momentum_sets_every_batchnorm_and_is_off_by_default():
     assert bns and all(m.momentum == 0.01 for m in bns)
     cfg = validate({"encoder": "tf_efficientnet_lite0", "pretrained": False, "size": 64})
     assert all(m.momentum == 0.1 for m in build_model(cfg).modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_fold_all_is_spelled_all_on_the_command_line_and_in_checkpoint_names(tmp_path):
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO
+    from training.engine import ALL_FOLDS, checkpoint_paths, fold_name
+
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "5_train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.parse_fold("all") == ALL_FOLDS and cli.parse_fold("3") == 3
+    assert fold_name(ALL_FOLDS) == "all" and fold_name(2) == "2"
+    assert [p.name for p in checkpoint_paths(Path("w"), "m", ALL_FOLDS)] == ["m_foldall_best.pt", "m_foldall_last.pt"]
+    for bad in ("-1", "x"):
+        proc = subprocess.run([sys.executable, "5_train.py", "--config", "c.json", "--work-dir", str(tmp_path),
+                               "--fold", bad], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "a fold number" in proc.stderr
+
+
+def test_no_validation_refuses_what_needs_a_validation_score():
+    from conftest import REPO
+    from training.config import load_config, validate
+    from training.engine import check_no_validation
+
+    base = {"network": "DeepFakeClassifier", "encoder": "tf_efficientnet_lite0", "pretrained": False, "size": 64}
+    check_no_validation(validate(dict(base)))  # a plain detector trains on every fold
+    with pytest.raises(ValueError, match="early_stopping"):
+        check_no_validation(validate(dict(base, early_stopping=3)))
+    with pytest.raises(ValueError, match="plateau"):
+        check_no_validation(validate(dict(base, optimizer={"schedule": {"type": "plateau"}})))
+    with pytest.raises(ValueError, match="dissonance"):
+        check_no_validation(load_config(REPO / "configs" / "mds_cpu.json"))

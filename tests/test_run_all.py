@@ -113,3 +113,28 @@ def test_run_all_on_the_sample_trains_predicts_and_evaluates(tmp_path):
     retrained = torch.load(weights / "lite0_cpu_fold0_best.pt", map_location="cpu", weights_only=False)
     assert retrained["work_dir"] == str((tmp_path / "work" / "sample").resolve())
     assert "0 done" in again.stdout
+
+
+@pytest.mark.slow
+def test_folds_all_trains_on_every_fold_and_leaves_no_calibration(sample_dir, sample_work, tmp_path):
+    """FOLDS=all: one model trained on every fold (no validation), listed in ensemble.txt as
+    its foldall checkpoint, no temperature (nothing to fit it on), and a row per test video."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(sample_work[0], work)  # steps 0-4 done: run_all skips them
+    weights = tmp_path / "weights"
+    env = dict(os.environ, FOLDS="all", CONFIGS="lite0_cpu", MOS_CONFIGS="", NUM_GPUS="0", WEIGHTS_DIR=str(weights),
+               TEST_DIR=str(sample_dir), TRAIN_ARGS="--epochs 1 --no-progress", EXTRA_ARGS="--no-progress",
+               PREDICT_ARGS="--no-progress --frames 4", EXPLAIN="0", NUM_FOLDS="2")
+    proc = subprocess.run(["bash", "run_all.sh", str(sample_dir), str(work)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (weights / "ensemble.txt").read_text().split() == [str(weights / "lite0_cpu_foldall_best.pt")]
+    ckpt = torch.load(weights / "lite0_cpu_foldall_best.pt", map_location="cpu", weights_only=False)
+    assert ckpt["fold"] == -1 and ckpt["epoch"] == 0
+    assert "no validation fold to fit a temperature" in proc.stderr and not (weights / "calibration.json").exists()
+    assert "(no validation: every fold trains)" in proc.stderr and "fold all: 1 epochs on every fold" in proc.stdout
+    sub = pd.read_csv(work / f"submission_{sample_dir.name}.csv")
+    videos = json.loads((sample_dir / "_index.json").read_text())
+    assert len(sub) == len(videos) and sub.label.between(0, 1).all()

@@ -83,6 +83,39 @@ def test_keep_checkpoint_last_saves_the_final_epoch_as_best(sample_work, tmp_pat
     assert killed["epoch"] == 0 and killed["finished"] is False  # run_all resumes it (training.origin --unfinished)
 
 
+def test_fold_all_trains_on_every_fold_without_validation(sample_work, tmp_path, monkeypatch):
+    """--fold all (ALL_FOLDS): every fold's rows train, nothing is validated, and _best.pt is
+    the final epoch's (as keep_checkpoint "last"), named foldall; 5_train's CLI spells it 'all'.
+    What needs a validation score is refused before anything trains."""
+    import training.engine as engine
+    from training.datasets import load_folds
+
+    work, _ = sample_work
+    train_ds, val_ds = engine.build_datasets(tiny(), work, engine.ALL_FOLDS, 0)
+    assert val_ds is None and len(train_ds.rows) == len(load_folds(work))  # every crop of every fold
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: pytest.fail("validated with no validation fold"))
+    cfg = tiny(optimizer={"schedule": {"type": "cosine", "epochs": 2}})
+    result = train(cfg, work, fold=engine.ALL_FOLDS, seed=4, weights_dir=tmp_path, progress=False)
+    assert result.best.name == "tiny_foldall_best.pt" and result.last.name == "tiny_foldall_last.pt"
+    best, last = load_checkpoint(result.best), load_checkpoint(result.last)
+    assert best["epoch"] == last["epoch"] == 1 and last["finished"] and best["fold"] == engine.ALL_FOLDS
+    assert all(torch.equal(v, best["state_dict"][k]) for k, v in last["state_dict"].items())
+    assert [sorted(h) for h in result.history] == [["epoch", "imgs_per_s", "lr", "train_loss"]] * 2
+    assert (work / "logs" / "tiny_foldall").is_dir()
+    from training.distill import load_teacher
+
+    with pytest.raises(ValueError, match="leak"):  # it trained on every fold: a fold-0 student's too
+        load_teacher(result.best, 0)
+    fold0 = tmp_path / "fold0_teacher.pt"
+    torch.save(dict(best, fold=0), fold0)
+    assert load_teacher(fold0, engine.ALL_FOLDS).fold == 0  # a student that validates on nothing takes any
+    for over, why in (({"early_stopping": 2}, "early_stopping"),
+                      ({"optimizer": {"schedule": {"type": "plateau", "epochs": 2}}}, "plateau")):
+        with pytest.raises(ValueError, match=why):
+            train(tiny(**over), work, fold=engine.ALL_FOLDS, weights_dir=tmp_path / "no", progress=False)
+    assert not (tmp_path / "no").exists()
+
+
 def test_resume_continues_the_schedule(sample_work, tmp_path):
     work, _ = sample_work
     cfg = tiny(optimizer={"schedule": {"type": "cosine", "epochs": 2}})

@@ -143,16 +143,19 @@ def load_teacher(path: str | Path, fold: int, device="cpu", allow_unknown_fold: 
 
     Refused (ValueError) when the checkpoint records another validation fold than the
     student's `fold` (the teacher trained on the student's validation videos), when it records
-    none (unless `allow_unknown_fold`: e.g. a teacher trained on other data altogether), when
+    none (unless `allow_unknown_fold`: e.g. a teacher trained on other data altogether; a
+    student trained on every fold, `fold` ALL_FOLDS, takes any teacher: it validates on nothing), when
     its network does not map frames to logits (a sequence model), and, given the student's
     config, when its input geometry is not a resize of the student's (`check_teacher_geometry`).
     Checkpoints saved by `training.engine.train` record {"fold": ...} at the top level.
     """
-    from .engine import load_checkpoint, model_from_checkpoint
+    from .engine import ALL_FOLDS, load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)
     teacher_fold = ckpt.get("fold")
-    if teacher_fold is None:
+    if int(fold) == ALL_FOLDS:  # the student validates on nothing: no teacher can leak into it
+        pass
+    elif teacher_fold is None:
         if not allow_unknown_fold:
             raise ValueError(f"teacher {path} records no validation fold, so it may have trained on the "
                              f"student's validation fold {fold}; use a teacher trained with fold {fold} "

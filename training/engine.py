@@ -232,12 +232,15 @@ def model_from_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Modu
 
 # --------------------------------------------------------------------------- data
 def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
+    """(training dataset, validation dataset): every fold but `fold`, and `fold`. With
+    `fold` ALL_FOLDS (-1) every fold trains and the validation dataset is None."""
     from .datasets import (FrameDataset, MosSequenceDataset, PairDataset, SequenceDataset, SequencePairDataset,
                            load_folds)
 
     df = load_folds(work_dir)
-    if fold not in set(df.fold):
-        raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))})")
+    if fold != ALL_FOLDS and fold not in set(df.fold):
+        raise ValueError(f"fold {fold} is not in {work_dir / 'folds.csv'} (folds: {sorted(set(df.fold))}; "
+                         f"{ALL_FOLDS}: no validation, every fold trains)")
     d = cfg["data"]
     if not d.get("train_fakes", True):  # SBI alone makes the training fakes; fold `fold` (validation) keeps its own
         df = df[(df.fold == fold) | (df.label == 0)].reset_index(drop=True)
@@ -268,6 +271,8 @@ def build_datasets(cfg: dict, work_dir: Path, fold: int, seed: int):
     if len(train) == 0:
         what = "segments with sound (step 1 --av)" if cfg["task"] == "av" else "rows"
         raise ValueError(f"no training {what} outside fold {fold}")
+    if fold == ALL_FOLDS:
+        return train, None
     if len(val) == 0:
         what = "segments with sound (step 1 --av)" if cfg["task"] == "av" else "rows"
         raise ValueError(f"no validation {what} in fold {fold}")
@@ -472,8 +477,31 @@ class TrainResult:
     model: torch.nn.Module | None = None  # the module validated and saved (unwrapped; the EMA with ema_decay)
 
 
+ALL_FOLDS = -1  # `fold` for training on every fold, with no validation (5_train.py --fold all)
+
+
+def fold_name(fold: int) -> str:
+    """'0', '1', ... or 'all' (ALL_FOLDS): the fold as checkpoint names and run_all's FOLDS spell it."""
+    return "all" if int(fold) == ALL_FOLDS else str(int(fold))
+
+
 def checkpoint_paths(weights_dir: Path, name: str, fold: int) -> tuple[Path, Path]:
-    return weights_dir / f"{name}_fold{fold}_best.pt", weights_dir / f"{name}_fold{fold}_last.pt"
+    f = fold_name(fold)
+    return weights_dir / f"{name}_fold{f}_best.pt", weights_dir / f"{name}_fold{f}_last.pt"
+
+
+def check_no_validation(cfg: dict) -> None:
+    """What training on every fold (ALL_FOLDS) cannot do: whatever needs a validation score."""
+    why = []
+    if cfg["task"] == "av":
+        why.append("a dissonance model fits its MDS -> P(FAKE) calibration on the validation fold")
+    if cfg["optimizer"]["schedule"]["type"] == "plateau":
+        why.append("the 'plateau' schedule steps on the validation score")
+    if cfg["early_stopping"]:
+        why.append("'early_stopping' counts epochs without a better validation score")
+    if why:
+        raise ValueError("--fold all trains on every fold with no validation, but " + "; ".join(why)
+                         + ": train with a validation fold")
 
 
 def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resume: str | Path | None = None,
@@ -491,6 +519,9 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     d = setup_distributed(device)
     seed_everything(seed + d.rank)
     workers = cfg["data"]["workers"] if workers is None else workers
+    validating = int(fold) != ALL_FOLDS
+    if not validating:
+        check_no_validation(cfg)
 
     if cfg["margin"] is None:
         # Record the margin the crops were made with: prediction must cut faces the same way.
@@ -568,7 +599,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     if d.is_main:
         from tensorboardX import SummaryWriter
 
-        writer = SummaryWriter(str(work_dir / "logs" / f"{name}_fold{fold}"))
+        writer = SummaryWriter(str(work_dir / "logs" / f"{name}_fold{fold_name(fold)}"))
     best_path, last_path = checkpoint_paths(weights_dir, name, fold)
     origin = str(work_dir.resolve())  # recorded in both checkpoints: run_all reuses only its own (training.origin)
     total_epochs = o["schedule"]["epochs"]
@@ -635,7 +666,9 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         bar.close()
         train_time = time.time() - t0
 
-        metrics = evaluate(evaluated, val_ds, cfg, d, o["batch_size"], workers)
+        # with no validation (every fold trains) each epoch is saved as _best too, so the file ends
+        # as the final epoch's, as with keep_checkpoint "last"
+        metrics = evaluate(evaluated, val_ds, cfg, d, o["batch_size"], workers) if validating else {}
         metrics.update({"epoch": epoch, "train_loss": running, "imgs_per_s": seen / max(train_time, 1e-6),
                         "lr": optimizer.param_groups[0]["lr"]})
         if ema is not None:
@@ -644,7 +677,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         # selim's validation score picks _best (the mean of the REAL and FAKE log losses);
         # VRA's validation RMSE for a realism model. Every rank computes it from the gathered
         # predictions, so the plateau schedule and early stopping agree across ranks.
-        score = selection_score(cfg, metrics)
+        score = selection_score(cfg, metrics) if validating else math.inf
         improved = score < best_loss
         best_loss = min(best_loss, score)
         stale = 0 if improved else stale + 1
@@ -652,7 +685,8 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
             scheduler.step(score)
         stop = bool(cfg["early_stopping"]) and stale >= cfg["early_stopping"] and epoch + 1 < total_epochs
         if d.is_main:
-            log_validation(writer, metrics, epoch)
+            if validating:
+                log_validation(writer, metrics, epoch)
             save_checkpoint(last_path, evaluated, cfg, epoch, metrics, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "history": history, "best_score": best_loss,
@@ -661,14 +695,16 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
                 "work_dir": origin,
                 **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
-            saved = keeps_epoch(cfg, improved)
+            saved = keeps_epoch(cfg, improved) or not validating
             if saved:
                 save_checkpoint(best_path, evaluated, cfg, epoch, metrics,
                                 {"seed": seed, "fold": fold, "work_dir": origin})
-            print(f"[train] epoch {epoch}: train_loss {running:.4f} {describe_metrics(metrics)} "
-                  f"({metrics['videos']} videos) {metrics['imgs_per_s']:.1f} imgs/s"
+            print(f"[train] epoch {epoch}: train_loss {running:.4f} "
+                  + (f"{describe_metrics(metrics)} ({metrics['videos']} videos) " if validating
+                     else "(no validation: every fold trains) ") + f"{metrics['imgs_per_s']:.1f} imgs/s"
                   + f" | {format_eta((time.time() - run_start) / (epoch + 1 - start_epoch) * (total_epochs - epoch - 1))}"
-                  + (" *best*" if improved else " *saved (keep_checkpoint last)*" if saved else "")
+                  + (" *best*" if improved else " *saved (keep_checkpoint last)*" if saved and validating
+                     else " *saved*" if saved else "")
                   + (f" | early stop: {stale} epochs without a better score" if stop else ""), file=sys.stderr)
         if d.enabled:
             dist.barrier()
