@@ -224,12 +224,12 @@ echo "[run_all] ensemble: ${ENSEMBLE[*]} (listed in $WEIGHTS_DIR/ensemble.txt)"
 CALIBRATION="$WEIGHTS_DIR/calibration.json"
 rm -f "$CALIBRATION"  # a stale one belongs to another ensemble
 read -r -a fold_list <<< "$FOLDS"
-if [ "${CALIBRATE:-1}" = "1" ] && [ "$FOLDS" = "all" ]; then
+if [ "${CALIBRATE:-1}" = "1" ] && [ "${fold_list[*]}" = "all" ]; then
     echo "[run_all] FOLDS=all: no validation fold to fit a temperature on; predictions stay uncalibrated" >&2
 elif [ "${CALIBRATE:-1}" = "1" ] && [ "${#fold_list[@]}" = "1" ]; then
-    VAL_DIR="$WORK_DIR/val_fold${FOLDS}"
-    VAL_OUT="$WORK_DIR/val_fold${FOLDS}_predictions.csv"
-    if python tools/calibrate.py --link-fold "$VAL_DIR" --work-dir "$WORK_DIR" --data-dir "$DATA_DIR" --fold "$FOLDS" \
+    VAL_DIR="$WORK_DIR/val_fold${fold_list[0]}"
+    VAL_OUT="$WORK_DIR/val_fold${fold_list[0]}_predictions.csv"
+    if python tools/calibrate.py --link-fold "$VAL_DIR" --work-dir "$WORK_DIR" --data-dir "$DATA_DIR" --fold "${fold_list[0]}" \
         && python 6_predict.py --test-dir "$VAL_DIR" --output "$VAL_OUT" --models "${ENSEMBLE[@]}" ${PREDICT_ARGS:-} \
         && python tools/calibrate.py --balanced --min-temperature "${CALIBRATE_MIN_T:-1}" \
             --submission "$VAL_OUT" --data-dir "$VAL_DIR" --output "$CALIBRATION"; then

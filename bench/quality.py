@@ -50,9 +50,10 @@ and the face-size shortcut check: `face_size_auc`, how well the crop side alone 
 separate the held-out set, and `score_size_spearman`, how the score follows it),
 `mean_auc`, `mean_balanced_log_loss` (means over methods), `dev_auc` and `dev` metrics,
 the protocol, the config and the seconds taken. `mean_auc_ci95` and `dev_auc_ci95` are 95%
-bootstrap intervals (N_BOOT redraws of each held-out set's fakes and reals): how far the AUC
+bootstrap intervals (N_BOOT redraws of the held-out videos, each class with replacement; the
+reals, which the rounds share, once for all of them: `mean_replicates`): how far the AUC
 could move with other videos of the same kinds. They do not include the training seed's
-spread, which is as large (README); bench/quality_compare.py tells two runs apart, paired.
+spread, which is as large (README); bench/quality_compare.py compares two recipes, paired.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ import math
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -329,6 +331,25 @@ def metrics(y, p) -> dict:
 N_BOOT = 2000  # bootstrap replicates of the AUCs' confidence intervals
 
 
+def _counts(n: int, n_boot: int, rng) -> np.ndarray:
+    """(n_boot, n) bootstrap weights: how often each of n items comes up in n draws with replacement."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def _weighted(pf: np.ndarray, pr: np.ndarray, wf: np.ndarray, wr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and balanced log loss, each (n_boot,), of the fakes' scores `pf` against the reals'
+    `pr` under replicate weights wf (n_boot, fakes) and wr (n_boot, reals); a tie counts 1/2, as
+    in roc_auc_score. Memory fakes x reals + n_boot x (fakes + reals); a replicate that gives a
+    class no weight is NaN."""
+    pf, pr = (np.clip(np.asarray(x, np.float64), 1e-6, 1 - 1e-6) for x in (pf, pr))  # as metrics() scores
+    c = (pf[:, None] > pr[None, :]) + 0.5 * (pf[:, None] == pr[None, :])
+    sf, sr = wf.sum(1), wr.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((wf @ c) * wr).sum(1) / (sf * sr)
+        bll = 0.5 * ((wf @ -np.log(pf)) / sf + (wr @ -np.log1p(-pr)) / sr)
+    return auc, bll
+
+
 def set_replicates(label, preds, n_boot: int = N_BOOT, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap replicates of one held-out set's AUC and balanced log loss, each
     (len(preds), n_boot): each replicate redraws the set's fakes and its reals, each class
@@ -340,15 +361,9 @@ def set_replicates(label, preds, n_boot: int = N_BOOT, seed: int = 0) -> tuple[n
     if not len(fakes) or not len(reals):
         raise ValueError(f"an AUC needs both classes ({len(fakes)} fakes, {len(reals)} reals)")
     rng = np.random.default_rng(seed)
-    f, r = rng.choice(fakes, (n_boot, len(fakes))), rng.choice(reals, (n_boot, len(reals)))
-    aucs, blls = [], []
-    for p in preds:
-        p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)  # as metrics() scores it
-        pf, pr = p[f], p[r]
-        gt, eq = pf[:, :, None] > pr[:, None, :], pf[:, :, None] == pr[:, None, :]
-        aucs.append(gt.mean(axis=(1, 2)) + 0.5 * eq.mean(axis=(1, 2)))
-        blls.append(0.5 * (-np.log(pf).mean(axis=1) - np.log1p(-pr).mean(axis=1)))
-    return np.stack(aucs), np.stack(blls)
+    wf, wr = _counts(len(fakes), n_boot, rng), _counts(len(reals), n_boot, rng)
+    out = [_weighted(np.asarray(p, np.float64)[fakes], np.asarray(p, np.float64)[reals], wf, wr) for p in preds]
+    return np.stack([a for a, _ in out]), np.stack([b for _, b in out])
 
 
 def auc_replicates(label, preds, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
@@ -356,24 +371,39 @@ def auc_replicates(label, preds, n_boot: int = N_BOOT, seed: int = 0) -> np.ndar
     return set_replicates(label, preds, n_boot, seed)[0]
 
 
-def mean_replicates(rounds: dict[str, list[pd.DataFrame]], n_boot: int = N_BOOT,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mean_replicates(rounds: dict[str, list[pd.DataFrame]], n_boot: int = N_BOOT, seed: int = 0,
+                    per_set: bool = False):
     """Replicates of the mean AUC and of the mean balanced log loss over held-out sets, each
-    (runs, n_boot): `rounds` maps each method to its scores (video, label, pred) from every
-    run, on the same videos; each set is resampled on its own (its own seed, from the sorted
-    method names) and the metrics are averaged over methods. Sets with one class only are
-    left out, as the mean AUC leaves them out."""
-    aucs, blls = [], []
-    for k, m in enumerate(sorted(rounds)):
-        frames = [f.set_index("video").sort_index() for f in rounds[m]]
-        if frames[0].label.nunique() < 2:
-            continue
-        auc, bll = set_replicates(frames[0].label, [f.pred.loc[frames[0].index] for f in frames], n_boot, seed + k)
-        aucs.append(auc)
-        blls.append(bll)
-    if not aucs:
+    (runs, n_boot); with `per_set` also {method: (auc, bll)} of every set. `rounds` maps each
+    method to its scores (video, label, pred) from every run, on the same videos.
+
+    The sets share reals (every round holds out the same real reserve, and methods that share
+    folders share their reals), so the reals are redrawn once for all sets: each replicate
+    weighs every REAL video by how often it came up in one draw with replacement from all the
+    held-out reals, in every set that holds it. The fakes (one method's own) are redrawn per
+    set, so every set keeps its fakes' count. A replicate that leaves a set no real (rare: a set
+    holds 20 or more) skips that set in its mean. Sets with one class only are left out, as the
+    mean AUC leaves them out. Every run sees the same draws (paired)."""
+    frames = {m: [f.set_index("video").sort_index() for f in rounds[m]] for m in sorted(rounds)}
+    frames = {m: fs for m, fs in frames.items() if fs[0].label.nunique() == 2}
+    if not frames:
         raise ValueError("no held-out set has both classes")
-    return np.mean(aucs, axis=0), np.mean(blls, axis=0)
+    rng = np.random.default_rng(seed)
+    reals = sorted({v for fs in frames.values() for v in fs[0].index[fs[0].label == 0]})
+    column = {v: j for j, v in enumerate(reals)}
+    w_reals = _counts(len(reals), n_boot, rng)
+    sets = {}
+    for m, fs in frames.items():
+        ref = fs[0]
+        f_ids, r_ids = ref.index[ref.label == 1], ref.index[ref.label == 0]
+        wf, wr = _counts(len(f_ids), n_boot, rng), w_reals[:, [column[v] for v in r_ids]]
+        out = [_weighted(f.pred.loc[f_ids].to_numpy(), f.pred.loc[r_ids].to_numpy(), wf, wr) for f in fs]
+        sets[m] = (np.stack([a for a, _ in out]), np.stack([b for _, b in out]))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with a set left without reals
+        auc = np.nanmean(np.stack([a for a, _ in sets.values()]), axis=0)
+        bll = np.nanmean(np.stack([b for _, b in sets.values()]), axis=0)
+    return (auc, bll, sets) if per_set else (auc, bll)
 
 
 def mean_auc_replicates(rounds: dict[str, list[pd.DataFrame]], n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:

@@ -1,28 +1,33 @@
 #!/usr/bin/env python
-"""Is run B better than run A? A paired bootstrap over the held-out videos of two bench/quality.py runs.
+"""Is recipe B better than recipe A? A paired bootstrap over the held-out videos of bench/quality.py runs.
 
-    python bench/quality.py ... --config A.json --out-dir Q/a [--dev-dir DEV]
-    python bench/quality.py ... --config B.json --out-dir Q/b [--dev-dir DEV]
-    python bench/quality_compare.py Q/a Q/b [--n-boot 2000] [--seed 0]
+    python bench/quality.py ... --config A.json --seed 0 --out-dir Q/a0 [--dev-dir DEV]   (and --seed 1: Q/a1)
+    python bench/quality.py ... --config B.json --seed 0 --out-dir Q/b0 [--dev-dir DEV]   (and --seed 1: Q/b1)
+    python bench/quality_compare.py --a Q/a0 [Q/a1 ...] --b Q/b0 [Q/b1 ...] [--n-boot 2000] [--seed 0]
 
-Both runs hold out the same videos (the split depends on the data only), so each bootstrap
-replicate redraws every held-out set's fakes and reals once, with replacement, and scores
-both runs on that same draw (`quality.set_replicates`). The difference B - A of the mean
-AUC over methods (and of the mean balanced log loss) then comes with a 95% percentile
-interval and the share of replicates in which B is ahead. A single method's set and, where
-both runs have one, the dev round (`OUT_DIR/all/dev_scores.csv`, written by --dev-dir) get
-the same. Only the methods both runs scored are compared (the rest under `skipped`).
+Every run holds out the same videos (the split depends on the data only), so each bootstrap
+replicate redraws the held-out videos once (`quality.mean_replicates`: the reals, which the
+rounds share, once for all rounds; each round's fakes on their own) and scores every run on
+that same draw. A side of several runs (a recipe's seeds) is the mean of its runs, and each
+replicate also redraws those runs with replacement, so its interval carries the seed spread
+as well as the videos' (with two or three seeds a side, a rough allowance, not an estimate
+to lean on). The difference B - A of the mean AUC over methods (and of the mean balanced log
+loss) then comes with a 95% percentile interval and `p_b_ahead`, the share of replicates in
+which B's mean AUC is higher. Each method gets its AUCs and the interval of their
+difference; the dev round (`OUT_DIR/all/dev_scores.csv`, written by --dev-dir) gets the
+overall keys when every run has one (else `dev_skipped`). Only the methods every run scored
+are compared (the rest under `skipped`).
 
-What it measures: how far the comparison could move with other videos of the same kinds.
-It cannot see the training seed's spread (one run per recipe), which on train-videos was as
-large as the differences between recipes (README): an interval that excludes 0 says the two
-*models* differ on these kinds of videos, not that the *recipes* do. Runs made with
---calibrate compare as they were scored (a temperature does not change an AUC).
+It reads each run's own `*/scores.csv`, the scores the run was trained and scored with, not
+the `*_reuse_*` files of a later `--reuse`. Runs made with --calibrate compare as they were
+scored (a temperature does not change an AUC, but it moves the log loss).
 
 Prints one JSON object: `runs`, `n_boot`, `methods` (per method: `auc` [A, B], `diff`,
-`diff_ci95`), `mean_auc` [A, B], `mean_auc_ci95` [[A], [B]], `diff`, `diff_ci95`,
-`p_b_ahead`, `mean_balanced_log_loss` [A, B] with `bll_diff` and `bll_diff_ci95`
-(negative: B's log loss is lower), `skipped`, and with both dev rounds `dev` (the same keys).
+`diff_ci95`), `mean_auc` [A, B], `runs_mean_auc` (each run's), `mean_auc_ci95` [[A], [B]],
+`diff`, `diff_ci95`, `p_b_ahead`, `mean_balanced_log_loss` [A, B] and
+`runs_mean_balanced_log_loss`, `bll_diff` and `bll_diff_ci95` (negative: B's log loss is
+lower), `skipped`, and `dev` (auc, runs_auc, auc_ci95, diff, diff_ci95, p_b_ahead,
+balanced_log_loss, bll_diff, bll_diff_ci95).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import N_BOOT, _round, ci95, mean_replicates, metrics, set_replicates  # noqa: E402
+from quality import N_BOOT, _round, ci95, mean_replicates, metrics  # noqa: E402
 from quality_ensemble import round_scores  # noqa: E402
 
 
@@ -60,39 +65,49 @@ def _mean_metric(frames: list[pd.DataFrame], key: str) -> float:
     return float(np.mean([metrics(f.label, f.pred)[key] for f in frames]))
 
 
+def side_replicates(run_reps: np.ndarray, picks: np.ndarray | None) -> np.ndarray:
+    """One side's replicates (n_boot,) from its runs' (runs, n_boot): with several runs, each
+    replicate averages a redraw of the runs with replacement (`picks`, (n_boot, runs)), so
+    the side's interval carries the spread between its seeds as well as the videos'."""
+    if picks is None:
+        return run_reps[0]
+    return run_reps[picks, np.arange(run_reps.shape[1])[:, None]].mean(axis=1)
+
+
 def compare_sets(sets: dict[str, tuple[list[pd.DataFrame], list[pd.DataFrame]]], n_boot: int, seed: int) -> dict:
     """sets: method -> (A's runs' scores, B's runs' scores), all on the same videos. A side's
-    metric is the mean over its runs (seeds) of each run's metric; per method and over methods."""
+    metric is the mean over its runs (seeds) of each run's metric; per method and over
+    methods, with the videos redrawn as `quality.mean_replicates` does and, on a side of
+    several runs, the runs too."""
     for m, (a, b) in sets.items():
         for f in a[1:] + b:
             same_videos(a[0], f, m)
     two = {m: ab for m, ab in sets.items() if ab[0][0].label.nunique() == 2}
     if not two:
         raise ValueError("no held-out set has both classes")
-    na = len(next(iter(two.values()))[0])
+    na, nb = (len(next(iter(two.values()))[i]) for i in (0, 1))
+    auc, bll, per = mean_replicates({m: a + b for m, (a, b) in two.items()}, n_boot, seed, per_set=True)
+    rng = np.random.default_rng(seed + 1)
+    picks = [rng.integers(k, size=(n_boot, k)) if k > 1 else None for k in (na, nb)]
+    side = lambda reps, i: side_replicates(reps[:na] if i == 0 else reps[na:], picks[i])  # noqa: E731
     methods = {}
-    for k, m in enumerate(sorted(sets)):
-        if m not in two:
-            continue
-        a, b = two[m]
-        ref = a[0].set_index("video").sort_index()
-        auc, _ = set_replicates(ref.label, [f.set_index("video").pred.loc[ref.index] for f in a + b], n_boot, seed + k)
+    for m, (a, b) in two.items():
         ma, mb = _mean_metric(a, "auc"), _mean_metric(b, "auc")
         methods[m] = {"auc": [_round(ma), _round(mb)], "diff": _round(mb - ma),
-                      "diff_ci95": paired(auc[:na].mean(0), auc[na:].mean(0))["diff_ci95"]}
-    auc, bll = mean_replicates({m: a + b for m, (a, b) in sets.items()}, n_boot, seed)
-    side = lambda i, key: [float(np.mean([metrics(f.label, f.pred)[key] for f in (ab[i][j] for ab in two.values())]))  # noqa: E731
-                           for j in range(len(next(iter(two.values()))[i]))]
-    runs_auc = [side(0, "auc"), side(1, "auc")]
-    runs_bll = [side(0, "balanced_log_loss"), side(1, "balanced_log_loss")]
+                      "diff_ci95": paired(side(per[m][0], 0), side(per[m][0], 1))["diff_ci95"]}
+    runs_auc = [[float(np.mean([metrics(ab[i][j].label, ab[i][j].pred)["auc"] for ab in two.values()]))
+                 for j in range(n)] for i, n in ((0, na), (1, nb))]
+    runs_bll = [[float(np.mean([metrics(ab[i][j].label, ab[i][j].pred)["balanced_log_loss"] for ab in two.values()]))
+                 for j in range(n)] for i, n in ((0, na), (1, nb))]
     a_auc, b_auc = (float(np.mean(r)) for r in runs_auc)
     a_bll, b_bll = (float(np.mean(r)) for r in runs_bll)
     out = {"methods": methods, "mean_auc": [_round(a_auc), _round(b_auc)],
            "runs_mean_auc": [[_round(x) for x in r] for r in runs_auc],
-           "mean_auc_ci95": [ci95(auc[:na].mean(0)), ci95(auc[na:].mean(0))], "diff": _round(b_auc - a_auc)}
-    out.update(paired(auc[:na].mean(0), auc[na:].mean(0)))
-    out.update({"mean_balanced_log_loss": [_round(a_bll), _round(b_bll)], "bll_diff": _round(b_bll - a_bll),
-                "bll_diff_ci95": ci95(bll[na:].mean(0) - bll[:na].mean(0))})
+           "mean_auc_ci95": [ci95(side(auc, 0)), ci95(side(auc, 1))], "diff": _round(b_auc - a_auc)}
+    out.update(paired(side(auc, 0), side(auc, 1)))
+    out.update({"mean_balanced_log_loss": [_round(a_bll), _round(b_bll)],
+                "runs_mean_balanced_log_loss": [[_round(x) for x in r] for r in runs_bll],
+                "bll_diff": _round(b_bll - a_bll), "bll_diff_ci95": ci95(side(bll, 1) - side(bll, 0))})
     return out
 
 
@@ -111,7 +126,10 @@ def compare_runs(runs_a: list[Path], runs_b: list[Path], n_boot: int = N_BOOT, s
                             n_boot, seed))
     out["skipped"] = sorted(set.union(*(set(r) for r in rounds.values())) - set(common))
     dev = {d: Path(d) / "all" / "dev_scores.csv" for d in list(runs_a) + list(runs_b)}
-    if all(p.exists() for p in dev.values()):
+    missing = [str(d) for d, p in dev.items() if not p.exists()]
+    if missing and len(missing) < len(dev):
+        out["dev_skipped"] = f"no all/dev_scores.csv in {missing}"
+    if not missing:
         sa, sb = [pd.read_csv(dev[d]) for d in runs_a], [pd.read_csv(dev[d]) for d in runs_b]
         if sa[0].label.nunique() == 2:
             c = compare_sets({"dev": (sa, sb)}, n_boot, seed)

@@ -229,6 +229,26 @@ def test_mean_replicates_average_the_sets_and_leave_one_class_sets_out(quality):
         quality.mean_replicates({"C": [fakes_only]})
 
 
+def test_rounds_that_share_reals_redraw_them_together(quality):
+    """Every round holds out the same real reserve: one draw of those reals moves every
+    round's AUC the same way, so the mean's interval is wider than independent draws would
+    make it. At weight 1 everywhere the weighted metrics are metrics()'."""
+    rng = np.random.default_rng(0)
+    reals = [(f"r{i}", 0, float(x)) for i, x in enumerate(rng.uniform(0.1, 0.9, 20))]
+    rounds = {m: [pd.DataFrame(reals + [(f"{m}{i}", 1, float(x)) for i, x in enumerate(rng.uniform(0.3, 1.0, 10))],
+                               columns=["video", "label", "pred"])] for m in ("A", "B", "C")}
+    auc, bll, per = quality.mean_replicates(rounds, n_boot=3000, seed=1, per_set=True)
+    independent = np.mean([quality.set_replicates(f[0].label, [f[0].pred], 3000, seed=k)[0][0]
+                           for k, f in enumerate(rounds.values())], axis=0)
+    assert auc.std() > 1.3 * independent.std()  # three rounds on one draw of reals vs three draws
+    assert np.corrcoef(per["A"][0][0], per["B"][0][0])[0, 1] > 0.25  # independent draws: about 0
+    f = rounds["A"][0]
+    ones = np.ones((1, 10)), np.ones((1, 20))
+    w_auc, w_bll = quality._weighted(f.pred[f.label == 1].to_numpy(), f.pred[f.label == 0].to_numpy(), *ones)
+    full = quality.metrics(f.label, f.pred)
+    assert w_auc[0] == pytest.approx(full["auc"]) and w_bll[0] == pytest.approx(full["balanced_log_loss"])
+
+
 @pytest.fixture(scope="module")
 def quality_compare(quality_ensemble):
     import sys
@@ -261,11 +281,16 @@ def test_compare_pairs_two_runs_on_the_same_videos(quality_compare, tmp_path):
     group = quality_compare.compare_runs([a, a2], [b], n_boot=300)
     assert group["skipped"] == ["Extra"] and len(group["runs_mean_auc"][0]) == 2
     assert group["mean_auc"][0] == pytest.approx(np.mean(group["runs_mean_auc"][0]), abs=1e-4)
+    # two seeds that disagree: A's interval spans both (its runs are redrawn too), wider than one run's
+    lo, hi = group["mean_auc_ci95"][0]
+    one = out["mean_auc_ci95"][0]
+    assert hi - lo > one[1] - one[0] and lo <= min(group["runs_mean_auc"][0]) and hi >= max(group["runs_mean_auc"][0])
     for d, score in ((a, 0.4), (b, 0.7)):
         pd.DataFrame({"label": [0, 0, 1], "pred": [0.5, 0.3, score], "video": ["x", "y", "z"]}
                      ).to_csv(d / "all" / "dev_scores.csv", index=False)
     dev = quality_compare.compare_runs([a], [b], n_boot=300)["dev"]
     assert dev["auc"] == [0.5, 1.0] and dev["diff"] == 0.5
+    assert "dev_skipped" in quality_compare.compare_runs([a], [b, a2], n_boot=300)
     c = _run(tmp_path, "c", {"Swap": reals[1:] + fb})
     with pytest.raises(ValueError, match="not the same split"):
         quality_compare.compare_runs([a], [c])

@@ -35,6 +35,16 @@ def test_default_plans():
     assert [p.split()[0] for p in sample.stdout.splitlines()] == ["lite0_cpu", "lite0_seq3d_cpu", "deit_distill_cpu"]
 
 
+def test_folds_all_plans_foldall_and_bad_folds_stop_before_any_work():
+    assert _plan(NUM_GPUS="0", FOLDS="all") == [["lite0_cpu", "all", "0", "lite0_cpu"]]
+    for folds, config, message in (("x", "lite0_cpu", "fold numbers or 'all'"), ("-1", "lite0_cpu", "fold numbers"),
+                                   ("all", "lite0_cpu mds_cpu", "use a fold number")):
+        proc = subprocess.run(["bash", "run_all.sh", "/nonexistent"], cwd=REPO, capture_output=True, text=True,
+                              env=dict(os.environ, PLAN_ONLY="1", NUM_GPUS="0", FOLDS=folds, CONFIGS=config),
+                              timeout=120)
+        assert proc.returncode == 1 and message in proc.stderr and not proc.stdout
+
+
 def test_several_data_dirs_train_as_one_through_links(tmp_path):
     env = dict(os.environ, PLAN_ONLY="1", NUM_GPUS="0")
     env.pop("WORK_DIR", None)

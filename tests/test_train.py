@@ -109,6 +109,8 @@ def test_fold_all_trains_on_every_fold_without_validation(sample_work, tmp_path,
     fold0 = tmp_path / "fold0_teacher.pt"
     torch.save(dict(best, fold=0), fold0)
     assert load_teacher(fold0, engine.ALL_FOLDS).fold == 0  # a student that validates on nothing takes any
+    with pytest.raises(ValueError, match="same fold"):
+        train(cfg, work, fold=0, weights_dir=tmp_path / "other", progress=False, resume=result.last)
     for over, why in (({"early_stopping": 2}, "early_stopping"),
                       ({"optimizer": {"schedule": {"type": "plateau", "epochs": 2}}}, "plateau")):
         with pytest.raises(ValueError, match=why):

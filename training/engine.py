@@ -559,6 +559,9 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
     start_epoch, history, best_loss, stale = 0, [], math.inf, 0
     if resume:
         ckpt = load_checkpoint(resume)
+        if ckpt.get("fold") is not None and int(ckpt["fold"]) != int(fold):
+            raise ValueError(f"{resume} trained with fold {fold_name(ckpt['fold'])} held out; this run's fold is "
+                             f"{fold_name(fold)}: resume a checkpoint of the same fold")
         # with EMA, the checkpoint's state_dict is the average and train_state_dict the weights it
         # follows; a run that had no average starts one at its weights
         model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]), strict=True)
