@@ -238,6 +238,9 @@ elif [ "${CALIBRATE:-1}" = "1" ] && [ "${#fold_list[@]}" = "1" ]; then
         echo "[run_all] no calibration (see the message above): predictions stay uncalibrated" >&2
         rm -f "$CALIBRATION"
     fi
+elif [ "${CALIBRATE:-1}" = "1" ]; then
+    echo "[run_all] FOLDS='$FOLDS': every fold trained some member, none is left to fit a temperature on;" \
+         "predictions stay uncalibrated" >&2
 fi
 CAL_ARGS=()
 [ -f "$CALIBRATION" ] && CAL_ARGS=(--calibration "$CALIBRATION")

@@ -412,8 +412,11 @@ def mean_auc_replicates(rounds: dict[str, list[pd.DataFrame]], n_boot: int = N_B
 
 
 def ci95(replicates) -> list:
-    """The 2.5th and 97.5th percentiles of bootstrap replicates (the percentile interval)."""
-    return [_round(float(q)) for q in np.percentile(np.asarray(replicates, float), [2.5, 97.5])]
+    """The 2.5th and 97.5th percentiles of bootstrap replicates (the percentile interval), over
+    the finite ones (a replicate that left a set without a class is NaN); [None, None] if none is."""
+    r = np.asarray(replicates, float)
+    r = r[np.isfinite(r)]
+    return [_round(float(q)) for q in np.percentile(r, [2.5, 97.5])] if len(r) else [None, None]
 
 
 def _round(x):

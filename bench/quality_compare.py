@@ -58,7 +58,9 @@ def same_videos(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
 
 def paired(a_reps: np.ndarray, b_reps: np.ndarray) -> dict:
     d = b_reps - a_reps
-    return {"diff_ci95": ci95(d), "p_b_ahead": _round(float((d > 0).mean() + 0.5 * (d == 0).mean()))}
+    d = d[np.isfinite(d)]  # a replicate that left a set without a class
+    return {"diff_ci95": ci95(d),
+            "p_b_ahead": _round(float((d > 0).mean() + 0.5 * (d == 0).mean())) if len(d) else None}
 
 
 def _mean_metric(frames: list[pd.DataFrame], key: str) -> float:
@@ -86,6 +88,8 @@ def compare_sets(sets: dict[str, tuple[list[pd.DataFrame], list[pd.DataFrame]]],
     if not two:
         raise ValueError("no held-out set has both classes")
     na, nb = (len(next(iter(two.values()))[i]) for i in (0, 1))
+    if any((len(a), len(b)) != (na, nb) for a, b in two.values()):
+        raise ValueError("every method needs the same runs on each side")
     auc, bll, per = mean_replicates({m: a + b for m, (a, b) in two.items()}, n_boot, seed, per_set=True)
     rng = np.random.default_rng(seed + 1)
     picks = [rng.integers(k, size=(n_boot, k)) if k > 1 else None for k in (na, nb)]

@@ -242,6 +242,17 @@ def test_rounds_that_share_reals_redraw_them_together(quality):
                            for k, f in enumerate(rounds.values())], axis=0)
     assert auc.std() > 1.3 * independent.std()  # three rounds on one draw of reals vs three draws
     assert np.corrcoef(per["A"][0][0], per["B"][0][0])[0, 1] > 0.25  # independent draws: about 0
+    for k in range(20):  # integer weights = copies of the videos, ties included
+        pf, pr = np.round(rng.uniform(0, 1, 7), 1), np.round(rng.uniform(0, 1, 9), 1)
+        wf, wr = rng.integers(0, 4, (1, 7)), rng.integers(0, 4, (1, 9))
+        wf[0, 0] = wr[0, 0] = 1
+        y, p = [1] * int(wf.sum()) + [0] * int(wr.sum()), np.concatenate([np.repeat(pf, wf[0]), np.repeat(pr, wr[0])])
+        a_, b_ = quality._weighted(pf, pr, wf.astype(float), wr.astype(float))
+        m = quality.metrics(y, p)
+        assert a_[0] == pytest.approx(m["auc"]) and b_[0] == pytest.approx(m["balanced_log_loss"])
+    nan = quality._weighted(np.array([0.7]), np.array([0.2, 0.4]), np.ones((2, 1)), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    assert np.isnan(nan[0][0]) and nan[0][1] == 1.0  # no real weight: NaN, which ci95 leaves out
+    assert quality.ci95([np.nan, 0.5, 0.5]) == [0.5, 0.5] and quality.ci95([np.nan]) == [None, None]
     f = rounds["A"][0]
     ones = np.ones((1, 10)), np.ones((1, 20))
     w_auc, w_bll = quality._weighted(f.pred[f.label == 1].to_numpy(), f.pred[f.label == 0].to_numpy(), *ones)
