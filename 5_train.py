@@ -4,8 +4,8 @@
     python 5_train.py --config configs/lite0_cpu.json --data-dir D --work-dir W --fold 0
     torchrun --nproc_per_node 8 5_train.py --config configs/b7.json --data-dir D --work-dir W --fold 0
 
-`--fold all` trains on every fold with no validation (a final fit, with the epochs a
-validated run chose): weights/{name}_foldall_{best,last}.pt, both the final epoch's.
+`--fold all` trains on every fold with no validation (a final fit with the config's epochs,
+chosen beforehand with a validated run): weights/{name}_foldall_{best,last}.pt, both the final epoch's.
 """
 import argparse
 import sys

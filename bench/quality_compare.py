@@ -43,17 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import N_BOOT, _round, ci95, mean_replicates, metrics  # noqa: E402
-from quality_ensemble import round_scores  # noqa: E402
-
-
-def same_videos(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
-    """Two runs' scores of one held-out set must cover the same videos with the same labels."""
-    a, b = a.set_index("video"), b.set_index("video")
-    if set(a.index) != set(b.index):
-        raise ValueError(f"{what}: the runs scored other videos ({len(set(a.index) ^ set(b.index))} differ): "
-                         "not the same split")
-    if not (a.label.sort_index() == b.label.loc[a.index].sort_index()).all():
-        raise ValueError(f"{what}: the runs label some videos differently")
+from quality_ensemble import check_same_videos, round_scores  # noqa: E402
 
 
 def paired(a_reps: np.ndarray, b_reps: np.ndarray) -> dict:
@@ -61,10 +51,6 @@ def paired(a_reps: np.ndarray, b_reps: np.ndarray) -> dict:
     d = d[np.isfinite(d)]  # a replicate that left a set without a class
     return {"diff_ci95": ci95(d),
             "p_b_ahead": _round(float((d > 0).mean() + 0.5 * (d == 0).mean())) if len(d) else None}
-
-
-def _mean_metric(frames: list[pd.DataFrame], key: str) -> float:
-    return float(np.mean([metrics(f.label, f.pred)[key] for f in frames]))
 
 
 def side_replicates(run_reps: np.ndarray, picks: np.ndarray | None) -> np.ndarray:
@@ -82,8 +68,7 @@ def compare_sets(sets: dict[str, tuple[list[pd.DataFrame], list[pd.DataFrame]]],
     methods, with the videos redrawn as `quality.mean_replicates` does and, on a side of
     several runs, the runs too."""
     for m, (a, b) in sets.items():
-        for f in a[1:] + b:
-            same_videos(a[0], f, m)
+        check_same_videos(a + b, f"{m}: ")
     two = {m: ab for m, ab in sets.items() if ab[0][0].label.nunique() == 2}
     if not two:
         raise ValueError("no held-out set has both classes")
@@ -94,17 +79,18 @@ def compare_sets(sets: dict[str, tuple[list[pd.DataFrame], list[pd.DataFrame]]],
     rng = np.random.default_rng(seed + 1)
     picks = [rng.integers(k, size=(n_boot, k)) if k > 1 else None for k in (na, nb)]
     side = lambda reps, i: side_replicates(reps[:na] if i == 0 else reps[na:], picks[i])  # noqa: E731
+    # every run's metrics of every set, once: scores[m][side][run] = metrics()
+    scores = {m: [[metrics(f.label, f.pred) for f in runs] for runs in ab] for m, ab in two.items()}
+    mean = lambda values: float(np.mean(values))  # noqa: E731
     methods = {}
-    for m, (a, b) in two.items():
-        ma, mb = _mean_metric(a, "auc"), _mean_metric(b, "auc")
+    for m in two:
+        ma, mb = (mean([r["auc"] for r in scores[m][i]]) for i in (0, 1))
         methods[m] = {"auc": [_round(ma), _round(mb)], "diff": _round(mb - ma),
                       "diff_ci95": paired(side(per[m][0], 0), side(per[m][0], 1))["diff_ci95"]}
-    runs_auc = [[float(np.mean([metrics(ab[i][j].label, ab[i][j].pred)["auc"] for ab in two.values()]))
-                 for j in range(n)] for i, n in ((0, na), (1, nb))]
-    runs_bll = [[float(np.mean([metrics(ab[i][j].label, ab[i][j].pred)["balanced_log_loss"] for ab in two.values()]))
-                 for j in range(n)] for i, n in ((0, na), (1, nb))]
-    a_auc, b_auc = (float(np.mean(r)) for r in runs_auc)
-    a_bll, b_bll = (float(np.mean(r)) for r in runs_bll)
+    runs_auc, runs_bll = ([[mean([scores[m][i][j][key] for m in two]) for j in range(n)]
+                           for i, n in ((0, na), (1, nb))] for key in ("auc", "balanced_log_loss"))
+    a_auc, b_auc = (mean(r) for r in runs_auc)
+    a_bll, b_bll = (mean(r) for r in runs_bll)
     out = {"methods": methods, "mean_auc": [_round(a_auc), _round(b_auc)],
            "runs_mean_auc": [[_round(x) for x in r] for r in runs_auc],
            "mean_auc_ci95": [ci95(side(auc, 0)), ci95(side(auc, 1))], "diff": _round(b_auc - a_auc)}

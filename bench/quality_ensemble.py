@@ -46,19 +46,24 @@ def round_scores(run_dir: Path) -> dict[str, pd.DataFrame]:
     return {p.parent.name: pd.read_csv(p) for p in sorted(Path(run_dir).glob("*/scores.csv"))}
 
 
+def check_same_videos(frames: list[pd.DataFrame], what: str = "") -> None:
+    """Runs' scores of one held-out set must cover the same videos with the same labels."""
+    base = frames[0].set_index("video").label
+    for k, f in enumerate(frames[1:], 1):
+        f = f.set_index("video").label
+        if set(f.index) != set(base.index):
+            raise ValueError(f"{what}run {k} scored other videos than run 0 "
+                             f"({len(set(f.index) ^ set(base.index))} differ): not the same split")
+        if not (f.loc[base.index] == base).all():
+            raise ValueError(f"{what}run {k} labels some videos differently from run 0")
+
+
 def combine(frames: list[pd.DataFrame], weights: list[float]) -> pd.DataFrame:
     """One method's ensemble scores: the weighted mean of the members' `pred` per video.
     The members must hold out the same videos with the same labels."""
+    check_same_videos(frames)
     base = frames[0].set_index("video").sort_index()
-    preds = []
-    for k, f in enumerate(frames):
-        f = f.set_index("video").sort_index()
-        if set(f.index) != set(base.index):
-            raise ValueError(f"member {k} scored other videos than member 0 "
-                             f"({len(set(f.index) ^ set(base.index))} differ): not the same split")
-        if not (f.label.loc[base.index] == base.label).all():
-            raise ValueError(f"member {k} labels some videos differently from member 0")
-        preds.append(f.pred.loc[base.index].to_numpy(dtype=np.float64))
+    preds = [f.set_index("video").pred.loc[base.index].to_numpy(dtype=np.float64) for f in frames]
     w = np.asarray(weights, dtype=np.float64)
     out = base[["label"]].copy()
     out["pred"] = np.average(np.stack(preds), axis=0, weights=w)

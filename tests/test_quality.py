@@ -8,12 +8,20 @@ import pytest
 from conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def quality():
-    spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
+def _bench_module(name: str):
+    """bench/NAME.py as a module, registered under NAME so that the bench scripts that import it
+    (`from quality import ...`) get this copy."""
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return sys.modules.setdefault(name, module)
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return _bench_module("quality")
 
 
 def test_method_families(quality):
@@ -96,13 +104,7 @@ def test_size_shortcut_reads_face_size_against_labels_and_scores(quality):
 
 @pytest.fixture(scope="module")
 def quality_ensemble(quality):
-    import sys
-
-    sys.modules.setdefault("quality", quality)
-    spec = importlib.util.spec_from_file_location("quality_ensemble", REPO / "bench" / "quality_ensemble.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _bench_module("quality_ensemble")
 
 
 def _run(tmp_path, name, methods):
@@ -262,13 +264,7 @@ def test_rounds_that_share_reals_redraw_them_together(quality):
 
 @pytest.fixture(scope="module")
 def quality_compare(quality_ensemble):
-    import sys
-
-    sys.modules.setdefault("quality_ensemble", quality_ensemble)
-    spec = importlib.util.spec_from_file_location("quality_compare", REPO / "bench" / "quality_compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _bench_module("quality_compare")
 
 
 def test_compare_pairs_two_runs_on_the_same_videos(quality_compare, tmp_path):

@@ -339,11 +339,12 @@ def video_mos_metrics(videos: list[str], targets: list[float], preds: list[float
     return mos_metrics([v[0] for v in per.values()], [np.mean(v[1]) for v in per.values()])
 
 
-def keeps_epoch(cfg: dict, improved: bool) -> bool:
+def keeps_epoch(cfg: dict, improved: bool, validating: bool = True) -> bool:
     """Whether this epoch's weights become _best.pt (what run_all's ensemble uses): the best
     validation score so far (selim), or every epoch with `keep_checkpoint` "last", so the file
-    ends as the final epoch's (NTech submitted their last snapshot, chosen by nothing)."""
-    return improved or cfg["keep_checkpoint"] == "last"
+    ends as the final epoch's (NTech submitted their last snapshot, chosen by nothing); every
+    epoch too with no validation (ALL_FOLDS), where nothing can choose one."""
+    return improved or cfg["keep_checkpoint"] == "last" or not validating
 
 
 def selection_score(cfg: dict, metrics: dict) -> float:
@@ -669,8 +670,6 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
         bar.close()
         train_time = time.time() - t0
 
-        # with no validation (every fold trains) each epoch is saved as _best too, so the file ends
-        # as the final epoch's, as with keep_checkpoint "last"
         metrics = evaluate(evaluated, val_ds, cfg, d, o["batch_size"], workers) if validating else {}
         metrics.update({"epoch": epoch, "train_loss": running, "imgs_per_s": seen / max(train_time, 1e-6),
                         "lr": optimizer.param_groups[0]["lr"]})
@@ -698,7 +697,7 @@ def train(config: dict, work_dir: str | Path, fold: int = 0, seed: int = 0, resu
                 "seed": seed, "fold": fold, "data_dir": str(data_dir) if data_dir else None,
                 "work_dir": origin,
                 **({"train_state_dict": unwrapped.state_dict()} if ema is not None else {})})
-            saved = keeps_epoch(cfg, improved) or not validating
+            saved = keeps_epoch(cfg, improved, validating)
             if saved:
                 save_checkpoint(best_path, evaluated, cfg, epoch, metrics,
                                 {"seed": seed, "fold": fold, "work_dir": origin})
