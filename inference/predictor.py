@@ -580,7 +580,7 @@ def read_sound(path: Path) -> tuple[np.ndarray | None, float]:
 def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size: int = 32) -> np.ndarray:
     """A dissonance model's P(FAKE) of the video, as a 1-element array (empty: it abstains,
     no sound or no segment); its MDS and per-segment distances go to faces.av[m.name]."""
-    from training.av_data import mfcc_window
+    from training.av_data import mfcc_window, offset_windows
 
     length = m.av_segment_s
     per = m.cfg["data"]["seq_len"]
@@ -600,10 +600,18 @@ def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size
         fv.append(out.video_features.float())
         fa.append(out.audio_features.float())
     d = np.concatenate(distances)
-    # the paper's MDS, the mean segment distance; or one distance over the joined segments
-    mds = float(d.mean()) if m.model.mds == "segments" else float(m.model.video_distance(torch.cat(fv), torch.cat(fa)))
+    extra = {}
+    if m.model.offsets:  # model.offset_search: distance at offset 0 minus the best alignment's
+        windows = offset_windows(faces.mfcc, [s for s, _ in segs], m.model.offsets, length)
+        curve = m.model.offset_curve(torch.cat(fv), torch.from_numpy(windows).to(device))
+        mds, d0, offset = m.model.offset_score(curve)
+        extra = {"distance_at_0": round(d0, 5), "offset_s": offset}
+    else:  # the paper's MDS, the mean segment distance; or one distance over the joined segments
+        mds = (float(d.mean()) if m.model.mds == "segments"
+               else float(m.model.video_distance(torch.cat(fv), torch.cat(fa))))
     prob = float(m.model.probability(torch.tensor(mds)))
-    faces.av[m.name] = {"mds": round(mds, 5), "mds_over": m.model.mds,
+    faces.av[m.name] = {"mds": round(mds, 5), "mds_over": m.model.mds + (" offsets" if m.model.offsets else ""),
+                        **extra,
                         "segments": [{"start": s, "distance": round(float(x), 5)} for (s, _), x in zip(segs, d)]}
     return np.array([prob])
 

@@ -247,6 +247,112 @@ def test_video_level_distance_joins_segments_in_time_order():
         motion_net(mds="mean")
 
 
+def test_offset_windows_move_each_segments_sound_and_pad_at_the_edges():
+    """offset_windows: each segment's MFCC window moved by each offset; at offset 0 the
+    window training and prediction use (mfcc_window); before the sound's start the first
+    row repeats, past its end the last."""
+    from training.av_data import mfcc_window, offset_windows
+
+    feats = np.random.default_rng(0).normal(size=(300, 13)).astype(np.float32)  # 3 s
+    offsets = (-0.5, -0.08, 0.0, 0.4)
+    w = offset_windows(feats, [0.0, 1.0, 2.0], offsets)
+    assert w.shape == (4, 3, 1, 13, 100)
+    for i, d in enumerate(offsets):
+        for k, s in enumerate((0.0, 1.0, 2.0)):
+            if s + d >= 0:
+                np.testing.assert_array_equal(w[i, k, 0], mfcc_window(feats, s + d))
+    np.testing.assert_array_equal(w[0, 0, 0, :, :50], np.repeat(feats[:1].T, 50, 1))  # 0.5 s before the start
+    np.testing.assert_array_equal(w[0, 0, 0, :, 50:], feats[:50].T)
+    np.testing.assert_array_equal(w[3, 2, 0, :, 60:], np.repeat(feats[-1:].T, 40, 1))  # past the end
+
+
+def test_offset_search_grid_and_bad_specs():
+    from training.zoo.mds import search_offsets
+
+    grid = search_offsets({"max_s": 1.2, "step_s": 0.08})
+    assert len(grid) == 31 and grid[15] == 0.0 and grid[0] == -1.2 and grid[-1] == 1.2
+    assert grid == tuple(-x for x in reversed(grid))
+    assert search_offsets({"max_s": 0.5, "step_s": 0.2}) == (-0.4, -0.2, 0.0, 0.2, 0.4)
+    assert search_offsets(None) == ()
+    for bad in ({"max_s": 1.0}, {"max_s": 0.0, "step_s": 0.1}, {"max_s": 0.1, "step_s": 0.2}, [1.0, 0.1],
+                {"max_s": 1.0, "step_s": 0.1, "extra": 1}):
+        with pytest.raises(ValueError, match="offset_search"):
+            search_offsets(bad)
+    with pytest.raises(ValueError, match="offset_search"):
+        motion_net(mds="video", offset_search={"max_s": -1, "step_s": 0.1})
+
+
+@pytest.mark.parametrize("mds", ["video", "segments"])
+def test_offset_curve_moves_with_the_sound_and_scores_against_the_best_alignment(mds):
+    """model.offset_search: the curve's offset-0 entry is the video's plain distance
+    (distance_of); advancing the sound by s moves the whole curve by s (away from the clip's
+    edges), so the score of the advanced copy is its distance at 0 above the minimum, found
+    at -s: the estimated offset."""
+    from training.av_data import mfcc_window, offset_windows
+
+    net = motion_net(mds=mds, offset_search={"max_s": 0.48, "step_s": 0.08}).eval()
+    offsets = net.offsets
+    g = torch.Generator().manual_seed(5)
+    clip = torch.rand(3, 6, 3, 48, 48, generator=g)
+    feats = np.random.default_rng(1).normal(size=(800, 13)).astype(np.float32)  # 8 s
+    starts = [2.0, 3.0, 4.0]  # inner seconds: no offset reaches an edge
+    shift = 0.24
+    advanced = feats[int(round(shift * 100)):]  # the sound 0.24 s early, as bench/dissonance's fakes
+    with torch.no_grad():
+        fv = net.video(clip)
+        curve = net.offset_curve(fv, torch.from_numpy(offset_windows(feats, starts, offsets)))
+        moved = net.offset_curve(fv, torch.from_numpy(offset_windows(advanced, starts, offsets)))
+        fa = net.audio(torch.stack([torch.from_numpy(mfcc_window(feats, s)).unsqueeze(0) for s in starts]))
+        torch.testing.assert_close(curve[offsets.index(0.0)], net.distance_of(fv, fa))
+    k = int(round(shift / 0.08))  # moved(d) = curve(d + shift)
+    torch.testing.assert_close(moved[:len(offsets) - k], curve[k:])
+    score, d0, est = net.offset_score(moved)
+    assert d0 == pytest.approx(float(moved[offsets.index(0.0)]))
+    assert score == pytest.approx(d0 - float(moved.min())) and score >= 0
+    assert est == offsets[int(torch.argmin(moved))]
+    # a curve whose minimum is at 0 scores 0 and estimates no offset
+    flat = torch.tensor([0.9, 0.7, 0.2, 0.6, 0.8])
+    net.offsets = (-0.16, -0.08, 0.0, 0.08, 0.16)
+    assert net.offset_score(flat) == (0.0, pytest.approx(0.2), 0.0)
+    assert net.offset_score(torch.tensor([0.9, 0.1, 0.2, 0.6, 0.8])) == (pytest.approx(0.1), pytest.approx(0.2), -0.08)
+
+
+def test_validation_scores_offset_search_on_each_segments_own_sound(tmp_path):
+    """av_metrics with model.offset_search: a video's MDS is offset_score of the curve built
+    from each segment's wav and sound start (a clone's wrong sound included), and the
+    calibration is fitted on those scores."""
+    import wave
+
+    from training.av_data import _video_mfcc, offset_windows
+    from training.engine import av_metrics
+
+    net = motion_net(mds="video", offset_search={"max_s": 0.4, "step_s": 0.2}).eval()
+    wavs = []
+    for i in range(2):
+        x = (np.random.default_rng(i).normal(size=16000 * 4) * 3000).astype(np.int16)
+        path = tmp_path / f"v{i}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(x.tobytes())
+        wavs.append(str(path))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        fv = net.video(torch.rand(4, 6, 3, 48, 48, generator=g)).numpy()
+    fa = np.zeros_like(fv)  # not used with offset_search: the sound is re-read from the wav
+    # video "a" (REAL): its own sound; "a+wrong_audio" (FAKE): its sound 0.6 s later; given out of order
+    steps = [(1.0, fv[1], fa[1], wavs[0], 1.0), (0.0, fv[0], fa[0], wavs[0], 0.0),
+             (1.0, fv[3], fa[3], wavs[1], 1.6), (0.0, fv[2], fa[2], wavs[1], 0.6)]
+    names = ["a", "a", "a+wrong_audio", "a+wrong_audio"]
+    m = av_metrics(net, names, [0.0, 0.0, 1.0, 1.0], [0.5] * 4, steps)
+    want = []
+    with torch.no_grad():
+        for ix, wav, starts in (([0, 1], wavs[0], [0.0, 1.0]), ([2, 3], wavs[1], [0.6, 1.6])):
+            curve = net.offset_curve(torch.from_numpy(fv[ix]),
+                                     torch.from_numpy(offset_windows(_video_mfcc(wav)[0], starts, net.offsets)))
+            want.append(net.offset_score(curve)[0])
+    assert [m["mds_real"], m["mds_fake"]] == pytest.approx(want, abs=1e-5)
+    assert m["calibration"] == pytest.approx(net.calibration.tolist())
+
+
 def test_segment_plan_cuts_each_models_segment_length_within_the_video():
     """data.av_segment_s: prediction cuts consecutive whole segments of each model's length
     within the first max_segments seconds, the frames spread over each segment."""
@@ -790,3 +896,43 @@ def test_video_level_mds_trains_validates_and_predicts_over_the_joined_segments(
     assert got["mds"] == pytest.approx(want, abs=1e-4)
     assert [s["distance"] for s in got["segments"]] == pytest.approx(out.distance.tolist(), abs=1e-4)
     assert pred.rows[0][1] == pytest.approx(float(m.model.probability(torch.tensor(want))), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work, tmp_path):
+    """model.offset_search end to end: validation fits the calibration on the offset score;
+    6_predict reports it as the MDS, with the distance at offset 0 (the plain video-level
+    distance) and the estimated offset, and its P(FAKE) is the calibrated score."""
+    from inference.predictor import FaceExtractor, load_models, predict_videos
+    from training.av_data import mfcc_window, offset_windows
+    from training.engine import train
+
+    data, work, _ = av_work
+    cfg = mds_cfg(encoder="mouth_motion", size=48, batches_per_epoch=2, optimizer={"batch_size": 4},
+                  model={"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 16,
+                         "mds": "video", "offset_search": {"max_s": 0.6, "step_s": 0.2}},
+                  data={"av_swap_prob": 0.0, "av_fake_prob": 1.0})
+    result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
+    h = result.history[0]
+    assert np.isfinite([h["mds_real"], h["mds_fake"], *h["calibration"]]).all()
+    assert h["mds_real"] >= 0 and h["mds_fake"] >= 0  # distances above the best alignment's
+    clip = sorted(data.rglob("*.mp4"))[0]
+    pred = predict_videos([("v.mp4", clip)], [result.best], progress=False, details=True, num_frames=4)
+    assert not pred.errors
+    m = load_models([result.best], torch.device("cpu"))[0]
+    assert m.model.offsets == (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6)
+    got = pred.details["v.mp4"]["models"][m.name]
+    assert got["mds_over"] == "video offsets" and got["offset_s"] in m.model.offsets
+    faces = FaceExtractor(num_frames=4, margins=(m.margin,), av_segments=[(4, m.av_size, m.margin, 1.0)],
+                          detect_every=1)(clip)
+    segs = faces.segments[(m.av_size, m.margin, 1.0, 4)]
+    with torch.no_grad():
+        out = m.model(torch.stack([m.augment(c) for _, c in segs]),
+                      torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, s)).unsqueeze(0) for s, _ in segs]))
+        curve = m.model.offset_curve(out.video_features, torch.from_numpy(
+            offset_windows(faces.mfcc, [s for s, _ in segs], m.model.offsets)))
+        d0 = float(m.model.video_distance(out.video_features, out.audio_features))
+    assert got["distance_at_0"] == pytest.approx(d0, abs=1e-4)
+    assert got["mds"] == pytest.approx(d0 - float(curve.min()), abs=1e-4)
+    assert got["offset_s"] == m.model.offsets[int(torch.argmin(curve))]
+    assert pred.rows[0][1] == pytest.approx(float(m.model.probability(torch.tensor(got["mds"]))), abs=1e-4)

@@ -71,6 +71,19 @@ def mfcc_window(feats: np.ndarray, start: float, length: float = SEGMENT_S) -> n
     return window(feats, start, length=length, winstep=MFCC_STEP)
 
 
+def offset_windows(feats: np.ndarray, starts: list[float], offsets: tuple[float, ...],
+                   length: float = SEGMENT_S) -> np.ndarray:
+    """(O, K, 1, 13, length / 10 ms): the MFCC window of each of K segments (`starts`, s)
+    moved by each of O `offsets` (s; `model.offset_search`). Rows before the sound's start
+    repeat its first row, rows past its end its last (mfcc_window's rule at the end)."""
+    feats = np.asarray(feats)
+    n = int(round(length / MFCC_STEP))
+    first = np.rint((np.asarray(offsets, np.float64)[:, None] + np.asarray(starts, np.float64)[None, :])
+                    / MFCC_STEP).astype(np.int64)  # (O, K)
+    rows = np.clip(first[..., None] + np.arange(n), 0, len(feats) - 1)  # (O, K, n)
+    return np.ascontiguousarray(feats[rows].transpose(0, 1, 3, 2)[:, :, None], dtype=np.float32)
+
+
 class AVSegmentDataset(Dataset):
     balanced_epochs = True
 
@@ -271,7 +284,7 @@ class AVSegmentDataset(Dataset):
         return {"image": image, "audio": audio, "label": torch.tensor(float(label)),
                 "stream_label": torch.tensor(float(stream_label)), "video": name,
                 "file": f"{name}@{start:.2f}s", "segment": float(start), "audio_kind": kind,
-                "audio_start": float(audio_start)}
+                "audio_start": float(audio_start), "audio_wav": wav}
 
 
 def frames_at(times: np.ndarray, start: float, n: int, length: float = SEGMENT_S) -> tuple[int, ...]:

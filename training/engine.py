@@ -362,16 +362,19 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
                         shuffle=False, num_workers=workers)
     cap = cfg["data"]["val_batches"] or math.inf
     videos, labels, probs, steps = [], [], [], []
-    video_level = cfg["task"] == "av" and module.mds == "video"
+    # the streams' features per segment, to be joined per video (model.mds "video") or moved
+    # against the sound by every offset (model.offset_search)
+    video_level = cfg["task"] == "av" and (module.mds == "video" or bool(module.offsets))
     for i, batch in enumerate(loader):
         if i >= cap:
             break
         with autocast_context(cfg, d):
             logits = forward(module, batch, cfg, d)
         if cfg["task"] == "av":  # segment distances; the video's MDS and P(FAKE) come after the gather
-            if video_level:  # and the streams' features, to be joined per video (model.mds "video")
+            if video_level:
                 steps += list(zip(batch["segment"].tolist(), logits.video_features.float().cpu().numpy(),
-                                  logits.audio_features.float().cpu().numpy()))
+                                  logits.audio_features.float().cpu().numpy(), batch["audio_wav"],
+                                  batch["audio_start"].tolist()))
             logits = logits.distance
         per_item = logits.shape[1] if logits.ndim == 2 else 1  # a sequence model: one logit per frame
         out = logits.float() if cfg["task"] in ("mos", "av") else torch.sigmoid(logits.float())
@@ -385,19 +388,21 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
     if cfg["task"] == "mos":
         return video_mos_metrics(videos, labels, probs)
     if cfg["task"] == "av":
-        return av_metrics(module, videos, labels, probs, steps if video_level else None)
+        return av_metrics(module, videos, labels, probs, steps if video_level else None,
+                          float(cfg["data"]["av_segment_s"]))
     return video_metrics(videos, labels, probs)
 
 
 def av_metrics(module, videos: list[str], labels: list[float], distances: list[float],
-               steps: list[tuple] | None = None) -> dict:
+               steps: list[tuple] | None = None, segment_s: float = 1.0) -> dict:
     """A dissonance model's validation: each video's MDS (mean segment distance; with
-    `steps`, (start, video features, audio features) per segment, the model's
-    `video_distance` over its segments in time order), the logistic calibration MDS ->
+    `steps`, (start, video features, audio features, wav, sound start) per segment, the
+    model's `distance_of` its segments in time order, or with `model.offset_search` its
+    `offset_score` over its sound moved by every offset), the logistic calibration MDS ->
     P(FAKE) fitted on these videos and stored in the model (so the checkpoint carries it),
     then the detection metrics of those probabilities (optimistic: fitted and scored on the
     same fold) and the AUC of the raw MDS."""
-    from .av_data import fit_calibration, video_mds
+    from .av_data import _video_mfcc, fit_calibration, offset_windows, video_mds
 
     names, mds = video_mds(videos, distances)
     if steps is not None:
@@ -405,11 +410,18 @@ def av_metrics(module, videos: list[str], labels: list[float], distances: list[f
         for v, item in zip(videos, steps):
             per.setdefault(v, []).append(item)
         joined = []
+        device = module.calibration.device
         for v in names:
             items = sorted(per[v], key=lambda t: t[0])  # time order
-            fv, fa = (torch.from_numpy(np.stack([t[k] for t in items])).to(module.calibration.device) for k in (1, 2))
+            fv, fa = (torch.from_numpy(np.stack([t[k] for t in items])).to(device) for k in (1, 2))
             with torch.no_grad():
-                joined.append(float(module.video_distance(fv, fa)))
+                if module.offsets:  # each segment's sound (its own, or a clone's wrong one) moved
+                    wins = np.concatenate([offset_windows(_video_mfcc(t[3])[0], [t[4]], module.offsets, segment_s)
+                                           for t in items], axis=1)
+                    curve = module.offset_curve(fv, torch.from_numpy(wins).to(device))
+                    joined.append(module.offset_score(curve)[0])
+                else:
+                    joined.append(float(module.distance_of(fv, fa)))
         mds = np.array(joined)
     label_of = dict(zip(videos, labels))
     y = np.array([round(label_of[v]) for v in names])

@@ -7,9 +7,16 @@ Training pulls a real segment's embeddings together and pushes a fake's apart be
 margin (contrastive loss), plus a cross-entropy head on each stream (the paper's 1:1:1).
 A video's Modality Dissonance Score (MDS) is the mean distance over its segments; the
 per-segment distances localise the manipulated stretch.
+
+Beyond the paper, `model.offset_search` scores a video as SyncNet finds an AV offset
+(Chung & Zisserman, "Out of time", 2016): the video's distance is computed with its sound
+moved by every offset on a grid, and the score is how far the distance at offset 0 lies
+above the smallest one (0 when the sound as recorded is the best alignment). The estimated
+offset (the argmin) says by how much the sound leads or lags.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -271,6 +278,11 @@ class DissonanceNet(nn.Module):
     `mds` ("segments": a video's score is the mean segment distance, the paper's MDS;
     "video", beyond it, with `temporal_embedding`: one distance over the video's segments
     joined in time, `video_distance`).
+    `offset_search` ({"max_s": M, "step_s": S}; None: the score is the distance at the
+    recorded alignment): a video's score is its distance at offset 0 minus the smallest
+    distance over the sound moved by every multiple of S within +-M s (`offset_curve`,
+    `offset_score`): relative to the video itself, so a speaker, camera or recording that
+    moves every alignment's distance alike moves the score less.
     `calibration` (a, b; buffers saved with the weights) maps a video's MDS to
     P(FAKE) = sigmoid(a * (MDS - b)); training fits it on the validation fold.
     """
@@ -279,8 +291,9 @@ class DissonanceNet(nn.Module):
                  hidden: int = 4096, audio_channels: int = 64, margin: float = PAPER_MARGIN,
                  drop_path_rate: float = 0.0, region=None, time_steps: int | None = None,
                  temporal_embedding: bool = False, frame_size: int = 64, feature_dropout: float = 0.0,
-                 mds: str = "segments"):
+                 mds: str = "segments", offset_search: dict | None = None):
         super().__init__()
+        self.offsets = search_offsets(offset_search)
         if mds not in ("segments", "video"):
             raise ValueError(f"model.mds must be \"segments\" (the paper's mean segment distance) or \"video\" "
                              f"(one distance over the video's joined segments), got {mds!r}")
@@ -337,10 +350,50 @@ class DissonanceNet(nn.Module):
 
         return (joined(video_features, self.video_proj) - joined(audio_features, self.audio_proj)).norm()
 
+    def distance_of(self, video_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """A video's distance from its K segments' stream features (K, C * T), in time order:
+        `video_distance` (model.mds "video") or the mean segment distance (the paper's MDS)."""
+        if self.mds == "video":
+            return self.video_distance(video_features, audio_features)
+        v = F.normalize(self.video_proj(video_features).float(), dim=1)
+        a = F.normalize(self.audio_proj(audio_features).float(), dim=1)
+        return (v - a).norm(dim=1).mean()
+
+    def offset_curve(self, video_features: torch.Tensor, audio_windows: torch.Tensor) -> torch.Tensor:
+        """(O,) the video's distance (`distance_of`) with its sound at each of O offsets:
+        `video_features` (K, C * T) of its K segments in time order, `audio_windows`
+        (O, K, 1, 13, W) each segment's MFCC window moved by each offset
+        (`training.av_data.offset_windows`)."""
+        o, k = audio_windows.shape[:2]
+        fa = self.audio(audio_windows.reshape(o * k, *audio_windows.shape[2:]).float()).float().view(o, k, -1)
+        return torch.stack([self.distance_of(video_features, fa[i]) for i in range(o)])
+
+    def offset_score(self, curve: torch.Tensor) -> tuple[float, float, float]:
+        """(score, distance at offset 0, estimated offset s) of an `offset_curve` over
+        `self.offsets`: score = distance at 0 - the smallest distance (>= 0). A positive
+        estimated offset means the sound's best match lies later in the recording."""
+        zero, best = self.offsets.index(0.0), int(torch.argmin(curve))
+        d0 = float(curve[zero])
+        return d0 - float(curve[best]), d0, self.offsets[best]
+
     def probability(self, mds: torch.Tensor) -> torch.Tensor:
         """P(FAKE) of a video from its MDS, with the fitted calibration."""
         a, b = self.calibration
         return torch.sigmoid(a * (mds - b))
+
+
+def search_offsets(spec: dict | None) -> tuple[float, ...]:
+    """The offsets (s) of `model.offset_search` {"max_s": M, "step_s": S}: every multiple of S
+    within +-M, 0 included; () for None."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict) or set(spec) != {"max_s", "step_s"}:
+        raise ValueError(f"model.offset_search must be {{\"max_s\": seconds, \"step_s\": seconds}} or null, got {spec!r}")
+    m, step = float(spec["max_s"]), float(spec["step_s"])
+    if not (m > 0 and step > 0 and step <= m):
+        raise ValueError(f"model.offset_search needs 0 < step_s <= max_s, got {spec!r}")
+    n = int(math.floor(m / step + 1e-6))
+    return tuple(round(i * step, 6) for i in range(-n, n + 1))
 
 
 def contrastive_loss(distance: torch.Tensor, fake: torch.Tensor, margin: float = PAPER_MARGIN) -> torch.Tensor:
