@@ -317,6 +317,43 @@ def test_offset_curve_moves_with_the_sound_and_scores_against_the_best_alignment
     assert net.offset_score(torch.tensor([0.9, 0.1, 0.2, 0.6, 0.8])) == (pytest.approx(0.1), pytest.approx(0.2), -0.08)
 
 
+def test_offset_curve_in_chunks_equals_one_offset_at_a_time():
+    """offset_curve passes at most ~512 windows through the audio stream at once (a long
+    video in validation); the curve is the same as one offset at a time."""
+    net = motion_net(mds="video").eval()
+    g = torch.Generator().manual_seed(7)
+    fv = net.video(torch.rand(4, 6, 3, 48, 48, generator=g)).detach()
+    windows = torch.randn(300, 4, 1, 13, 100, generator=g)  # 1,200 windows: three passes
+    with torch.no_grad():
+        curve = net.offset_curve(fv, windows)
+        one = torch.stack([net.offset_curve(fv, windows[i:i + 1])[0] for i in range(0, 300, 37)])
+    assert curve.shape == (300,)
+    torch.testing.assert_close(curve[::37], one, atol=1e-5, rtol=1e-5)
+
+
+def test_offset_search_finds_the_shift_of_a_sound_that_runs_early():
+    """The sign convention, with streams that match exactly at the true alignment (the audio
+    stream the identity, the distance Euclidean, the video's features its own sound): the
+    synced copy scores 0 at offset 0; the copy whose sound runs 0.24 s early is found at
+    -0.24 s and scores its distance at 0 above that."""
+    from training.av_data import offset_windows
+
+    net = motion_net(mds="video", offset_search={"max_s": 0.48, "step_s": 0.08}).eval()
+    net.audio = torch.nn.Flatten()
+    net.distance_of = lambda v, a: (v - a).norm()
+    feats = np.random.default_rng(2).normal(size=(800, 13)).astype(np.float32)
+    starts = [2.0, 3.0, 4.0]
+    fv = torch.from_numpy(offset_windows(feats, starts, (0.0,))[0]).flatten(1)  # what the mouth says
+    for shift in (0.0, 0.24, -0.4):
+        first = int(round(shift * 100))
+        sound = feats[first:] if first >= 0 else np.concatenate([np.zeros((-first, 13), np.float32), feats])
+        with torch.no_grad():
+            curve = net.offset_curve(fv, torch.from_numpy(offset_windows(sound, starts, net.offsets)))
+        score, d0, est = net.offset_score(curve)
+        assert est == pytest.approx(-shift)
+        assert (score == 0.0) == (shift == 0.0) and score == pytest.approx(d0)  # the best alignment: distance 0
+
+
 def test_validation_scores_offset_search_on_each_segments_own_sound(tmp_path):
     """av_metrics with model.offset_search: a video's MDS is offset_score of the curve built
     from each segment's wav and sound start (a clone's wrong sound included), and the
@@ -342,7 +379,9 @@ def test_validation_scores_offset_search_on_each_segments_own_sound(tmp_path):
     steps = [(1.0, fv[1], fa[1], wavs[0], 1.0), (0.0, fv[0], fa[0], wavs[0], 0.0),
              (1.0, fv[3], fa[3], wavs[1], 1.6), (0.0, fv[2], fa[2], wavs[1], 0.6)]
     names = ["a", "a", "a+wrong_audio", "a+wrong_audio"]
-    m = av_metrics(net, names, [0.0, 0.0, 1.0, 1.0], [0.5] * 4, steps)
+    with pytest.raises(ValueError, match="segment length"):
+        av_metrics(net, names, [0.0, 0.0, 1.0, 1.0], [0.5] * 4, steps)
+    m = av_metrics(net, names, [0.0, 0.0, 1.0, 1.0], [0.5] * 4, steps, segment_s=1.0)
     want = []
     with torch.no_grad():
         for ix, wav, starts in (([0, 1], wavs[0], [0.0, 1.0]), ([2, 3], wavs[1], [0.6, 1.6])):
@@ -899,7 +938,8 @@ def test_video_level_mds_trains_validates_and_predicts_over_the_joined_segments(
 
 
 @pytest.mark.slow
-def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work, tmp_path):
+@pytest.mark.parametrize("segment_s", [1.0, 2.0])
+def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work, tmp_path, segment_s):
     """model.offset_search end to end: validation fits the calibration on the offset score;
     6_predict reports it as the MDS, with the distance at offset 0 (the plain video-level
     distance) and the estimated offset, and its P(FAKE) is the calibrated score."""
@@ -907,30 +947,54 @@ def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work
     from training.av_data import mfcc_window, offset_windows
     from training.engine import train
 
+    from training.av_data import AVSegmentDataset, _video_mfcc
+    from training.datasets import load_folds
+
     data, work, _ = av_work
     cfg = mds_cfg(encoder="mouth_motion", size=48, batches_per_epoch=2, optimizer={"batch_size": 4},
                   model={"region": "mouth", "time_steps": 4, "temporal_embedding": True, "frame_size": 16,
                          "mds": "video", "offset_search": {"max_s": 0.6, "step_s": 0.2}},
-                  data={"av_swap_prob": 0.0, "av_fake_prob": 1.0})
+                  data={"av_swap_prob": 0.0, "av_fake_prob": 1.0, "av_segment_s": segment_s})
     result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
     h = result.history[0]
     assert np.isfinite([h["mds_real"], h["mds_fake"], *h["calibration"]]).all()
-    assert h["mds_real"] >= 0 and h["mds_fake"] >= 0  # distances above the best alignment's
+    m = load_models([result.best], torch.device("cpu"))[0]
+    assert m.model.calibration.tolist() == pytest.approx(h["calibration"])
+    # validation's scores, recomputed: each video's (and its shifted clone's) segments in time
+    # order, every segment's own sound moved by every offset
+    val = AVSegmentDataset(work, load_folds(work), fold=0, train=False, cfg=cfg)
+    per = {}
+    for i in range(len(val)):
+        item = val[i]
+        per.setdefault(item["video"], []).append(item)
+    scores = {0: [], 1: []}
+    with torch.no_grad():
+        for items in per.values():
+            items.sort(key=lambda t: t["segment"])
+            assert all(t["image"].shape[0] == 4 and t["audio"].shape[-1] == int(100 * segment_s) for t in items)
+            out = m.model(torch.stack([t["image"] for t in items]), torch.stack([t["audio"] for t in items]))
+            wins = np.concatenate([offset_windows(_video_mfcc(t["audio_wav"])[0], [t["audio_start"]],
+                                                  m.model.offsets, segment_s) for t in items], axis=1)
+            score = m.model.offset_score(m.model.offset_curve(out.video_features, torch.from_numpy(wins)))[0]
+            scores[int(items[0]["label"])].append(score)
+    assert scores[0] and scores[1]
+    assert [h["mds_real"], h["mds_fake"]] == pytest.approx([np.mean(scores[0]), np.mean(scores[1])], abs=1e-5)
     clip = sorted(data.rglob("*.mp4"))[0]
     pred = predict_videos([("v.mp4", clip)], [result.best], progress=False, details=True, num_frames=4)
     assert not pred.errors
-    m = load_models([result.best], torch.device("cpu"))[0]
     assert m.model.offsets == (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6)
     got = pred.details["v.mp4"]["models"][m.name]
-    assert got["mds_over"] == "video offsets" and got["offset_s"] in m.model.offsets
-    faces = FaceExtractor(num_frames=4, margins=(m.margin,), av_segments=[(4, m.av_size, m.margin, 1.0)],
+    assert got["mds_over"] == "video offsets"
+    faces = FaceExtractor(num_frames=4, margins=(m.margin,), av_segments=[(4, m.av_size, m.margin, segment_s)],
                           detect_every=1)(clip)
-    segs = faces.segments[(m.av_size, m.margin, 1.0, 4)]
+    segs = faces.segments[(m.av_size, m.margin, segment_s, 4)]
+    assert segs and [s["start"] for s in got["segments"]] == [s for s, _ in segs]
     with torch.no_grad():
         out = m.model(torch.stack([m.augment(c) for _, c in segs]),
-                      torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, s)).unsqueeze(0) for s, _ in segs]))
+                      torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, s, segment_s)).unsqueeze(0)
+                                   for s, _ in segs]))
         curve = m.model.offset_curve(out.video_features, torch.from_numpy(
-            offset_windows(faces.mfcc, [s for s, _ in segs], m.model.offsets)))
+            offset_windows(faces.mfcc, [s for s, _ in segs], m.model.offsets, segment_s)))
         d0 = float(m.model.video_distance(out.video_features, out.audio_features))
     assert got["distance_at_0"] == pytest.approx(d0, abs=1e-4)
     assert got["mds"] == pytest.approx(d0 - float(curve.min()), abs=1e-4)

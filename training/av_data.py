@@ -105,7 +105,9 @@ class AVSegmentDataset(Dataset):
         self.swap_prob = float(d["av_swap_prob"])
         # model.mds "video": validation scores a video's segments joined, so its wrong sound is
         # one shift of the whole video's sound (video_wrong_audio), as a shifted fake's would be
-        self.video_level = (cfg.get("model") or {}).get("mds") == "video"
+        # (or with model.offset_search, which looks for one offset of the whole video's sound)
+        model = cfg.get("model") or {}
+        self.video_level = model.get("mds") == "video" or bool(model.get("offset_search"))
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
         self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")

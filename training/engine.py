@@ -368,7 +368,8 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
     for i, batch in enumerate(loader):
         if i >= cap:
             break
-        with autocast_context(cfg, d):
+        # a dissonance model validates in float32, as 6_predict scores it
+        with autocast_context(cfg, d) if cfg["task"] != "av" else nullcontext():
             logits = forward(module, batch, cfg, d)
         if cfg["task"] == "av":  # segment distances; the video's MDS and P(FAKE) come after the gather
             if video_level:
@@ -394,7 +395,7 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
 
 
 def av_metrics(module, videos: list[str], labels: list[float], distances: list[float],
-               steps: list[tuple] | None = None, segment_s: float = 1.0) -> dict:
+               steps: list[tuple] | None = None, segment_s: float | None = None) -> dict:
     """A dissonance model's validation: each video's MDS (mean segment distance; with
     `steps`, (start, video features, audio features, wav, sound start) per segment, the
     model's `distance_of` its segments in time order, or with `model.offset_search` its
@@ -405,6 +406,15 @@ def av_metrics(module, videos: list[str], labels: list[float], distances: list[f
     from .av_data import _video_mfcc, fit_calibration, offset_windows, video_mds
 
     names, mds = video_mds(videos, distances)
+    if steps is not None and module.offsets and segment_s is None:
+        raise ValueError("av_metrics: model.offset_search needs the segment length (segment_s)")
+    sounds: dict[str, np.ndarray] = {}  # each wav's MFCCs, read once per validation
+
+    def mfcc_of(wav: str) -> np.ndarray:
+        if wav not in sounds:
+            sounds[wav] = _video_mfcc(wav)[0]
+        return sounds[wav]
+
     if steps is not None:
         per: dict[str, list] = {}
         for v, item in zip(videos, steps):
@@ -416,7 +426,7 @@ def av_metrics(module, videos: list[str], labels: list[float], distances: list[f
             fv, fa = (torch.from_numpy(np.stack([t[k] for t in items])).to(device) for k in (1, 2))
             with torch.no_grad():
                 if module.offsets:  # each segment's sound (its own, or a clone's wrong one) moved
-                    wins = np.concatenate([offset_windows(_video_mfcc(t[3])[0], [t[4]], module.offsets, segment_s)
+                    wins = np.concatenate([offset_windows(mfcc_of(t[3]), [t[4]], module.offsets, segment_s)
                                            for t in items], axis=1)
                     curve = module.offset_curve(fv, torch.from_numpy(wins).to(device))
                     joined.append(module.offset_score(curve)[0])

@@ -365,15 +365,24 @@ class DissonanceNet(nn.Module):
         (O, K, 1, 13, W) each segment's MFCC window moved by each offset
         (`training.av_data.offset_windows`)."""
         o, k = audio_windows.shape[:2]
-        fa = self.audio(audio_windows.reshape(o * k, *audio_windows.shape[2:]).float()).float().view(o, k, -1)
-        return torch.stack([self.distance_of(video_features, fa[i]) for i in range(o)])
+        per = max(1, 512 // max(1, k))  # offsets per pass of the audio stream: at most ~512 windows
+        out = []
+        for i in range(0, o, per):
+            chunk = audio_windows[i:i + per]
+            fa = self.audio(chunk.reshape(-1, *chunk.shape[2:]).float()).float().view(len(chunk), k, -1)
+            out += [self.distance_of(video_features, f) for f in fa]
+        return torch.stack(out)
 
     def offset_score(self, curve: torch.Tensor) -> tuple[float, float, float]:
         """(score, distance at offset 0, estimated offset s) of an `offset_curve` over
         `self.offsets`: score = distance at 0 - the smallest distance (>= 0). A positive
-        estimated offset means the sound's best match lies later in the recording."""
+        estimated offset means the sound's best match lies later in the recording (the
+        sound lags), a negative one earlier (it runs early); 0 wherever offset 0 ties
+        with the smallest (a flat curve: sound without variation)."""
         zero, best = self.offsets.index(0.0), int(torch.argmin(curve))
         d0 = float(curve[zero])
+        if d0 <= float(curve[best]):
+            best = zero
         return d0 - float(curve[best]), d0, self.offsets[best]
 
     def probability(self, mds: torch.Tensor) -> torch.Tensor:
@@ -387,7 +396,8 @@ def search_offsets(spec: dict | None) -> tuple[float, ...]:
     within +-M, 0 included; () for None."""
     if spec is None:
         return ()
-    if not isinstance(spec, dict) or set(spec) != {"max_s", "step_s"}:
+    if (not isinstance(spec, dict) or set(spec) != {"max_s", "step_s"}
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values())):
         raise ValueError(f"model.offset_search must be {{\"max_s\": seconds, \"step_s\": seconds}} or null, got {spec!r}")
     m, step = float(spec["max_s"]), float(spec["step_s"])
     if not (m > 0 and step > 0 and step <= m):
