@@ -275,7 +275,9 @@ def test_offset_search_grid_and_bad_specs():
     assert search_offsets({"max_s": 0.5, "step_s": 0.2}) == (-0.4, -0.2, 0.0, 0.2, 0.4)
     assert search_offsets(None) == ()
     for bad in ({"max_s": 1.0}, {"max_s": 0.0, "step_s": 0.1}, {"max_s": 0.1, "step_s": 0.2}, [1.0, 0.1],
-                {"max_s": 1.0, "step_s": 0.1, "extra": 1}):
+                {"max_s": 1.0, "step_s": 0.1, "extra": 1}, {"max_s": "1.2", "step_s": 0.08},
+                {"max_s": True, "step_s": 0.5}, {"max_s": float("inf"), "step_s": 0.1},
+                {"max_s": float("nan"), "step_s": 0.1}, {"max_s": 1.0, "step_s": 0.005}):
         with pytest.raises(ValueError, match="offset_search"):
             search_offsets(bad)
     with pytest.raises(ValueError, match="offset_search"):
@@ -310,10 +312,11 @@ def test_offset_curve_moves_with_the_sound_and_scores_against_the_best_alignment
     assert d0 == pytest.approx(float(moved[offsets.index(0.0)]))
     assert score == pytest.approx(d0 - float(moved.min())) and score >= 0
     assert est == offsets[int(torch.argmin(moved))]
-    # a curve whose minimum is at 0 scores 0 and estimates no offset
-    flat = torch.tensor([0.9, 0.7, 0.2, 0.6, 0.8])
+    # a curve whose minimum is at 0 scores 0 and estimates no offset; so does a tie with 0
     net.offsets = (-0.16, -0.08, 0.0, 0.08, 0.16)
-    assert net.offset_score(flat) == (0.0, pytest.approx(0.2), 0.0)
+    assert net.offset_score(torch.tensor([0.9, 0.7, 0.2, 0.6, 0.8])) == (0.0, pytest.approx(0.2), 0.0)
+    assert net.offset_score(torch.full((5,), 0.3)) == (0.0, pytest.approx(0.3), 0.0)  # sound without variation
+    assert net.offset_score(torch.tensor([0.2, 0.5, 0.2, 0.6, 0.8])) == (0.0, pytest.approx(0.2), 0.0)
     assert net.offset_score(torch.tensor([0.9, 0.1, 0.2, 0.6, 0.8])) == (pytest.approx(0.1), pytest.approx(0.2), -0.08)
 
 
@@ -979,6 +982,19 @@ def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work
             scores[int(items[0]["label"])].append(score)
     assert scores[0] and scores[1]
     assert [h["mds_real"], h["mds_fake"]] == pytest.approx([np.mean(scores[0]), np.mean(scores[1])], abs=1e-5)
+    # the search looks for one offset of the whole video: with the paper's mean segment
+    # distance too, validation's wrong sound is one shift per video (1-s segments: the
+    # sample's 3-s clips leave no 2-s segment that an advanced sound still covers)
+    segments_cfg = mds_cfg(model={"offset_search": {"max_s": 0.6, "step_s": 0.2}},
+                           data={"av_swap_prob": 0.5, "av_fake_prob": 1.0})
+    seg_val = AVSegmentDataset(work, load_folds(work), fold=0, train=False, cfg=segments_cfg)
+    assert seg_val.video_level
+    delays = {}
+    for i in range(len(seg_val.items), len(seg_val)):
+        c = seg_val[i]
+        assert c["audio_kind"] == "shift"
+        delays.setdefault(c["video"], set()).add(round(c["audio_start"] - c["segment"], 6))
+    assert delays and all(len(d) == 1 for d in delays.values())
     clip = sorted(data.rglob("*.mp4"))[0]
     pred = predict_videos([("v.mp4", clip)], [result.best], progress=False, details=True, num_frames=4)
     assert not pred.errors
@@ -998,5 +1014,5 @@ def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work
         d0 = float(m.model.video_distance(out.video_features, out.audio_features))
     assert got["distance_at_0"] == pytest.approx(d0, abs=1e-4)
     assert got["mds"] == pytest.approx(d0 - float(curve.min()), abs=1e-4)
-    assert got["offset_s"] == m.model.offsets[int(torch.argmin(curve))]
+    assert got["offset_s"] == m.model.offset_score(curve)[2]
     assert pred.rows[0][1] == pytest.approx(float(m.model.probability(torch.tensor(got["mds"]))), abs=1e-4)

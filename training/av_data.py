@@ -24,8 +24,9 @@ part only. It keeps them in memory (2.5 KB a frame with Lite0): a CPU recipe's c
 Such a segment is a FAKE pair of two real streams: its `stream_label` (the per-stream
 cross-entropies' target) is 0. Validation then also scores every REAL segment with a
 wrong sound (seeded per item), as a FAKE video "{video}+wrong_audio" of its own; with
-`model.mds` "video" (segments scored joined) that video's sound is one shift of its own
-for all its segments (`video_wrong_audio`), as a fake with shifted sound would have.
+`model.mds` "video" (segments scored joined) or `model.offset_search` (one offset sought
+for the whole video) that video's sound is one shift of its own for all its segments
+(`video_wrong_audio`), as a fake with shifted sound would have.
 """
 from __future__ import annotations
 
@@ -208,7 +209,8 @@ class AVSegmentDataset(Dataset):
 
     def video_wrong_audio(self, k: int, start: float) -> tuple[str, float, str] | None:
         """(wav, start, "shift") of the wrong sound of video k's segment at `start` when one
-        shift holds for the whole video (validation with model.mds "video"): its own sound
+        shift holds for the whole video (validation with model.mds "video" or
+        model.offset_search): its own sound
         advanced by a delay in [min_shift, min_shift + 0.5) s drawn once per video (seeded);
         None past the end of the advanced sound, which is that much shorter (the clone then
         leaves the segment out, as the sound of a shifted fake ends early)."""

@@ -400,8 +400,9 @@ def search_offsets(spec: dict | None) -> tuple[float, ...]:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values())):
         raise ValueError(f"model.offset_search must be {{\"max_s\": seconds, \"step_s\": seconds}} or null, got {spec!r}")
     m, step = float(spec["max_s"]), float(spec["step_s"])
-    if not (m > 0 and step > 0 and step <= m):
-        raise ValueError(f"model.offset_search needs 0 < step_s <= max_s, got {spec!r}")
+    if not (0.01 <= step <= m <= 10.0):
+        raise ValueError(f"model.offset_search needs 0.01 <= step_s <= max_s <= 10 (seconds; 10 ms is the MFCC "
+                         f"step), got {spec!r}")
     n = int(math.floor(m / step + 1e-6))
     return tuple(round(i * step, 6) for i in range(-n, n + 1))
 
