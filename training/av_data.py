@@ -85,6 +85,15 @@ def offset_windows(feats: np.ndarray, starts: list[float], offsets: tuple[float,
     return np.ascontiguousarray(feats[rows].transpose(0, 1, 3, 2)[:, :, None], dtype=np.float32)
 
 
+def scores_whole_videos(cfg: dict) -> bool:
+    """Whether a dissonance config scores a video from all its segments together: one
+    distance over them joined (`model.mds` "video") or one offset sought for the whole
+    video's sound (`model.offset_search`). Validation then keeps each segment's stream
+    features and sound (engine.evaluate) and gives a "+wrong_audio" clone one shift."""
+    model = cfg.get("model") or {}
+    return model.get("mds") == "video" or bool(model.get("offset_search"))
+
+
 class AVSegmentDataset(Dataset):
     balanced_epochs = True
 
@@ -104,11 +113,9 @@ class AVSegmentDataset(Dataset):
         self.av_fake_prob = float(d["av_fake_prob"]) if self.train else 0.0
         self.min_shift = float(d["av_min_shift"])
         self.swap_prob = float(d["av_swap_prob"])
-        # model.mds "video": validation scores a video's segments joined, so its wrong sound is
-        # one shift of the whole video's sound (video_wrong_audio), as a shifted fake's would be
-        # (or with model.offset_search, which looks for one offset of the whole video's sound)
-        model = cfg.get("model") or {}
-        self.video_level = model.get("mds") == "video" or bool(model.get("offset_search"))
+        # validation scores a video's segments together, so its wrong sound is one shift of the
+        # whole video's sound (video_wrong_audio), as a shifted fake's would be
+        self.video_level = scores_whole_videos(cfg)
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
         self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")

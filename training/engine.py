@@ -363,8 +363,8 @@ def evaluate(model: torch.nn.Module, dataset, cfg: dict, d: Dist, batch_size: in
     cap = cfg["data"]["val_batches"] or math.inf
     videos, labels, probs, steps = [], [], [], []
     # the streams' features per segment, to be joined per video (model.mds "video") or moved
-    # against the sound by every offset (model.offset_search)
-    video_level = cfg["task"] == "av" and (module.mds == "video" or bool(module.offsets))
+    # against the sound by every offset (model.offset_search): the dataset's own rule
+    video_level = cfg["task"] == "av" and dataset.video_level
     for i, batch in enumerate(loader):
         if i >= cap:
             break
@@ -408,7 +408,9 @@ def av_metrics(module, videos: list[str], labels: list[float], distances: list[f
     names, mds = video_mds(videos, distances)
     if steps is not None and module.offsets and segment_s is None:
         raise ValueError("av_metrics: model.offset_search needs the segment length (segment_s)")
-    sounds: dict[str, np.ndarray] = {}  # each wav's MFCCs, read once per validation
+    # each wav's MFCCs read once per validation: a "+wrong_audio" clone reuses its REAL video's
+    # sound, and the clones come after every REAL video, beyond _video_mfcc's LRU of 64
+    sounds: dict[str, np.ndarray] = {}
 
     def mfcc_of(wav: str) -> np.ndarray:
         if wav not in sounds:
