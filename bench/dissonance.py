@@ -8,8 +8,9 @@ Training set (REAL videos with sound only; every FAKE the model sees is a REAL s
 given the wrong sound, `data.av_fake_prob`): the generated sample with `--audio
 --av-fakes` (mouths driven by a synthetic voice), the REAL talking heads of
 train-videos outside the lip-sync test folders (sadtalker, aniportrait, deepfacelive),
-and dev-videos' non-GRID talking heads. Steps 0, 1 (with --av) and 4 run on it, then
-5_train's engine trains the config on fold 0 (the other folds' videos).
+and dev-videos' non-GRID talking heads. Steps 0, 1 (with --av) and 4 (3 folds) run on it,
+then 5_train's engine trains the config on fold 0 (the other folds' videos; `--folds`:
+one model per fold named, validated on that fold).
 
 Held-out tests, each scored end to end by 6_predict's pipeline with the checkpoint:
 - `auc_shifted`: the 11 GRID clips of dev-videos against the same clips with their sound
@@ -30,7 +31,10 @@ AUC the checkpoint's own epoch's).
 `--seeds S1 S2 ...` trains one model per seed on the same data (the sample and the tests'
 sound shifts are drawn with `--seed`) and scores them as 6_predict's ensemble (the mean of
 their probabilities): the top-level AUCs are then the ensemble's, and `members` lists each
-model's own. `--checkpoint A B ...` scores several trained models the same way.
+model's own. `--folds 0 1 2` trains one model per fold instead (with `--seeds`, one per fold
+and seed), as run_all.sh's FOLDS="0 1 2" does: each validated on its own fold, together
+they have trained on every video.
+`--checkpoint A B ...` scores several trained models the same way.
 An `--out` folder keeps one `--seed`'s data (and refuses another seed's): reruns reuse it.
 """
 import argparse
@@ -49,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_REAL_FOLDERS = ("sadtalker", "aniportrait", "deepfacelive")
 LIPSYNC_FOLDERS = ("hyperlips", "sadtalker_video_lipsync")
+FOLDS = 3  # step 4's folds of the training set
 
 
 def link_reals(out: Path, sources: list[tuple[Path, str]]) -> int:
@@ -144,6 +149,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="the data's seed, and the model's without --seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train one model per seed (same data) and score them as an ensemble")
+    p.add_argument("--folds", type=int, nargs="+", default=None, choices=range(FOLDS),
+                   help=f"train one model per fold (of {FOLDS}; default: fold 0) and score them as an ensemble")
     p.add_argument("--checkpoint", type=Path, nargs="+", default=None,
                    help="score these checkpoints (several: as an ensemble); do not train")
     a = p.parse_args()
@@ -151,6 +158,10 @@ def main() -> int:
         p.error("--seeds trains models, --checkpoint scores trained ones: give one of them")
     if a.seeds is not None and len(set(a.seeds)) != len(a.seeds):
         p.error(f"--seeds repeats a seed: {a.seeds}")
+    if a.folds is not None and a.checkpoint is not None:
+        p.error("--folds trains models, --checkpoint scores trained ones: give one of them")
+    if a.folds is not None and len(set(a.folds)) != len(a.folds):
+        p.error(f"--folds repeats a fold: {a.folds}")
 
     from inference.predictor import model_names, predict_videos
     from preprocessing.av import extract_av
@@ -190,7 +201,7 @@ def main() -> int:
     detect_faces(opts)
     extract_crops(opts)
     extract_av(opts)
-    generate_folds(opts, folds=3, group_by="original")
+    generate_folds(opts, folds=FOLDS, group_by="original")
     preprocess_s = time.time() - t0
 
     t0 = time.time()
@@ -199,17 +210,18 @@ def main() -> int:
         # each checkpoint's history: its own epoch's validation
         results = [SimpleNamespace(best=c, history=[load_checkpoint(c)["metrics"]]) for c in a.checkpoint]
     else:
-        seeds = a.seeds or [a.seed]
-        results = [train(cfg, work, fold=0, seed=s, progress=False, epochs=a.epochs,
+        # one model per (fold, seed); the checkpoint's name carries its fold
+        runs = [(f, s) for f in (a.folds or [0]) for s in (a.seeds or [a.seed])]
+        results = [train(cfg, work, fold=f, seed=s, progress=False, epochs=a.epochs,
                          weights_dir=a.out / "weights" / (f"seed{s}" if a.seeds else ""))
-                   for s in seeds]
+                   for f, s in runs]
     train_s = time.time() - t0 if a.checkpoint is None else 0.0
     checkpoints = [str(r.best) for r in results]
     names = model_names(checkpoints)
     members = [{"checkpoint": c} for c in checkpoints]
     if a.checkpoint is None:
-        for m, s in zip(members, seeds):
-            m["seed"] = s
+        for m, (f, s) in zip(members, runs):
+            m.update(fold=f, seed=s)
 
     def score(videos):
         """The ensemble's probability per video, in order, and each member's (None: abstained)."""

@@ -653,7 +653,9 @@ def test_config_ties_the_av_task_to_its_network_data_and_loss():
                       ({"data": {"dataset": "frames"}}, "av_segments"),
                       ({"losses": {"BinaryCrossentropy": 1}}, "not for task 'av'"),
                       ({"margin": None}, "needs 'margin'"),
-                      ({"data": {"av_fake_prob": 2}}, "av_fake_prob")]:
+                      ({"data": {"av_fake_prob": 2}}, "av_fake_prob"),
+                      ({"data": {"av_augment": True, "frame_features": True}}, "set one of them"),
+                      ({"data": {"av_augment": "false"}}, "true or false")]:
         with pytest.raises(ConfigError, match=msg):
             mds_cfg(**over)
 
@@ -684,6 +686,37 @@ def test_fingerprint_covers_both_streams():
     with pytest.raises(fingerprint.FingerprintError):
         fingerprint.verify(net, cfg, record, "x")
     assert math.isfinite(record["logits"][0])
+
+
+def test_av_augmentation_draws_once_for_all_frames_of_a_segment():
+    """data.av_augment's pipeline: one draw for every frame of a segment (a frame repeated
+    stays repeated: the augmentation adds no motion), the batch equal to each frame alone
+    under the same seed, a deterministic function of the generator, and it does change
+    the crops (a flip alone included) for some draws."""
+    from training.transforms import create_av_train_transforms, reseed
+
+    rng0 = np.random.default_rng(3)
+    frames = rng0.integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
+    frames[3] = frames[1]
+    aug = create_av_train_transforms()
+    changed = 0
+    for seed in range(24):
+        reseed(aug, np.random.default_rng(seed))
+        out = aug(images=frames)["images"]
+        assert out.shape == frames.shape and out.dtype == np.uint8
+        np.testing.assert_array_equal(out[3], out[1])
+        for t in (0, 4):
+            reseed(aug, np.random.default_rng(seed))
+            np.testing.assert_array_equal(aug(images=frames[t:t + 1])["images"][0], out[t])
+        reseed(aug, np.random.default_rng(seed))
+        np.testing.assert_array_equal(aug(images=frames)["images"], out)
+        changed += not np.array_equal(out, frames)
+    assert changed >= 12
+    flipped = 0  # a flip alone: p 0.5 x (1 - 0.5)^2 x (1 - 0.3)^2, about 6% of draws
+    for seed in range(200):
+        reseed(aug, np.random.default_rng(seed))
+        flipped += np.array_equal(aug(images=frames)["images"], frames[:, :, ::-1])
+    assert 3 <= flipped <= 30
 
 
 # --------------------------------------------------------------------------- end to end
@@ -812,6 +845,52 @@ def test_longer_segments_carry_their_length_of_frames_and_sound(av_work):
         item = two.get_item(0, np.random.default_rng(i))
         assert item["audio"].shape == (1, 13, 200) and item["image"].shape == (8, 3, 32, 32)
         assert 0 <= item["segment"] <= v["last_start"] + 1e-9
+
+
+@pytest.mark.slow
+def test_av_augment_changes_training_crops_only_and_alike_for_a_segments_frames(av_work):
+    """data.av_augment: a training item (its own sound or a wrong one, with jitter) is the
+    plain item with its crops put through one draw of the pipeline for all its frames,
+    drawn after the item's other draws; sound, label and segment are the plain item's. The
+    training path (the process's stream, the pipeline built in the worker) augments too,
+    and the validation set (same config) is not augmented."""
+    import pickle
+
+    from training.av_data import AVSegmentDataset
+    from training.datasets import load_folds
+    from training.transforms import create_av_train_transforms, reseed
+
+    _, work, _ = av_work
+    data = {"av_jitter": 0.3}
+    plain = AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=mds_cfg(data=data))
+    aug = AVSegmentDataset(work, load_folds(work), fold=-1, train=True,
+                           cfg=mds_cfg(data={**data, "av_augment": True}))
+    real = int(np.flatnonzero(plain.labels == 0)[0])
+    changed = 0
+    for index in (real, real + len(plain.items)):  # its own sound; a wrong sound (FORCE_AV_FAKE)
+        for seed in range(6):
+            a = aug.get_item(index, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            b = plain.get_item(index, rng)  # leaves rng where the augmentation draws from
+            torch.testing.assert_close(a["audio"], b["audio"])
+            for key in ("label", "segment", "file", "audio_start", "audio_kind", "audio_wav"):
+                assert a[key] == b[key] if not torch.is_tensor(a[key]) else torch.equal(a[key], b[key])
+            pipe = create_av_train_transforms()
+            reseed(pipe, rng)
+            u8 = np.rint((b["image"].permute(0, 2, 3, 1).numpy() * plain.std + plain.mean) * 255).astype(np.uint8)
+            want = (pipe(images=u8)["images"].astype(np.float32) / 255 - plain.mean) / plain.std
+            np.testing.assert_allclose(a["image"].permute(0, 2, 3, 1).numpy(), want, atol=1e-5)
+            changed += not torch.allclose(a["image"], b["image"])
+    assert changed >= 8
+    first = aug[real]  # as training draws it, the pipeline built here, then in a copy of the dataset
+    again = pickle.loads(pickle.dumps(aug))[real]
+    assert first["image"].shape == again["image"].shape == (4, 3, 32, 32)
+    assert not torch.equal(first["image"], again["image"])
+    val = AVSegmentDataset(work, load_folds(work), fold=0, train=False, cfg=mds_cfg(data={"av_augment": True}))
+    val_plain = AVSegmentDataset(work, load_folds(work), fold=0, train=False, cfg=mds_cfg())
+    assert not val.augmenting and len(val) == len(val_plain)
+    for i in (0, len(val) - 1):
+        torch.testing.assert_close(val[i]["image"], val_plain[i]["image"])
 
 
 @pytest.mark.slow

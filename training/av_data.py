@@ -17,6 +17,12 @@ timing: `av_swap_prob` 0 leaves timing as the only cue.
 With `data.av_jitter` J (seconds, also beyond the paper) a training segment starts anywhere
 within J s of its place (inside the video and its sound), its frames picked again by time,
 so that a few minutes of speech give more than their count of windows.
+With `data.av_augment` (beyond the paper) a training segment's crops get one draw of
+`transforms.create_av_train_transforms` (a flip, shift and zoom, brightness and contrast,
+downscale and JPEG, each with its own probability), the same for all its frames; validation
+and prediction see them as they are. The draw comes last from the item's generator; with
+`data.av_jitter` 0 a REAL item then makes one (it made none), so the process's stream, and
+with it which wrong sounds later items get, differs from a run without the option.
 With `data.frame_features` (a frozen per-frame visual stream only: FrameStream) the dataset
 runs that encoder once over every frame of its videos, at start-up, and items carry the
 frames' features (T, C) in place of the crops: training then costs the small trainable
@@ -117,6 +123,8 @@ class AVSegmentDataset(Dataset):
         # whole video's sound (video_wrong_audio), as a shifted fake's would be
         self.video_level = scores_whole_videos(cfg)
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
+        self.augment = None  # data.av_augment: built on first use, in the process that uses it
+        self.augmenting = bool(d["av_augment"]) and self.train
         self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")
         videos = videos[videos.fold != int(fold)] if self.train else videos[videos.fold == int(fold)]
@@ -249,7 +257,9 @@ class AVSegmentDataset(Dataset):
                                   for i in range(0, n, 64)]).numpy().astype(np.float16))
         return out
 
-    def faces(self, k: int, frames: tuple[int, ...]) -> torch.Tensor:
+    def faces(self, k: int, frames: tuple[int, ...], rng: np.random.Generator | None = None) -> torch.Tensor:
+        """The crops of video k's `frames`, normalised (T, 3, H, W); with `rng`, augmented
+        (data.av_augment) by one draw from it for all of them."""
         track, _ = _track(self.videos[k]["track"])
         out = []
         for i in frames:
@@ -258,7 +268,15 @@ class AVSegmentDataset(Dataset):
                 im = cv2.resize(im, (self.width, self.height),
                                 interpolation=cv2.INTER_AREA if im.shape[0] > self.height else cv2.INTER_LINEAR)
             out.append(im)
-        x = (np.stack(out).astype(np.float32) / 255.0 - self.mean) / self.std
+        out = np.stack(out)
+        if rng is not None:
+            from .transforms import create_av_train_transforms, reseed
+
+            if self.augment is None:
+                self.augment = create_av_train_transforms()
+            reseed(self.augment, rng)
+            out = self.augment(images=out)["images"]
+        x = (out.astype(np.float32) / 255.0 - self.mean) / self.std
         return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
 
     def __getitem__(self, index: int) -> dict:
@@ -289,7 +307,9 @@ class AVSegmentDataset(Dataset):
         feats, _ = _video_mfcc(wav)
         # (1, 13, 100 per second of segment)
         audio = torch.from_numpy(mfcc_window(feats, audio_start, self.segment_s)).unsqueeze(0).float()
-        image = (self.faces(k, frames) if self.features is None
+        if self.augmenting:  # drawn last: without it, every other draw is as before
+            rng = rng or self._item_rng(index)
+        image = (self.faces(k, frames, rng if self.augmenting else None) if self.features is None
                  else torch.from_numpy(self.features[k][np.minimum(frames, len(self.features[k]) - 1)]
                                        .astype(np.float32)))  # as faces(): a track cut short repeats its last frame
         return {"image": image, "audio": audio, "label": torch.tensor(float(label)),

@@ -102,6 +102,9 @@ DEFAULTS: dict = {
         "av_jitter": 0.0,         # av_segments: a training segment starts up to this many s off its place
         "av_segment_s": 1.0,      # av_segments: segment length in seconds (the paper: 1)
         "frame_features": False,  # av_segments with a frozen per-frame encoder: compute its features once
+        "av_augment": False,      # av_segments: a training segment's crops get one draw, for all its frames, of
+                                  # transforms.create_av_train_transforms (flip, affine, brightness/contrast,
+                                  # downscale, JPEG, each with its own probability)
         "clip_fps": 0,            # sequences: the clip's frame rate (NTech: 15); 0 = consecutive frames
         "workers": 4,
         "val_batches": 0,         # cap on validation batches; 0 = all
@@ -300,6 +303,11 @@ def _validate_task(cfg: dict) -> None:
         raise ConfigError("'data.av_jitter' must be >= 0 (seconds)")
     if not cfg["data"]["av_segment_s"] > 0:
         raise ConfigError("'data.av_segment_s' must be > 0 (seconds)")
+    if not isinstance(cfg["data"]["av_augment"], bool):
+        raise ConfigError(f"'data.av_augment' must be true or false, got {cfg['data']['av_augment']!r}")
+    if cfg["data"]["av_augment"] and cfg["data"]["frame_features"]:
+        raise ConfigError("'data.av_augment' changes the crops, 'data.frame_features' encodes them once before "
+                          "training: set one of them")
     allowed = {"mos": MOS_LOSSES, "av": AV_LOSSES}.get(task, DETECT_LOSSES)
     wrong = sorted(set(cfg["losses"]) - allowed)
     if wrong:

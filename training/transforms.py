@@ -108,6 +108,25 @@ def create_train_transforms(size: int, additional_targets: dict[str, str] | None
     ], additional_targets=additional_targets)
 
 
+def create_av_train_transforms() -> A.Compose:
+    """The dissonance model's training augmentation (`data.av_augment`, beyond the paper),
+    for the frames of one segment together (one draw for all of them, so that it adds no
+    motion): a horizontal flip (p 0.5; speech is as well timed in a mirror), a small shift
+    and zoom of the crop (p 0.5; other detectors and margins put the mouth elsewhere),
+    brightness and contrast (p 0.5; the motion stream's frame differences scale with them),
+    and a loss of detail by downscaling or JPEG (p 0.3 each; talking heads come at 360x288
+    as well as at 1080p). About 3% of segments come out unchanged."""
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), keep_ratio=True,
+                 border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+        A.Downscale(scale_range=(0.3, 0.7), interpolation_pair={"downscale": cv2.INTER_AREA,
+                                                                 "upscale": cv2.INTER_LINEAR}, p=0.3),
+        A.ImageCompression(quality_range=(40, 95), p=0.3),
+    ])
+
+
 def create_val_transforms(size: int, additional_targets: dict[str, str] | None = None) -> A.Compose:
     """Deterministic: the inference-time resize and pad only."""
     return A.Compose(_resize_and_pad(size, [RESIZE_INTERPOLATION]), additional_targets=additional_targets)
