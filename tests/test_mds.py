@@ -852,7 +852,7 @@ def test_av_augment_changes_training_crops_only_and_alike_for_a_segments_frames(
     """data.av_augment: a training item (its own sound or a wrong one, with jitter) is the
     plain item with its crops put through one draw of the pipeline for all its frames,
     drawn after the item's other draws; sound, label and segment are the plain item's. The
-    training path (the process's stream, the pipeline built in the worker) augments too,
+    training path (the process's stream, a pickled copy as a worker gets) augments too,
     and the validation set (same config) is not augmented."""
     import pickle
 
@@ -882,13 +882,13 @@ def test_av_augment_changes_training_crops_only_and_alike_for_a_segments_frames(
             np.testing.assert_allclose(a["image"].permute(0, 2, 3, 1).numpy(), want, atol=1e-5)
             changed += not torch.allclose(a["image"], b["image"])
     assert changed >= 8
-    first = aug[real]  # as training draws it, the pipeline built here, then in a copy of the dataset
+    first = aug[real]  # as training draws it, here and in a pickled copy of the dataset (a worker's)
     again = pickle.loads(pickle.dumps(aug))[real]
     assert first["image"].shape == again["image"].shape == (4, 3, 32, 32)
     assert not torch.equal(first["image"], again["image"])
     val = AVSegmentDataset(work, load_folds(work), fold=0, train=False, cfg=mds_cfg(data={"av_augment": True}))
     val_plain = AVSegmentDataset(work, load_folds(work), fold=0, train=False, cfg=mds_cfg())
-    assert not val.augmenting and len(val) == len(val_plain)
+    assert val.augment is None and len(val) == len(val_plain)
     for i in (0, len(val) - 1):
         torch.testing.assert_close(val[i]["image"], val_plain[i]["image"])
 

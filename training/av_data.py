@@ -123,8 +123,11 @@ class AVSegmentDataset(Dataset):
         # whole video's sound (video_wrong_audio), as a shifted fake's would be
         self.video_level = scores_whole_videos(cfg)
         self.jitter = float(d["av_jitter"]) if self.train else 0.0
-        self.augment = None  # data.av_augment: built on first use, in the process that uses it
-        self.augmenting = bool(d["av_augment"]) and self.train
+        self.augment = None  # data.av_augment's pipeline, training only (reseeded per item)
+        if d["av_augment"] and self.train:
+            from .transforms import create_av_train_transforms
+
+            self.augment = create_av_train_transforms()
         self._rng, self._rng_key = None, None  # _item_rng's per-process stream
         videos = df.drop_duplicates("video")
         videos = videos[videos.fold != int(fold)] if self.train else videos[videos.fold == int(fold)]
@@ -258,8 +261,8 @@ class AVSegmentDataset(Dataset):
         return out
 
     def faces(self, k: int, frames: tuple[int, ...], rng: np.random.Generator | None = None) -> torch.Tensor:
-        """The crops of video k's `frames`, normalised (T, 3, H, W); with `rng`, augmented
-        (data.av_augment) by one draw from it for all of them."""
+        """The crops of video k's `frames`, normalised (T, 3, H, W); with `rng` (a dataset
+        with data.av_augment), augmented by one draw from it for all of them."""
         track, _ = _track(self.videos[k]["track"])
         out = []
         for i in frames:
@@ -270,10 +273,8 @@ class AVSegmentDataset(Dataset):
             out.append(im)
         out = np.stack(out)
         if rng is not None:
-            from .transforms import create_av_train_transforms, reseed
+            from .transforms import reseed
 
-            if self.augment is None:
-                self.augment = create_av_train_transforms()
             reseed(self.augment, rng)
             out = self.augment(images=out)["images"]
         x = (out.astype(np.float32) / 255.0 - self.mean) / self.std
@@ -307,9 +308,9 @@ class AVSegmentDataset(Dataset):
         feats, _ = _video_mfcc(wav)
         # (1, 13, 100 per second of segment)
         audio = torch.from_numpy(mfcc_window(feats, audio_start, self.segment_s)).unsqueeze(0).float()
-        if self.augmenting:  # drawn last: without it, every other draw is as before
+        if self.augment is not None:  # drawn last: without it, every other draw is as before
             rng = rng or self._item_rng(index)
-        image = (self.faces(k, frames, rng if self.augmenting else None) if self.features is None
+        image = (self.faces(k, frames, rng if self.augment is not None else None) if self.features is None
                  else torch.from_numpy(self.features[k][np.minimum(frames, len(self.features[k]) - 1)]
                                        .astype(np.float32)))  # as faces(): a track cut short repeats its last frame
         return {"image": image, "audio": audio, "label": torch.tensor(float(label)),
