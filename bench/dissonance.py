@@ -35,6 +35,12 @@ model's own. `--folds 0 1 2` trains one model per fold instead (with `--seeds`, 
 and seed), as run_all.sh's FOLDS="0 1 2" does: each validated on its own fold, together
 they have trained on every video.
 `--checkpoint A B ...` scores several trained models the same way.
+`--sync-fakes` adds train-videos' audio-driven generated talking heads outside the lip-sync
+test folders (SadTalker, AniPortrait's audio-driven results, StyleTalk, Wav2Lip on AI avatars:
+SYNC_FAKE_METHODS, 15 clips) to the training set as speech in sync, labelled REAL there: a
+sync detector's positives are faces that move with their own sound, generated or not.
+The lip-sync test's fakes score lower then (a sync detector learns to accept lips that follow
+the sound); the shifted tests are unchanged in content.
 An `--out` folder keeps one `--seed`'s data (and refuses another seed's): reruns reuse it.
 """
 import argparse
@@ -53,6 +59,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_REAL_FOLDERS = ("sadtalker", "aniportrait", "deepfacelive")
 LIPSYNC_FOLDERS = ("hyperlips", "sadtalker_video_lipsync")
+# --sync-fakes: generated talking heads whose mouths a model drove from their own sound track
+# (one image + audio, or Wav2Lip on a still avatar), outside the lip-sync test folders. For a
+# sync detector they are speech in sync, real voices on faces that move with them: more
+# speaking clips to learn from (their wrong-sound copies the FAKEs), not fakes to detect.
+SYNC_FAKE_METHODS = ("SadTalker (one image + audio", "AniPortrait (audio-driven", "Wav2Lip on AI-generated avatar",
+                     "StyleTalk (one image + audio")
 FOLDS = 3  # step 4's folds of the training set
 
 
@@ -66,6 +78,17 @@ def link_reals(out: Path, sources: list[tuple[Path, str]]) -> int:
         meta[name] = {"label": "REAL", "original": None, "split": "train"}
     (out / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     return len(meta)
+
+
+def sync_fakes(train_videos: Path, dataset) -> list:
+    """The FAKE videos of `dataset` (train-videos, loaded) whose metadata "method" is one of
+    SYNC_FAKE_METHODS, outside the lip-sync test folders."""
+    methods = {}
+    for meta_path in train_videos.glob("*/metadata.json"):
+        for name, entry in json.loads(meta_path.read_text()).items():
+            methods[(meta_path.parent / name).resolve()] = entry.get("method") or ""
+    return [v for v in dataset.videos if v.is_fake and v.id.split("/")[0] not in LIPSYNC_FOLDERS
+            and methods.get(v.path.resolve(), "").startswith(SYNC_FAKE_METHODS)]
 
 
 def reencode(src: Path, dst: Path, shift: float) -> None:
@@ -153,6 +176,9 @@ def main() -> int:
                    help=f"train one model per fold (of {FOLDS}; default: fold 0) and score them as an ensemble")
     p.add_argument("--checkpoint", type=Path, nargs="+", default=None,
                    help="score these checkpoints (several: as an ensemble); do not train")
+    p.add_argument("--sync-fakes", action="store_true",
+                   help="also train on train-videos' audio-driven generated talking heads (outside the "
+                        "lip-sync test folders) as speech in sync, with their own sound")
     a = p.parse_args()
     if a.seeds is not None and a.checkpoint is not None:
         p.error("--seeds trains models, --checkpoint scores trained ones: give one of them")
@@ -181,10 +207,13 @@ def main() -> int:
     cfg = load_config(a.config)
     data, work = a.out / "train", a.out / "work"
     t0 = time.time()
-    marker = data / ".complete"  # holds the data's seed: the sample, its folds and the tests' shifts
-    if marker.exists() and marker.read_text().strip() != str(a.seed):
-        print(json.dumps({"error": f"{a.out} holds data made with another seed than --seed {a.seed} "
-                                   f"({marker.read_text().strip() or 'unknown'}): use another --out"}))
+    # holds the data's seed (the sample, its folds and the tests' shifts) and whether it has the sync fakes
+    marker = data / ".complete"
+    stamp = f"{a.seed}{' sync-fakes' if a.sync_fakes else ''}"
+    if marker.exists() and marker.read_text().strip() != stamp:
+        print(json.dumps({"error": f"{a.out} holds data made with other settings "
+                                   f"({marker.read_text().strip() or 'unknown'}) than --seed {a.seed}"
+                                   f"{' --sync-fakes' if a.sync_fakes else ''}: use another --out"}))
         return 1
     if not marker.exists():
         shutil.rmtree(data, ignore_errors=True)
@@ -196,7 +225,10 @@ def main() -> int:
         dev = load_dataset(a.dev_videos / "real_talking_heads")
         reals += [(v.path, v.path.name) for v in dev.videos if v.path.suffix != ".mpg"]
         link_reals(data / "talking_heads", reals)
-        marker.write_text(f"{a.seed}\n")
+        if a.sync_fakes:
+            link_reals(data / "sync_fakes", [(v.path, v.id.replace("/", "__") + v.path.suffix)
+                                             for v in sync_fakes(a.train_videos, tv)])
+        marker.write_text(f"{stamp}\n")
     opts = StepOptions(data_dir=data, work_dir=work, progress=False)
     detect_faces(opts)
     extract_crops(opts)
@@ -236,7 +268,8 @@ def main() -> int:
     grid = sorted((a.dev_videos / "real_talking_heads").glob("*.mpg"))
     other = [(v.path, v.id.replace("/", "__")) for v in load_dataset(a.train_videos).videos
              if not v.is_fake and v.id.split("/")[0] in LIPSYNC_FOLDERS]
-    out = {"config": str(a.config), "videos_with_sound": sum(1 for _ in (work / "audio").rglob("*.wav"))}
+    out = {"config": str(a.config), "sync_fakes": a.sync_fakes,
+           "videos_with_sound": sum(1 for _ in (work / "audio").rglob("*.wav"))}
     if a.checkpoint is not None:
         out["checkpoint"] = checkpoints[0] if len(checkpoints) == 1 else checkpoints
     for key, clips, folder, seed in (("shifted", [(c, c.stem) for c in grid], "test_shifted", a.seed + 7),

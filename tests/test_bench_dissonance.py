@@ -1,0 +1,37 @@
+"""bench/dissonance.py's training set: which train-videos clips --sync-fakes adds."""
+import importlib.util
+import sys
+
+from conftest import REPO, write_metadata
+
+
+def _dissonance():
+    spec = importlib.util.spec_from_file_location("dissonance", REPO / "bench" / "dissonance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sys.modules.setdefault("dissonance", module)
+
+
+def test_sync_fakes_are_audio_driven_heads_outside_the_lipsync_test(tmp_path):
+    from preprocessing.dataset import load_dataset
+
+    d = _dissonance()
+    folders = {
+        "sadtalker": {"r.mp4": {"label": "REAL"},
+                      "s.mp4": {"label": "FAKE", "method": "SadTalker (one image + audio, still mode)"}},
+        "aniportrait": {"a.mp4": {"label": "FAKE", "method": "AniPortrait (audio-driven, one image)"},
+                        "v.mp4": {"label": "FAKE", "method": "AniPortrait (video-driven reenactment, one image)"}},
+        "talkingavatar": {"w.mp4": {"label": "FAKE", "method": "Wav2Lip on AI-generated avatar"},
+                          "p.mp4": {"label": "FAKE", "method": "animated AI-generated portrait (D-ID style)"}},
+        # the lip-sync test's folders stay out whatever their method: their fakes are test 2
+        "sadtalker_video_lipsync": {"x.mp4": {"label": "FAKE", "method": "SadTalker (one image + audio)"}},
+        "hyperlips": {"h.mp4": {"label": "FAKE", "method": "HyperLips"}},
+        "celebdf": {"c.mp4": {"label": "FAKE"}},  # no method at all
+    }
+    for folder, entries in folders.items():
+        write_metadata(tmp_path / folder, {n: {"original": None, **e} for n, e in entries.items()})
+        for n in entries:
+            (tmp_path / folder / n).write_bytes(b"\0")
+    picked = d.sync_fakes(tmp_path, load_dataset(tmp_path))
+    assert sorted(v.id for v in picked) == ["aniportrait/a", "sadtalker/s", "talkingavatar/w"]
+    assert all(v.is_fake for v in picked)
