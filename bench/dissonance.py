@@ -80,15 +80,11 @@ def link_reals(out: Path, sources: list[tuple[Path, str]]) -> int:
     return len(meta)
 
 
-def sync_fakes(train_videos: Path, dataset) -> list:
+def sync_fakes(dataset) -> list:
     """The FAKE videos of `dataset` (train-videos, loaded) whose metadata "method" is one of
     SYNC_FAKE_METHODS, outside the lip-sync test folders."""
-    methods = {}
-    for meta_path in train_videos.glob("*/metadata.json"):
-        for name, entry in json.loads(meta_path.read_text()).items():
-            methods[(meta_path.parent / name).resolve()] = entry.get("method") or ""
     return [v for v in dataset.videos if v.is_fake and v.id.split("/")[0] not in LIPSYNC_FOLDERS
-            and methods.get(v.path.resolve(), "").startswith(SYNC_FAKE_METHODS)]
+            and (v.method or "").startswith(SYNC_FAKE_METHODS)]
 
 
 def reencode(src: Path, dst: Path, shift: float) -> None:
@@ -227,7 +223,7 @@ def main() -> int:
         link_reals(data / "talking_heads", reals)
         if a.sync_fakes:
             link_reals(data / "sync_fakes", [(v.path, v.id.replace("/", "__") + v.path.suffix)
-                                             for v in sync_fakes(a.train_videos, tv)])
+                                             for v in sync_fakes(tv)])
         marker.write_text(f"{stamp}\n")
     opts = StepOptions(data_dir=data, work_dir=work, progress=False)
     detect_faces(opts)

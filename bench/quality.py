@@ -82,19 +82,12 @@ def method_family(method: str | None) -> str:
 
 
 def video_methods(data_dir: Path, videos=None) -> dict[str, str]:
-    """video id -> method family, from every metadata.json under data_dir (`videos`: its
-    `load_dataset(data_dir).videos`, when the caller has them)."""
-    from preprocessing.dataset import load_dataset, walk_files
+    """video id -> method family, from the metadata.json "method" of every video under
+    data_dir (`videos`: its `load_dataset(data_dir).videos`, when the caller has them)."""
+    from preprocessing.dataset import load_dataset
 
     videos = load_dataset(data_dir).videos if videos is None else videos
-    ids = {v.path.resolve(): v.id for v in videos}
-    out = {}
-    for meta_path in (p for p in walk_files(data_dir) if p.name == "metadata.json"):
-        for name, entry in json.loads(meta_path.read_text()).items():
-            vid = ids.get((meta_path.parent / name).resolve())
-            if vid is not None:
-                out[vid] = "REAL" if entry.get("label") == "REAL" else method_family(entry.get("method"))
-    return out
+    return {v.id: method_family(v.method) if v.is_fake else "REAL" for v in videos}
 
 
 def folder_of(video: str) -> str:

@@ -30,6 +30,7 @@ class Video:
     original: str | None    # id of the original for a FAKE (whether or not it exists on disk)
     original_present: bool  # the original is listed and its file exists
     mos: float | None = None  # realism rating (metadata "mos"), None when not rated
+    method: str | None = None  # how a fake was made (metadata "method"), None when not given
 
     @property
     def is_fake(self) -> bool:
@@ -183,6 +184,7 @@ def load_dataset(data_dir: str | Path) -> Dataset:
                 original=video_id(data_dir, original_path) if original_path else None,
                 original_present=bool(original_path and original in on_disk and original in meta),
                 mos=float(entry["mos"]) if entry.get("mos") is not None else None,
+                method=entry.get("method"),
             ))
     return Dataset(videos=videos, errors=errors)
 

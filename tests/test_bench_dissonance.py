@@ -32,6 +32,6 @@ def test_sync_fakes_are_audio_driven_heads_outside_the_lipsync_test(tmp_path):
         write_metadata(tmp_path / folder, {n: {"original": None, **e} for n, e in entries.items()})
         for n in entries:
             (tmp_path / folder / n).write_bytes(b"\0")
-    picked = d.sync_fakes(tmp_path, load_dataset(tmp_path))
+    picked = d.sync_fakes(load_dataset(tmp_path))
     assert sorted(v.id for v in picked) == ["aniportrait/a", "sadtalker/s", "talkingavatar/w"]
     assert all(v.is_fake for v in picked)
