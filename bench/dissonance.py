@@ -41,7 +41,10 @@ SYNC_FAKE_METHODS, 15 clips) to the training set as speech in sync, labelled REA
 sync detector's positives are faces that move with their own sound, generated or not.
 The lip-sync test's fakes score lower then (a sync detector learns to accept lips that follow
 the sound); the shifted tests are unchanged in content.
-An `--out` folder keeps one `--seed`'s data (and refuses another seed's): reruns reuse it.
+`--dfdc-speech` adds dev-videos' 4 DFDC clips (DFDC_FOLDER: 1 REAL and 3 face swaps, which keep
+their source's voice and mouth motion, 10 s each) to the training set the same way, as REAL.
+An `--out` folder keeps one `--seed`'s data, with or without those two options (and refuses
+another setting): reruns reuse it.
 """
 import argparse
 import json
@@ -65,6 +68,10 @@ LIPSYNC_FOLDERS = ("hyperlips", "sadtalker_video_lipsync")
 # speaking clips to learn from (their wrong-sound copies the FAKEs), not fakes to detect.
 SYNC_FAKE_METHODS = ("SadTalker (one image + audio", "AniPortrait (audio-driven", "Wav2Lip on AI-generated avatar",
                      "StyleTalk (one image + audio")
+# --dfdc-speech: dev-videos' DFDC clips (1 REAL, 3 face swaps whose originals are not present).
+# A DFDC face swap keeps its source video's mouth motion and sound, so all four are speech in
+# sync; none of them is in a test here (bench/quality scores them, not this bench).
+DFDC_FOLDER = "dfdc_sample"
 FOLDS = 3  # step 4's folds of the training set
 
 
@@ -85,6 +92,13 @@ def sync_fakes(dataset) -> list:
     SYNC_FAKE_METHODS, outside the lip-sync test folders."""
     return [v for v in dataset.videos if v.is_fake and v.id.split("/")[0] not in LIPSYNC_FOLDERS
             and (v.method or "").startswith(SYNC_FAKE_METHODS)]
+
+
+def dfdc_speech(dev_videos: Path) -> list[tuple[Path, str]]:
+    """(path, name) of every clip of dev-videos' DFDC folder, REAL or FAKE (--dfdc-speech)."""
+    from preprocessing.dataset import load_dataset
+
+    return [(v.path, v.path.name) for v in load_dataset(dev_videos / DFDC_FOLDER).videos]
 
 
 def reencode(src: Path, dst: Path, shift: float) -> None:
@@ -175,6 +189,9 @@ def main() -> int:
     p.add_argument("--sync-fakes", action="store_true",
                    help="also train on train-videos' audio-driven generated talking heads (outside the "
                         "lip-sync test folders) as speech in sync, with their own sound")
+    p.add_argument("--dfdc-speech", action="store_true",
+                   help="also train on dev-videos' DFDC clips (1 REAL, 3 face swaps that keep their "
+                        "source's voice and mouth motion) as speech in sync")
     a = p.parse_args()
     if a.seeds is not None and a.checkpoint is not None:
         p.error("--seeds trains models, --checkpoint scores trained ones: give one of them")
@@ -203,13 +220,14 @@ def main() -> int:
     cfg = load_config(a.config)
     data, work = a.out / "train", a.out / "work"
     t0 = time.time()
-    # holds the data's seed (the sample, its folds and the tests' shifts) and whether it has the sync fakes
+    # holds the data's seed (the sample, its folds and the tests' shifts) and the options that add clips
     marker = data / ".complete"
-    stamp = f"{a.seed}{' sync-fakes' if a.sync_fakes else ''}"
+    options = [name for name, on in (("sync-fakes", a.sync_fakes), ("dfdc-speech", a.dfdc_speech)) if on]
+    stamp = " ".join([str(a.seed)] + options)
     if marker.exists() and marker.read_text().strip() != stamp:
         print(json.dumps({"error": f"{a.out} holds data made with other settings "
                                    f"({marker.read_text().strip() or 'unknown'}) than --seed {a.seed}"
-                                   f"{' --sync-fakes' if a.sync_fakes else ''}: use another --out"}))
+                                   f"{''.join(' --' + o for o in options)}: use another --out"}))
         return 1
     if not marker.exists():
         shutil.rmtree(data, ignore_errors=True)
@@ -224,6 +242,8 @@ def main() -> int:
         if a.sync_fakes:
             link_reals(data / "sync_fakes", [(v.path, v.id.replace("/", "__") + v.path.suffix)
                                              for v in sync_fakes(tv)])
+        if a.dfdc_speech:
+            link_reals(data / "dfdc_speech", dfdc_speech(a.dev_videos))
         marker.write_text(f"{stamp}\n")
     opts = StepOptions(data_dir=data, work_dir=work, progress=False)
     detect_faces(opts)
@@ -264,7 +284,7 @@ def main() -> int:
     grid = sorted((a.dev_videos / "real_talking_heads").glob("*.mpg"))
     other = [(v.path, v.id.replace("/", "__")) for v in load_dataset(a.train_videos).videos
              if not v.is_fake and v.id.split("/")[0] in LIPSYNC_FOLDERS]
-    out = {"config": str(a.config), "sync_fakes": a.sync_fakes,
+    out = {"config": str(a.config), "sync_fakes": a.sync_fakes, "dfdc_speech": a.dfdc_speech,
            "videos_with_sound": sum(1 for _ in (work / "audio").rglob("*.wav"))}
     if a.checkpoint is not None:
         out["checkpoint"] = checkpoints[0] if len(checkpoints) == 1 else checkpoints

@@ -1,5 +1,6 @@
-"""bench/dissonance.py's training set: which train-videos clips --sync-fakes adds."""
+"""bench/dissonance.py's training set: which clips --sync-fakes and --dfdc-speech add."""
 import importlib.util
+import json
 import sys
 
 from conftest import REPO, write_metadata
@@ -35,3 +36,20 @@ def test_sync_fakes_are_audio_driven_heads_outside_the_lipsync_test(tmp_path):
     picked = d.sync_fakes(load_dataset(tmp_path))
     assert sorted(v.id for v in picked) == ["aniportrait/a", "sadtalker/s", "talkingavatar/w"]
     assert all(v.is_fake for v in picked)
+
+
+def test_dfdc_speech_takes_every_dfdc_clip_real_or_fake(tmp_path):
+    d = _dissonance()
+    dev = tmp_path / "dev"
+    write_metadata(dev / d.DFDC_FOLDER, {"r.mp4": {"label": "REAL", "original": None},
+                                         "f.mp4": {"label": "FAKE", "original": "gone.mp4"}})
+    write_metadata(dev / "real_talking_heads", {"g.mp4": {"label": "REAL", "original": None}})
+    for p in (dev / d.DFDC_FOLDER / "r.mp4", dev / d.DFDC_FOLDER / "f.mp4", dev / "real_talking_heads" / "g.mp4"):
+        p.write_bytes(b"\0")
+    picked = d.dfdc_speech(dev)
+    assert sorted(name for _, name in picked) == ["f.mp4", "r.mp4"]
+    assert all(path.parent.name == d.DFDC_FOLDER and path.exists() for path, _ in picked)
+    # linked as REAL, whatever their label was: speech in sync for the sync detector
+    assert d.link_reals(tmp_path / "out", picked) == 2
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert {m["label"] for m in meta.values()} == {"REAL"}
