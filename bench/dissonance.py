@@ -89,6 +89,11 @@ def link_reals(out: Path, sources: list[tuple[Path, str]]) -> int:
     return len(meta)
 
 
+def link_name(video) -> str:
+    """A train-videos video's file name in the bench's training folders: its id, flattened."""
+    return video.id.replace("/", "__") + video.path.suffix
+
+
 def sync_fakes(dataset) -> list:
     """The FAKE videos of `dataset` (train-videos, loaded) whose metadata "method" is one of
     SYNC_FAKE_METHODS, outside the lip-sync test folders."""
@@ -248,6 +253,7 @@ def main() -> int:
             print(json.dumps({"error": f"{d} not found"}))
             return 1
     cfg = load_config(a.config)
+    tv = load_dataset(a.train_videos)  # its reals (and sync fakes) train; its lip-sync folders test
     data, work = a.out / "train", a.out / "work"
     t0 = time.time()
     # holds the data's seed (the sample, its folds and the tests' shifts) and the options that add clips
@@ -263,15 +269,13 @@ def main() -> int:
         shutil.rmtree(data, ignore_errors=True)
         generate_sample_dataset(data, folders=4, reals=4, fakes=0, seconds=3.0, seed=a.seed, audio=True,
                                 av_fakes=2, prefix="sample_av")
-        tv = load_dataset(a.train_videos)
-        reals = [(v.path, v.id.replace("/", "__") + v.path.suffix) for v in tv.videos
+        reals = [(v.path, link_name(v)) for v in tv.videos
                  if not v.is_fake and v.id.split("/")[0] in TRAIN_REAL_FOLDERS]
         dev = load_dataset(a.dev_videos / "real_talking_heads")
         reals += [(v.path, v.path.name) for v in dev.videos if v.path.suffix != ".mpg"]
         link_reals(data / "talking_heads", reals)
         if a.sync_fakes:
-            link_reals(data / "sync_fakes", [(v.path, v.id.replace("/", "__") + v.path.suffix)
-                                             for v in sync_fakes(tv)])
+            link_reals(data / "sync_fakes", [(v.path, link_name(v)) for v in sync_fakes(tv)])
         if a.dfdc_speech:
             link_reals(data / "dfdc_speech", dfdc_speech(a.dev_videos))
         marker.write_text(f"{stamp}\n")
@@ -312,7 +316,7 @@ def main() -> int:
     # held-out test 1: GRID clips vs the same clips with the sound advanced; 1b: the same with
     # the lip-sync folders' REAL clips (never trained on either; their fakes are test 2)
     grid = sorted((a.dev_videos / "real_talking_heads").glob("*.mpg"))
-    other = [(v.path, v.id.replace("/", "__")) for v in load_dataset(a.train_videos).videos
+    other = [(v.path, v.id.replace("/", "__")) for v in tv.videos
              if not v.is_fake and v.id.split("/")[0] in LIPSYNC_FOLDERS]
     out = {"config": str(a.config), "sync_fakes": a.sync_fakes, "dfdc_speech": a.dfdc_speech,
            "videos_with_sound": sum(1 for _ in (work / "audio").rglob("*.wav"))}
@@ -338,7 +342,7 @@ def main() -> int:
 
     # held-out test 2: lip-sync fakes against their folders' reals
     lip, lip_labels, per_folder = [], [], {}
-    for v in load_dataset(a.train_videos).videos:
+    for v in tv.videos:
         folder = v.id.split("/")[0]
         if folder in LIPSYNC_FOLDERS:
             lip.append((v.id, v.path))
