@@ -21,7 +21,7 @@ Held-out tests, each scored end to end by 6_predict's pipeline with the checkpoi
   `baseline_auc_*` the same tests scored without learning (`sync_baselines`: how well mouth
   motion and loudness correlate), a reference for what the learned model should beat, and
   `baseline_lips_auc_*` another (how well the outer lips' opening, from dlib's 68 points,
-  and loudness correlate);
+  and loudness correlate: one of the numbers `mds_lips_cpu` learns from);
 - `auc_lipsync`: train-videos' lip-sync fakes against their folders' reals (hyperlips:
   HyperLips; sadtalker_video_lipsync: Wav2Lip, video-retalking, SadTalker variants),
   never trained on.
@@ -133,42 +133,30 @@ def shifted_pairs(clips: list[tuple[Path, str]], folder: Path, rng: np.random.Ge
     return videos, labels
 
 
-def lip_opening(points: np.ndarray) -> float:
-    """The outer lips' opening of dlib's 68 points (the mean of the distances 50-58, 51-57 and
-    52-56) over the distance between the eyes' centres (36-41, 42-47): 0 when the eyes meet."""
-    points = np.asarray(points, dtype=np.float64)
-    opening = np.linalg.norm(points[[50, 51, 52]] - points[[58, 57, 56]], axis=1).mean()
-    eyes = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
-    return float(opening / eyes) if eyes > 0 else 0.0
-
-
 def sync_baselines(videos: list[tuple[str, Path]]) -> dict[str, list[float]]:
     """Two non-learned references for the shifted tests, per video over its first 10 whole
     seconds at 25 steps a second, each minus a correlation with the sound's loudness (the log
-    energy, MFCC 0, of the same 40 ms). No sound or no face: 0.
+    energy, MFCC 0, of the same 40 ms), on the 96-px face crops the dissonance configs read.
+    No sound or no face: 0.
     - "motion": the mouth's motion, the mean absolute difference of consecutive grey mouth
-      regions of 96-px face crops;
-    - "lips": the outer lips' opening (`lip_opening`) of dlib's 68 points, fitted in the face
-      box of each 192-px crop (the crop's middle 1 / 1.3)."""
+      regions;
+    - "lips": the outer lips' opening over the eyes' distance (`training.lips`: dlib's 68
+      points fitted in the face box of each crop enlarged to 192 px), what the lip-landmark
+      stream (`mds_lips_cpu`) reads among its other numbers."""
     import cv2
-    import dlib
 
     from inference.predictor import FaceExtractor
-    from training.augmentations import load_shape_predictor
     from training.av_data import mfcc_window
+    from training.lips import OUTER_OPENING, crops_lip_features, required_predictor
     from training.zoo.mds import MOUTH_REGION, region_rows_cols
 
     margin = 0.15
-    motion_key, lips_key = (96, margin, 1.0), (192, margin, 1.0)
+    key = (96, margin, 1.0)
     # every anchor detected, as 6_predict does for dissonance models (refined boxes in between
     # would shift the mouth region by a few pixels from frame to frame: motion that is not there)
-    extract = FaceExtractor(num_frames=8, margins=(margin,), av_segments=[(25, *motion_key), (25, *lips_key)],
-                            max_segments=10, detect_every=1)
-    predictor = load_shape_predictor()
-    if predictor is None:
-        raise RuntimeError("dlib's 68-point predictor is missing (dlib-bin, face-recognition-models)")
-    inset = 192 * (0.5 - 0.5 / (1 + 2 * margin))  # the face box's edge inside a crop
-    box = dlib.rectangle(round(inset), round(inset), round(192 - inset), round(192 - inset))
+    extract = FaceExtractor(num_frames=8, margins=(margin,), av_segments=[(25, *key)], max_segments=10,
+                            detect_every=1)
+    predictor = required_predictor()
     rows, cols = region_rows_cols((96, 96), MOUTH_REGION)
 
     def score(signal, loud) -> float:
@@ -178,20 +166,17 @@ def sync_baselines(videos: list[tuple[str, Path]]) -> dict[str, list[float]]:
     out = {"motion": [], "lips": []}
     for _, path in videos:
         faces = extract(path)
-        segs, big = faces.segments.get((*motion_key, 25), []), dict(faces.segments.get((*lips_key, 25), []))
+        segs = faces.segments.get((*key, 25), [])
         if faces.mfcc is None or not segs:
             out["motion"].append(0.0)
             out["lips"].append(0.0)
             continue
-        grey, lips, loud = [], [], []
-        for start, crops in segs:  # consecutive seconds: the frames run on across them
-            grey += [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)[rows, cols].astype(np.float32) for c in crops]
-            lips += [lip_opening([(q.x, q.y) for q in predictor(np.ascontiguousarray(c), box).parts()])
-                     for c in big[start]]
-            loud += mfcc_window(faces.mfcc, start)[0].reshape(25, 4).mean(1).tolist()  # MFCC 0, edge-padded
-        motion = np.abs(np.diff(np.stack(grey), axis=0)).mean((1, 2))  # between frames t and t + 1
-        out["motion"].append(score(motion, np.array(loud[1:])))
-        out["lips"].append(score(np.array(lips), np.array(loud)))
+        crops = [c for _, seg in segs for c in seg]  # consecutive seconds: the frames run on across them
+        loud = np.concatenate([mfcc_window(faces.mfcc, start)[0].reshape(25, 4).mean(1) for start, _ in segs])
+        grey = np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)[rows, cols].astype(np.float32) for c in crops])
+        motion = np.abs(np.diff(grey, axis=0)).mean((1, 2))  # between frames t and t + 1
+        out["motion"].append(score(motion, loud[1:]))
+        out["lips"].append(score(crops_lip_features(crops, margin, predictor)[0][:, OUTER_OPENING], loud))
     return out
 
 

@@ -576,6 +576,17 @@ def read_sound(path: Path) -> tuple[np.ndarray | None, float]:
     return feats, duration
 
 
+def visual_input(m: LoadedModel, crops: list[np.ndarray]) -> torch.Tensor:
+    """A segment's visual input for a dissonance model: its crops as the model was trained
+    on them (T, 3, H, W), or, for a lip-landmark stream, the crops' lip features (T, F)
+    (`training.lips`, the dataset's own rule; a frame dlib cannot fit repeats the last fit)."""
+    if getattr(m.model.video, "input_features", None):
+        from training.lips import crops_lip_features
+
+        return torch.from_numpy(crops_lip_features(crops, m.margin)[0])
+    return m.augment(crops)
+
+
 @torch.inference_mode()
 def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size: int = 32) -> np.ndarray:
     """A dissonance model's P(FAKE) of the video, as a 1-element array (empty: it abstains,
@@ -592,7 +603,7 @@ def score_av(faces: VideoFaces, m: LoadedModel, device: torch.device, batch_size
     distances, fv, fa = [], [], []
     for i in range(0, len(segs), batch_size):
         chunk = segs[i:i + batch_size]
-        x = torch.stack([m.augment(crops) for _, crops in chunk]).to(device)  # this model's frames
+        x = torch.stack([visual_input(m, crops) for _, crops in chunk]).to(device)  # this model's frames
         a = torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, start, length)).unsqueeze(0)
                          for start, _ in chunk])
         out = m.model(x, a.float().to(device))

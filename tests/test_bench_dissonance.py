@@ -53,19 +53,3 @@ def test_dfdc_speech_takes_every_dfdc_clip_real_or_fake(tmp_path):
     assert d.link_reals(tmp_path / "out", picked) == 2
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert {m["label"] for m in meta.values()} == {"REAL"}
-
-
-def test_lip_opening_is_the_outer_lips_gap_over_the_eyes_distance():
-    import numpy as np
-
-    d = _dissonance()
-    points = np.zeros((68, 2))
-    points[36:42] = (0.0, 0.0)  # one eye's centre at the origin, the other 10 px to the right
-    points[42:48] = (10.0, 0.0)
-    points[[50, 51, 52], 1] = 20.0  # the upper lip
-    points[[58, 57, 56], 1] = (23.0, 24.0, 25.0)  # the lower lip: gaps 3, 4 and 5
-    assert abs(d.lip_opening(points) - 0.4) < 1e-9
-    assert abs(d.lip_opening(points * 2.5) - 0.4) < 1e-9  # the face's size does not matter
-    points[[58, 57, 56], 1] = 20.0
-    assert d.lip_opening(points) == 0.0  # closed
-    assert d.lip_opening(np.zeros((68, 2))) == 0.0  # degenerate: no eyes' distance

@@ -1095,3 +1095,52 @@ def test_offset_search_validates_and_predicts_against_the_best_alignment(av_work
     assert got["mds"] == pytest.approx(d0 - float(curve.min()), abs=1e-4)
     assert got["offset_s"] == m.model.offset_score(curve)[2]
     assert pred.rows[0][1] == pytest.approx(float(m.model.probability(torch.tensor(got["mds"]))), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_lip_landmark_stream_trains_on_the_tracks_landmarks_and_predicts_from_its_crops(av_work, tmp_path):
+    """encoder "lip_landmarks" (mds_lips_cpu's stream) end to end: the dataset fits dlib on
+    every track frame once and an item, jittered or not, carries its frames' lip features
+    (T, NUM_LIP_FEATURES); training runs; 6_predict computes the same numbers from its own
+    crops and reports the model's joined-segment distance on them."""
+    from inference.predictor import FaceExtractor, load_models, predict_videos, visual_input
+    from preprocessing.av import load_track
+    from training.av_data import AVSegmentDataset, frames_at, mfcc_window
+    from training.datasets import load_folds
+    from training.engine import train
+    from training.lips import NUM_LIP_FEATURES, crops_lip_features
+
+    data, work, _ = av_work
+    cfg = mds_cfg(encoder="lip_landmarks", size=48, batches_per_epoch=2, optimizer={"batch_size": 4},
+                  model={"time_steps": 4, "temporal_embedding": True, "mds": "video"},
+                  data={"av_swap_prob": 0.0, "av_fake_prob": 1.0, "av_jitter": 0.3})
+    ds = AVSegmentDataset(work, load_folds(work), fold=-1, train=True, cfg=cfg)
+    for k, v in enumerate(ds.videos):
+        frames, _ = load_track(v["track"])
+        assert ds.features[k].shape == (len(frames), NUM_LIP_FEATURES)
+    frames, _ = load_track(ds.videos[0]["track"])
+    np.testing.assert_array_equal(ds.features[0], crops_lip_features(frames, 0.15)[0])
+    assert np.abs(ds.features[0]).sum() > 0  # dlib fits the sample's drawn faces
+    for i in range(4):
+        item = ds.get_item(0, np.random.default_rng(i))
+        k = ds.items[0][0]
+        own = frames_at(ds.videos[k]["times"], item["segment"], 4)
+        assert item["image"].shape == (4, NUM_LIP_FEATURES)
+        np.testing.assert_array_equal(item["image"].numpy(), ds.features[k][list(own)])
+
+    result = train(cfg, work, fold=0, weights_dir=tmp_path / "w", progress=False)
+    assert np.isfinite(result.history[0]["mds_real"])
+    clip = sorted(data.rglob("*.mp4"))[0]
+    pred = predict_videos([("v.mp4", clip)], [result.best], progress=False, details=True, num_frames=4)
+    assert not pred.errors
+    m = load_models([result.best], torch.device("cpu"))[0]
+    got = pred.details["v.mp4"]["models"][m.name]
+    faces = FaceExtractor(num_frames=4, margins=(m.margin,), av_segments=[(4, m.av_size, m.margin, 1.0)],
+                          detect_every=1)(clip)
+    segs = faces.segments[(m.av_size, m.margin, 1.0, 4)]
+    x = torch.stack([visual_input(m, c) for _, c in segs])
+    assert x.shape == (len(segs), 4, NUM_LIP_FEATURES)
+    with torch.no_grad():
+        out = m.model(x, torch.stack([torch.from_numpy(mfcc_window(faces.mfcc, s)).unsqueeze(0) for s, _ in segs]))
+        want = float(m.model.video_distance(out.video_features, out.audio_features))
+    assert got["mds"] == pytest.approx(want, abs=1e-4)

@@ -89,10 +89,11 @@ def load_shape_predictor():
         return None
 
 
-def face_landmarks68(img: np.ndarray, predictor=None) -> np.ndarray | None:
+def face_landmarks68(img: np.ndarray, predictor=None, box: tuple[float, float] = FACE_BOX_FRACTION) -> np.ndarray | None:
     """(68, 2) float32 dlib landmarks of the crop's face, or None.
 
-    No detector is run: the face box is known from the crop geometry (its middle 60%).
+    No detector is run: the face box is known from the crop geometry, `box` (lo, hi) of
+    its side (step 1's crops: the middle 60%; `training.lips.face_box_fraction` for others).
     dlib's predictor always returns 68 points, so the result is rejected when it is
     implausible (a hull smaller than 5% of the crop or mostly outside it).
     """
@@ -102,7 +103,7 @@ def face_landmarks68(img: np.ndarray, predictor=None) -> np.ndarray | None:
     import dlib
 
     h, w = img.shape[:2]
-    lo, hi = FACE_BOX_FRACTION
+    lo, hi = box
     rect = dlib.rectangle(int(lo * w), int(lo * h), int(hi * w), int(hi * h))
     shape = predictor(np.ascontiguousarray(img), rect)
     points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)

@@ -23,6 +23,9 @@ downscale and JPEG, each with its own probability), the same for all its frames;
 and prediction see them as they are. The draw comes last from the item's generator; with
 `data.av_jitter` 0 a REAL item then makes one (it made none), so the process's stream, and
 with it which wrong sounds later items get, differs from a run without the option.
+With `encoder` "lip_landmarks" (LipStream, beyond the paper) the dataset fits dlib's 68
+points on every track frame once, at start-up (`training.lips`, about 1.6 ms a frame), and
+items carry each frame's lip features (T, NUM_LIP_FEATURES) in place of the crops.
 With `data.frame_features` (a frozen per-frame visual stream only: FrameStream) the dataset
 runs that encoder once over every frame of its videos, at start-up, and items carry the
 frames' features (T, C) in place of the crops: training then costs the small trainable
@@ -47,6 +50,8 @@ import torch
 from torch.utils.data import Dataset
 
 from preprocessing.artifacts import WorkDir
+
+from .zoo.mds import LIP_ENCODER
 
 SEGMENT_S = 1.0     # the paper's segment length (data.av_segment_s's default)
 MFCC_STEP = 0.01    # 10 ms: 100 MFCC frames per second
@@ -159,7 +164,8 @@ class AVSegmentDataset(Dataset):
         self.items = items
         self.labels = np.array([self.videos[k]["label"] for k, _, _ in items], dtype=np.int64)
         self._real_videos = [k for k, v in enumerate(self.videos) if v["label"] == 0]
-        self.features = self._frame_features() if d["frame_features"] else None
+        self.features = (self._lip_features() if cfg["encoder"] == LIP_ENCODER
+                         else self._frame_features() if d["frame_features"] else None)
         # validation with av_fake_prob: every REAL segment once more with a wrong sound (seeded
         # per item), scored as a FAKE video of its own, "{video}+wrong_audio"
         self.order = list(range(len(items)))
@@ -237,6 +243,26 @@ class AVSegmentDataset(Dataset):
         if start + delay > v["duration"] - self.segment_s + 1e-6:
             return None
         return v["wav"], float(start + delay), "shift"
+
+    def _lip_features(self) -> list[np.ndarray]:
+        """Every track frame's lip features (n, NUM_LIP_FEATURES) per video (`training.lips`),
+        computed once (about 1.6 ms a frame); warns of videos where dlib fits under half of them."""
+        import warnings
+
+        from preprocessing.progress import progress_bar
+
+        from .lips import crops_lip_features, required_predictor
+
+        predictor, out = required_predictor(), []
+        for v in progress_bar(iterable=self.videos, desc="lip landmarks", unit="video", leave=False,
+                              disable=len(self.videos) < 20):
+            frames, _ = _track(v["track"])
+            feats, found = crops_lip_features(frames, float(self.cfg["margin"]), predictor)
+            if found < len(frames) / 2:
+                warnings.warn(f"{v['video']}: dlib's lip points fit {found} of its {len(frames)} track frames; "
+                              f"the others repeat the nearest earlier fit", stacklevel=2)
+            out.append(feats)
+        return out
 
     def _frame_features(self) -> list[np.ndarray]:
         """Every frame's features (n, C) per video, float16, from the config's frozen encoder."""

@@ -59,6 +59,10 @@ def logits(model: torch.nn.Module, cfg: dict) -> list[float]:
     try:
         with _exact_float32(), torch.autocast(device.type, enabled=False):
             x = fingerprint_input(cfg).to(device)
+            per_frame = getattr(getattr(module, "video", None), "input_features", None)
+            if per_frame:  # a visual stream that reads per-frame numbers (LipStream), not crops
+                f = torch.arange(x.shape[1] * per_frame, dtype=torch.float64).view(1, x.shape[1], per_frame)
+                x = (torch.sin(0.29 * f) * 1.5).float().to(device)
             if cfg["network"] == "DissonanceNet":  # a segment's face crops and its MFCCs
                 width = round(100 * float(cfg["data"].get("av_segment_s", 1.0)))  # 10-ms MFCC steps
                 m = torch.arange(13 * width, dtype=torch.float64).view(1, 1, 13, width)

@@ -25,6 +25,7 @@ from torch import nn
 
 PAPER_MARGIN = 0.99  # the paper's contrastive margin
 MOTION_ENCODER = "mouth_motion"  # DissonanceNet's encoder name for MotionStream
+LIP_ENCODER = "lip_landmarks"  # ... and for LipStream
 
 
 @dataclass
@@ -237,6 +238,39 @@ class MotionStream(nn.Module):
         return F.adaptive_avg_pool1d(f.transpose(1, 2), self.time_steps).flatten(1)
 
 
+class LipStream(nn.Module):
+    """The lips' shape per frame (B, T, F), `training.lips.lip_features` of each frame's dlib
+    points (F = NUM_LIP_FEATURES: the 20 lip points and four openings, free of the face's
+    size, place and roll) -> features (B, C * T) in (C, T) order: each feature's mean over
+    the segment removed (a speaker's resting lip shape is not sync), then a per-frame linear
+    map to C channels with a batch norm and ReLU. Trained from random init (about 1.5k
+    weights at C = 32); the temporal projection after it learns how the shape moves.
+
+    Beyond the paper, for CPU data: dlib's points are the mouth's motion with the speaker,
+    the lighting and the crop taken out; the dataset (and 6_predict) compute them from the
+    crops once (`training.lips.crops_lip_features`), the stream never sees pixels."""
+
+    def __init__(self, time_steps: int | None = None, channels: int = 32):
+        super().__init__()
+        from ..lips import NUM_LIP_FEATURES
+
+        if not time_steps:
+            raise ValueError("the lip-landmark visual stream needs model.time_steps (frames kept per segment)")
+        self.time_steps, self.channels = _check_time_steps(time_steps), int(channels)
+        self.input_features = NUM_LIP_FEATURES  # what a frame is: fingerprint and prediction read it
+        self.net = nn.Sequential(nn.Conv1d(self.input_features, self.channels, 1, bias=False),
+                                 nn.BatchNorm1d(self.channels), nn.ReLU(inplace=True))
+        self.num_features = self.channels * self.time_steps
+
+    def forward(self, lips: torch.Tensor) -> torch.Tensor:
+        if lips.dim() != 3 or lips.shape[-1] != self.input_features:
+            raise ValueError(f"expected the frames' lip features (B, T, {self.input_features}) "
+                             f"(training.lips.crops_lip_features of the face crops), got shape {tuple(lips.shape)}")
+        x = lips.float().transpose(1, 2)  # (B, F, T)
+        f = self.net(x - x.mean(2, keepdim=True))
+        return F.adaptive_avg_pool1d(f, self.time_steps).flatten(1)
+
+
 class TemporalProjection(nn.Module):
     """Features (B, C * T) in (C, T) order -> an embedding (B, E * T) that keeps time: a
     per-step 1x1 conv, a temporal conv, and the temporal mean removed, so that the distance
@@ -271,7 +305,9 @@ class DissonanceNet(nn.Module):
     of time in their features, so a segment's embedding can tell a shifted sound).
     `encoder` (r3d_18: the paper's 3D CNN; a timm 2D encoder, e.g. tf_efficientnet_lite0:
     FrameStream, frozen and run per frame, which needs `time_steps`; `frame_size` its rows;
-    "mouth_motion": MotionStream, a small CNN on the differences of consecutive frames).
+    "mouth_motion": MotionStream, a small CNN on the differences of consecutive frames;
+    "lip_landmarks": LipStream, on the frames' dlib lip points, which it is given in place
+    of crops).
     `temporal_embedding` (False: the paper's fc projections; True, with `time_steps`: both
     streams project each time step, TemporalProjection, so that the distance measures how
     well mouth and sound co-vary over the segment; `feature_dropout` before the visual one).
@@ -305,6 +341,11 @@ class DissonanceNet(nn.Module):
             self.video = VisualStream(pretrained, region, time_steps)
         elif encoder == MOTION_ENCODER:
             self.video = MotionStream(region, time_steps, frame_size)
+        elif encoder == LIP_ENCODER:
+            if region is not None:
+                raise ValueError("model.region picks pixels; the lip-landmark stream reads dlib's lip points: "
+                                 "leave model.region null")
+            self.video = LipStream(time_steps)
         else:
             self.video = FrameStream(encoder, pretrained, region, time_steps, frame_size)
         self.audio = AudioStream(audio_channels, time_steps)
@@ -326,6 +367,8 @@ class DissonanceNet(nn.Module):
         self.register_buffer("calibration", torch.tensor([10.0, 0.5]))  # a, b: refitted on validation
 
     def forward(self, clip: torch.Tensor, mfcc: torch.Tensor) -> MDSOutput:
+        """`clip`: a segment's face crops (B, T, 3, H, W), or what the visual stream reads in
+        their place (B, T, F): a frozen encoder's features or the lip landmarks' features."""
         fv, fa = self.video(clip), self.audio(mfcc)
         v = F.normalize(self.video_proj(fv).float(), dim=1)
         a = F.normalize(self.audio_proj(fa).float(), dim=1)
