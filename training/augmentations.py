@@ -89,7 +89,8 @@ def load_shape_predictor():
         return None
 
 
-def face_landmarks68(img: np.ndarray, predictor=None, box: tuple[float, float] = FACE_BOX_FRACTION) -> np.ndarray | None:
+def face_landmarks68(img: np.ndarray, predictor=None,
+                     box: tuple[float, float] = FACE_BOX_FRACTION) -> np.ndarray | None:
     """(68, 2) float32 dlib landmarks of the crop's face, or None.
 
     No detector is run: the face box is known from the crop geometry, `box` (lo, hi) of

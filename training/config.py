@@ -308,7 +308,8 @@ def _validate_task(cfg: dict) -> None:
     if cfg["data"]["av_augment"] and cfg["data"]["frame_features"]:
         raise ConfigError("'data.av_augment' changes the crops, 'data.frame_features' encodes them once before "
                           "training: set one of them")
-    if task == "av" and cfg["encoder"] == "lip_landmarks" and (cfg["data"]["av_augment"] or cfg["data"]["frame_features"]):
+    lips = task == "av" and cfg["encoder"] == "lip_landmarks"  # training.zoo.mds.LIP_ENCODER (no torch here)
+    if lips and (cfg["data"]["av_augment"] or cfg["data"]["frame_features"]):
         raise ConfigError("encoder 'lip_landmarks' reads dlib's lip points, fitted once on the crops as they are: "
                           "'data.av_augment' and 'data.frame_features' must be false")
     allowed = {"mos": MOS_LOSSES, "av": AV_LOSSES}.get(task, DETECT_LOSSES)
