@@ -55,7 +55,7 @@ def test_lip_features_ignore_the_faces_size_place_and_roll_but_see_the_mouth_ope
     assert f[OUTER_OPENING] == pytest.approx(lip_opening(p), rel=1e-6)
     opened = lip_features(face68(open_by=8.0))
     assert opened[OUTER_OPENING] > f[OUTER_OPENING] + 0.1 and opened[OUTER_OPENING + 1] > f[OUTER_OPENING + 1] + 0.1
-    # levelled: a face turned by 90 degrees has its mouth's opening on the same axis as an upright one's
+    # the opening also moves the lower lip's points, in their levelled y coordinates
     assert np.abs(opened[1:40:2] - f[1:40:2]).max() > 0.05
     p[42:48] = p[36:42].mean(0)  # the eyes meet: no scale to measure by
     assert lip_features(p) is None
